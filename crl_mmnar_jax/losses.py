@@ -1,0 +1,132 @@
+"""CRL-MMNAR losses as pure functions of model outputs and a `Batch`.
+
+Every loss takes `weight_B` (0 for padding rows) and ignores those rows completely: they
+are neither positives nor negatives in InfoNCE and do not count in any denominator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from crl_mmnar_jax.batch import Batch
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+  """Weights of the total loss (DESIGN.md section 2)."""
+
+  pred: float = 1.0
+  miss: float = 0.5
+  rec: float = 1.0
+  con: float = 0.3
+  temperature: float = 0.1
+  focal_gamma: float = 0.0        # 0 = plain binary cross-entropy
+  rec_stop_gradient: bool = True  # the L_rec target e_m is stop-gradient (InfoNCE has
+                                  # negatives, so it cannot collapse and trains both sides)
+
+
+def _safe_div(num: Array, den: Array) -> Array:
+  return num / jnp.maximum(den, 1e-12)
+
+
+def pred_loss(logits_BxT: Array, labels_BxT: Array, label_mask_BxT: Array, weight_B: Array,
+              focal_gamma: float = 0.0) -> Array:
+  """Binary cross-entropy (or focal loss) per task, averaged over known labels of each
+  task, then over the tasks that have at least one known label in the batch."""
+  bce_BxT = optax.sigmoid_binary_cross_entropy(logits_BxT, labels_BxT)
+  if focal_gamma > 0:
+    p_BxT = jax.nn.sigmoid(logits_BxT)
+    p_true = jnp.where(labels_BxT > 0.5, p_BxT, 1.0 - p_BxT)
+    bce_BxT = bce_BxT * (1.0 - p_true) ** focal_gamma
+  w_BxT = label_mask_BxT * weight_B[:, None]
+  n_T = w_BxT.sum(0)
+  per_task_T = _safe_div((bce_BxT * w_BxT).sum(0), n_T)
+  has_T = n_T > 0
+  return _safe_div(jnp.where(has_T, per_task_T, 0.0).sum(), has_T.sum())
+
+
+def miss_loss(miss_logits: Array, present_BxM: Array, weight_B: Array,
+              kind: str = "bce") -> Array:
+  """L_miss: predict the pattern δ from z.
+
+  kind="bce": mean over modalities of sigmoid cross-entropy; kind="pattern": softmax
+  cross-entropy over the 2^M pattern ids.
+  """
+  present_BxM = present_BxM.astype(jnp.float32)
+  if kind == "bce":
+    per_B = optax.sigmoid_binary_cross_entropy(miss_logits, present_BxM).mean(-1)
+  elif kind == "pattern":
+    m = present_BxM.shape[-1]
+    pattern_B = (present_BxM.astype(jnp.int32) << jnp.arange(m, dtype=jnp.int32)).sum(-1)
+    per_B = optax.softmax_cross_entropy_with_integer_labels(miss_logits, pattern_B)
+  else:
+    raise ValueError(f"miss loss kind must be 'bce' or 'pattern', got {kind!r}")
+  return _safe_div((per_B * weight_B).sum(), weight_B.sum())
+
+
+def rec_loss(e_BxMxD: Array, rec_BxMxD: Array, valid_BxM: Array, weight_B: Array,
+             stop_gradient: bool = True) -> Array:
+  """L_rec: MSE (mean over D) between ê_m and e_m over valid (patient, modality) pairs.
+
+  Valid = modality observed, patient has at least two observed modalities, real row.
+  """
+  target = jax.lax.stop_gradient(e_BxMxD) if stop_gradient else e_BxMxD
+  mse_BxM = jnp.mean((rec_BxMxD - target) ** 2, axis=-1)
+  w_BxM = valid_BxM * weight_B[:, None]
+  return _safe_div((mse_BxM * w_BxM).sum(), w_BxM.sum())
+
+
+def info_nce(a_BxMxP: Array, b_BxMxP: Array, valid_BxM: Array, weight_B: Array,
+             temperature: float = 0.1) -> Array:
+  """Symmetric InfoNCE per modality with in-batch negatives.
+
+  For modality m the candidates are the valid rows for m (observed, at least two
+  observed modalities, real rows); positives are the same patient. Each direction's
+  cross-entropy is averaged over valid rows, the two directions are averaged, then the
+  result is averaged over modalities with at least two valid rows (a single candidate
+  has no negative and carries no signal).
+  """
+  valid_MxB = (valid_BxM & (weight_B[:, None] > 0)).T
+  logits_MxBxB = jnp.einsum("imp,jmp->mij", a_BxMxP, b_BxMxP) / temperature
+  pair_MxBxB = valid_MxB[:, :, None] & valid_MxB[:, None, :]
+  logits_MxBxB = jnp.where(pair_MxBxB, logits_MxBxB, -1e9)
+  diag_MxB = jnp.diagonal(logits_MxBxB, axis1=1, axis2=2)
+  ce_rows = jax.nn.logsumexp(logits_MxBxB, axis=2) - diag_MxB   # a_i against all b_j
+  ce_cols = jax.nn.logsumexp(logits_MxBxB, axis=1) - diag_MxB   # b_j against all a_i
+  n_M = valid_MxB.sum(-1)
+  per_m = _safe_div(jnp.where(valid_MxB, 0.5 * (ce_rows + ce_cols), 0.0).sum(-1), n_M)
+  use_M = n_M >= 2
+  return _safe_div(jnp.where(use_M, per_m, 0.0).sum(), use_M.sum())
+
+
+def total_loss(out: Mapping[str, Any], batch: Batch, w: LossWeights,
+               aux_scale: Array | float = 1.0, pred_scale: Array | float = 1.0,
+               miss_kind: str = "bce") -> tuple[Array, dict[str, Array]]:
+  """Weighted sum of the losses present in `out`; returns (loss, parts).
+
+  `aux_scale` multiplies the auxiliary terms (L_miss, L_rec, L_con) for annealing;
+  `pred_scale` is 0 during self-supervised pre-training.
+  """
+  parts = {"pred": pred_loss(out["logits_BxT"], batch.labels_BxT, batch.label_mask_BxT,
+                             batch.weight_B, w.focal_gamma)}
+  total = pred_scale * w.pred * parts["pred"]
+  if "miss_logits" in out and w.miss:
+    parts["miss"] = miss_loss(out["miss_logits"], batch.present_BxM, batch.weight_B, miss_kind)
+    total += aux_scale * w.miss * parts["miss"]
+  if "rec_BxMxD" in out and w.rec:
+    parts["rec"] = rec_loss(out["e_BxMxD"], out["rec_BxMxD"], out["rec_valid_BxM"],
+                            batch.weight_B, w.rec_stop_gradient)
+    total += aux_scale * w.rec * parts["rec"]
+  if "con_e_BxMxP" in out and w.con:
+    parts["con"] = info_nce(out["con_e_BxMxP"], out["con_rec_BxMxP"], out["rec_valid_BxM"], batch.weight_B,
+                            w.temperature)
+    total += aux_scale * w.con * parts["con"]
+  parts["total"] = total
+  return total, parts
