@@ -1,0 +1,66 @@
+"""Data sources by name, and preprocessing whose statistics come from training rows only."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import ml_collections
+import numpy as np
+
+from crl_mmnar_jax.cohort import Cohort
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedData:
+  cohort: Cohort
+  true_prob_NxT: np.ndarray | None = None   # synthetic cohorts only (oracle ceiling)
+  info: dict = dataclasses.field(default_factory=dict)
+
+
+def load(config: ml_collections.ConfigDict) -> LoadedData:
+  """The cohort named by `config.data.name`, validated."""
+  d = config.data
+  if d.name == "synthetic":
+    from crl_mmnar_jax.synthetic import make_synthetic
+    syn = make_synthetic(
+        int(d.n), n_modalities=int(d.n_modalities), n_tasks=int(d.n_tasks),
+        mechanism=str(d.mechanism), prevalence=float(d.prevalence),
+        pattern_effect=None if d.pattern_effect < 0 else float(d.pattern_effect),
+        seed=int(d.seed))
+    return LoadedData(syn.cohort, syn.true_prob_NxT, {"mechanism": syn.mechanism})
+  if d.name == "tables":
+    from crl_mmnar_jax.tables import DataError, load_tables_with_info
+    if not d.dir:
+      raise DataError("--config=tables needs --config.data.dir=DIR (the cohort directory)")
+    tasks = [s for s in str(d.tasks).split(",") if s] or None
+    cohort, info = load_tables_with_info(d.dir, tasks=tasks)
+    return LoadedData(cohort, None, info)
+  raise ValueError(f"unknown data source {d.name!r}")
+
+
+def standardize(cohort: Cohort, train_rows: np.ndarray) -> tuple[Cohort, dict]:
+  """Z-scores every feature with mean/sd over the OBSERVED training rows of its modality.
+
+  Rows where a modality is missing stay exactly zero. Features constant on the
+  training rows get sd 1. Returns the new cohort and the statistics (for the record).
+  """
+  feats, stats = [], {}
+  for m, (name, x) in enumerate(zip(cohort.modality_names, cohort.features)):
+    obs = cohort.present[train_rows, m]
+    xt = x[train_rows][obs].astype(np.float64)
+    if len(xt) == 0:
+      mean, sd = np.zeros(x.shape[1]), np.ones(x.shape[1])
+    else:
+      mean, sd = xt.mean(0), xt.std(0)
+      sd = np.where(sd > 1e-8, sd, 1.0)
+    z = ((x - mean) / sd).astype(np.float32)
+    feats.append(np.where(cohort.present[:, m:m + 1], z, 0.0).astype(np.float32))
+    stats[name] = {"n_train_observed": int(obs.sum())}
+  return dataclasses.replace(cohort, features=tuple(feats)), stats
+
+
+def fingerprint(patient_id: np.ndarray) -> str:
+  """A short hash of the sorted patient ids, to compare cohorts across runs."""
+  ids = np.sort(np.asarray(patient_id).astype(str))
+  return hashlib.sha256("\n".join(ids.tolist()).encode()).hexdigest()[:16]

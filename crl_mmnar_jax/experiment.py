@@ -1,0 +1,283 @@
+"""`train_and_evaluate(config, workdir)`: data -> splits -> training -> rectifier -> outputs.
+
+The order of operations is the honesty contract of DESIGN.md section 4:
+
+1. Load and validate the cohort; split by patient (test carved out without reading any
+   label), write `splits.parquet`.
+2. Seal the test labels: training, model selection and the rectifier see a copy of the
+   test patients whose labels are all unknown.
+3. Train on train rows, early-stop on validation AUROC, restore the best checkpoint.
+4. Fit the rectifier (κ, λ, τ̂) on validation predictions only; apply it to test.
+5. Open the test labels once, compute every test metric, write the outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+import polars as pl
+
+from crl_mmnar_jax import data as data_lib
+from crl_mmnar_jax import metrics as metrics_lib
+from crl_mmnar_jax import rectifier as rectifier_lib
+from crl_mmnar_jax import sharding, splits as splits_lib
+from crl_mmnar_jax.cohort import Cohort
+from crl_mmnar_jax.tables import DataError
+
+SPLITS = ("train", "val", "test")
+_NOT_HASHED = ("train.progress", "eval.plots")   # change nothing in the results
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_atomic(path: str, data: bytes | str) -> None:
+  """Writes a file so that a crash leaves either the old or the new contents."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "wb") as f:
+    f.write(data.encode() if isinstance(data, str) else data)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: str) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  df.write_parquet(tmp)
+  os.replace(tmp, path)
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+  d = config_to_dict(config)
+  for dotted in _NOT_HASHED:
+    head, _, tail = dotted.partition(".")
+    d.get(head, {}).pop(tail, None)
+  return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Creates the workdir or checks that it holds this config; writes config.json."""
+  h = config_hash(config)
+  path = os.path.join(workdir, "config.json")
+  new = config_to_dict(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    old_hash = old.pop("_config_hash", None)
+    if old_hash != h:
+      a, b = _flatten(old), _flatten(new)
+      diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+              if a.get(k) != b.get(k) and k.split(".")[-1] not in ("progress", "plots")]
+      raise ValueError(
+          f"workdir {workdir} holds a run of a different config; use a new --workdir or "
+          f"delete it. Differences: " + "; ".join(diff[:10]))
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    write_atomic(path, json.dumps({**new, "_config_hash": h}, indent=2, sort_keys=True))
+  return h
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def make_splits(config: ml_collections.ConfigDict, cohort: Cohort) -> np.ndarray:
+  d = config.data
+  if d.splits_file:
+    return splits_lib.read_splits(d.splits_file, cohort.patient_id)
+  return splits_lib.assign_splits(
+      cohort.patient_id, cohort.pattern, cohort.labels, val_fraction=float(d.val_fraction),
+      test_fraction=float(d.test_fraction), seed=int(config.seed), group_id=cohort.group_id,
+      predefined=cohort.split)
+
+
+def check_validation_classes(cohort: Cohort, val_rows: np.ndarray) -> None:
+  for t, name in enumerate(cohort.task_names):
+    y = cohort.labels[val_rows, t]
+    y = y[~np.isnan(y)]
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == len(y):
+      raise DataError(
+          f"task '{name}' has only one class in the validation split (n_pos={n_pos} of "
+          f"{len(y)}): AUROC-based model selection is impossible; use more patients, a "
+          f"larger data.val_fraction, or drop the task (data.tasks)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SealedLabels:
+  """Test labels, kept apart from everything that trains or selects."""
+
+  _labels_NxT: np.ndarray
+
+  def open(self) -> np.ndarray:
+    return self._labels_NxT.copy()
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _with_ci(labels_NxT, probs_NxT, task_names, n_boot: int, seed: int) -> dict:
+  out = metrics_lib.task_metrics(labels_NxT, probs_NxT, task_names)
+  for t, name in enumerate(task_names):
+    if n_boot > 0:
+      ci = metrics_lib.bootstrap_ci(labels_NxT[:, t], probs_NxT[:, t], n_boot=n_boot,
+                                    seed=seed + t)
+      out[name]["ci95"] = {k: [float(lo), float(hi)] for k, (lo, hi) in ci.items()}
+  return out
+
+
+def _per_pattern(labels_NxT, probs_NxT, pattern_N, task_names, min_count) -> dict:
+  return {name: metrics_lib.per_pattern_metrics(labels_NxT[:, t], probs_NxT[:, t], pattern_N,
+                                                min_count=min_count)
+          for t, name in enumerate(task_names)}
+
+
+def _jsonable(x: Any) -> Any:
+  if isinstance(x, dict):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, (np.floating, float)):
+    return None if not np.isfinite(x) else float(x)
+  if isinstance(x, np.integer):
+    return int(x)
+  if isinstance(x, np.ndarray):
+    return _jsonable(x.tolist())
+  return x
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       log: Callable[[str], None] = print) -> dict:
+  """Runs one experiment end to end; returns the results dict (also in results.json)."""
+  from crl_mmnar_jax import train as train_lib   # after config checks: imports are slow
+  t_start = time.perf_counter()
+  loaded = data_lib.load(config)
+  cohort = loaded.cohort.validate(config.data.name)
+  split = make_splits(config, cohort)
+  rows = {s: np.flatnonzero(split == s) for s in SPLITS}
+  for s in SPLITS:
+    if len(rows[s]) == 0:
+      raise DataError(f"the {s} split is empty ({cohort.n} patients)")
+  check_validation_classes(cohort, rows["val"])
+  h = prepare_workdir(config, workdir)
+  if jax.process_index() == 0:
+    write_parquet_atomic(splits_lib.splits_frame(cohort.patient_id, split),
+                         os.path.join(workdir, "splits.parquet"))
+  log(f"cohort '{config.data.name}': {cohort.n} patients, modalities "
+      f"{list(cohort.modality_names)}, tasks {list(cohort.task_names)}; split "
+      + ", ".join(f"{s} {len(rows[s])}" for s in SPLITS))
+
+  # Seal the test labels. From here until `final evaluation` nothing reads them.
+  sealed = SealedLabels(cohort.labels[rows["test"]])
+  hidden = cohort.labels.copy()
+  hidden[rows["test"]] = np.nan
+  cohort = dataclasses.replace(cohort, labels=hidden)
+  cohort, _ = data_lib.standardize(cohort, rows["train"])
+
+  mesh = sharding.make_mesh()
+  fit = train_lib.fit(config, cohort, rows["train"], rows["val"], workdir, mesh, h, log)
+  t_train = time.perf_counter() - t_start
+
+  predict_fn = train_lib.make_predict_fn(fit.graphdef)
+  bs = int(config.train.eval_batch_size)
+  probs = {s: train_lib.predict(predict_fn, fit.state, cohort, rows[s], bs, mesh)
+           for s in ("val", "test")}
+  pattern = {s: cohort.pattern[rows[s]] for s in ("val", "test")}
+  val_labels = cohort.labels[rows["val"]]
+
+  r = config.rectifier
+  rect = rectifier_lib.fit(
+      probs["val"], val_labels, pattern["val"], n_folds=int(r.n_folds),
+      kappa_grid=tuple(r.kappa_grid), lambda_grid=tuple(r.lambda_grid), z=float(r.z),
+      min_count=int(r.min_count), shrinkage=float(r.shrinkage), seed=int(config.seed),
+      task_names=cohort.task_names)
+  rectified = {"val": rect.oof_probs_NxT, "test": rect.apply(probs["test"], pattern["test"])}
+
+  reference = {}
+  if config.eval.get("reference_logreg", True):
+    from crl_mmnar_jax.baselines import logreg_mean_impute
+    reference["logreg_mean_impute"] = logreg_mean_impute(
+        cohort, rows["train"], rows["val"], {"test": rows["test"]})["test"]
+
+  # ---- final evaluation: the only place test labels are read.
+  test_labels = sealed.open()
+  labels = {"val": val_labels, "test": test_labels}
+  names, e = cohort.task_names, config.eval
+  seed = int(config.seed)
+  results: dict[str, Any] = {
+      "method": config.method, "seed": seed, "config_hash": h,
+      "cohort": {"name": config.data.name, "n": cohort.n,
+                 **{f"n_{s}": int(len(rows[s])) for s in SPLITS},
+                 "fingerprint": data_lib.fingerprint(cohort.patient_id),
+                 "modalities": list(cohort.modality_names), "tasks": list(names),
+                 "info": loaded.info},
+      "training": {"best_epoch": fit.best_epoch + 1, "best_step": fit.best_step,
+                   "best_val_mean_auroc": fit.best_score, "history": fit.history,
+                   "resumed": fit.resumed, "devices": int(mesh.devices.size)},
+      "metrics": {
+          "val": _with_ci(labels["val"], probs["val"], names, e.n_boot, seed),
+          "val_rectified": _with_ci(labels["val"], rectified["val"], names, e.n_boot, seed),
+          "test": _with_ci(labels["test"], probs["test"], names, e.n_boot, seed),
+          "test_rectified": _with_ci(labels["test"], rectified["test"], names, e.n_boot, seed),
+      },
+      "per_pattern": {
+          "val": _per_pattern(labels["val"], probs["val"], pattern["val"], names,
+                              e.min_pattern_count),
+          "test": _per_pattern(labels["test"], probs["test"], pattern["test"], names,
+                               e.min_pattern_count),
+          "test_rectified": _per_pattern(labels["test"], rectified["test"], pattern["test"],
+                                         names, e.min_pattern_count),
+      },
+      "rectifier": rect.to_dict(),
+  }
+  for ref_name, ref_probs in reference.items():
+    results.setdefault("reference", {})[ref_name] = metrics_lib.task_metrics(
+        test_labels, ref_probs, names)
+  if loaded.true_prob_NxT is not None:
+    true_test = loaded.true_prob_NxT[rows["test"]]
+    results["oracle"] = {"test": metrics_lib.task_metrics(test_labels, true_test, names)}
+  results["timing"] = {"train_s": t_train, "total_s": time.perf_counter() - t_start}
+
+  if jax.process_index() == 0:
+    frame = {"patient_id": np.concatenate([cohort.patient_id[rows[s]] for s in ("val", "test")]),
+             "split": np.repeat(["val", "test"], [len(rows["val"]), len(rows["test"])]),
+             "pattern_id": np.concatenate([pattern["val"], pattern["test"]]).astype(np.int32)}
+    for t, name in enumerate(names):
+      frame[f"{name}_label"] = np.concatenate([labels["val"][:, t], labels["test"][:, t]])
+      frame[f"{name}_prob"] = np.concatenate([probs["val"][:, t], probs["test"][:, t]])
+      frame[f"{name}_prob_rectified"] = np.concatenate(
+          [rectified["val"][:, t], rectified["test"][:, t]])
+    predictions = pl.DataFrame(frame).with_columns(
+        [pl.col(c).fill_nan(None) for c in frame if c.endswith("_label")])
+    write_parquet_atomic(predictions, os.path.join(workdir, "predictions.parquet"))
+    write_atomic(os.path.join(workdir, "results.json"),
+                 json.dumps(_jsonable(results), indent=2))
+    from crl_mmnar_jax import report
+    report.write_report(workdir, results, predictions, cohort.modality_names,
+                        plots=bool(e.plots))
+  results["timing"]["total_s"] = time.perf_counter() - t_start
+  return results

@@ -1,0 +1,174 @@
+"""`report.md` and its PNG plots (ROC, calibration, τ̂ per pattern) from a run's outputs."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+
+from crl_mmnar_jax import metrics as metrics_lib
+from crl_mmnar_jax.cohort import pattern_label
+
+_VIEWS = (("val", "validation"), ("val_rectified", "validation, rectified (cross-fitted)"),
+          ("test", "test"), ("test_rectified", "test, rectified"))
+
+
+def _f(x, digits: int = 3) -> str:
+  return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _with_ci(m: dict, key: str) -> str:
+  ci = m.get("ci95", {}).get(key)
+  s = _f(m.get(key))
+  if ci and ci[0] is not None and not (isinstance(ci[0], float) and math.isnan(ci[0])):
+    s += f" [{_f(ci[0])}, {_f(ci[1])}]"
+  return s
+
+
+def results_table(results: dict) -> list[str]:
+  tasks = results["cohort"]["tasks"]
+  lines = ["| split | task | n | n_pos | AUROC [95% CI] | AUPRC [95% CI] | Brier | ECE |",
+           "|---|---|---|---|---|---|---|---|"]
+  for key, label in _VIEWS:
+    view = results["metrics"][key]
+    for t in tasks + ["mean"]:
+      m = view[t]
+      n = m.get("n", "")
+      lines.append(f"| {label} | {t} | {n} | {m.get('n_pos', '')} | {_with_ci(m, 'auroc')} | "
+                   f"{_with_ci(m, 'auprc')} | {_f(m.get('brier'))} | {_f(m.get('ece'))} |")
+  return lines
+
+
+def pattern_table(results: dict, modality_names: Sequence[str]) -> list[str]:
+  tasks = results["cohort"]["tasks"]
+  lines = ["| task | pattern | observed modalities | n (test) | AUROC | AUROC rectified | "
+           "Brier | Brier rectified |", "|---|---|---|---|---|---|---|---|"]
+  for t in tasks:
+    rect = {r["pattern"]: r for r in results["per_pattern"]["test_rectified"][t]}
+    for r in results["per_pattern"]["test"][t]:
+      rr = rect.get(r["pattern"], {})
+      lines.append(f"| {t} | {r['pattern']} | {pattern_label(r['pattern'], modality_names)} | "
+                   f"{r['n']} | {_f(r.get('auroc'))} | {_f(rr.get('auroc'))} | "
+                   f"{_f(r.get('brier'))} | {_f(rr.get('brier'))} |")
+  return lines
+
+
+def rectifier_table(results: dict, modality_names: Sequence[str]) -> list[str]:
+  rect = results["rectifier"]
+  lines = ["| task | κ | λ |", "|---|---|---|"]
+  for t in rect["task_names"]:
+    lines.append(f"| {t} | {_f(rect['kappa'][t])} | {_f(rect['lambda'][t])} |")
+  lines += ["", "| task | pattern | observed modalities | n (val) | τ̂ raw | se | τ̂ applied | "
+            "corrected |", "|---|---|---|---|---|---|---|---|"]
+  for r in rect["table"]:
+    lines.append(f"| {r['task']} | {r['pattern']} | "
+                 f"{pattern_label(r['pattern'], modality_names)} | {r['n']} | "
+                 f"{_f(r['tau_raw'], 4)} | {_f(r['se'], 4)} | {_f(r['tau'], 4)} | "
+                 f"{'yes' if r['corrected'] else 'no'} |")
+  return lines
+
+
+def _plots(workdir: str, results: dict, predictions: pl.DataFrame) -> list[str]:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  tasks = results["cohort"]["tasks"]
+  test = predictions.filter(pl.col("split") == "test")
+  files = []
+
+  fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 4), squeeze=False)
+  for ax, t in zip(axes[0], tasks):
+    y = test[f"{t}_label"].to_numpy().astype(float)
+    for col, label in ((f"{t}_prob", "model"), (f"{t}_prob_rectified", "rectified")):
+      p = test[col].to_numpy().astype(float)
+      known = ~np.isnan(y)
+      if len(np.unique(y[known])) == 2:
+        fpr, tpr = metrics_lib.roc_curve(y[known], p[known])
+        auc = metrics_lib.auroc(y[known], p[known])
+        ax.plot(fpr, tpr, label=f"{label} (AUROC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(title=f"{t}: test ROC", xlabel="false positive rate", ylabel="true positive rate")
+    ax.legend(loc="lower right", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, "roc.png"), dpi=110)
+  plt.close(fig)
+  files.append("roc.png")
+
+  fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 4), squeeze=False)
+  for ax, t in zip(axes[0], tasks):
+    y = test[f"{t}_label"].to_numpy().astype(float)
+    known = ~np.isnan(y)
+    for col, label in ((f"{t}_prob", "model"), (f"{t}_prob_rectified", "rectified")):
+      p = test[col].to_numpy().astype(float)
+      if known.any():
+        mp, fp, _ = metrics_lib.calibration_curve(y[known], p[known])
+        ax.plot(mp, fp, "o-", ms=3, label=label)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(title=f"{t}: test calibration", xlabel="mean predicted probability",
+           ylabel="observed fraction")
+    ax.legend(loc="upper left", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, "calibration.png"), dpi=110)
+  plt.close(fig)
+  files.append("calibration.png")
+
+  rows = results["rectifier"]["table"]
+  patterns = sorted({r["pattern"] for r in rows})
+  fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(patterns) * len(tasks)), 4))
+  width = 0.8 / max(len(tasks), 1)
+  for j, t in enumerate(tasks):
+    by = {r["pattern"]: r for r in rows if r["task"] == t}
+    x = np.arange(len(patterns)) + j * width
+    tau = [by[p]["tau_raw"] if by[p]["tau_raw"] is not None else np.nan for p in patterns]
+    se = [by[p]["se"] if by[p]["se"] is not None else 0.0 for p in patterns]
+    bars = ax.bar(x, tau, width, yerr=se, capsize=2, label=t)
+    for b, p in zip(bars, patterns):
+      if not by[p]["corrected"]:
+        b.set_alpha(0.35)
+  ax.axhline(0, color="k", lw=0.8)
+  ax.set_xticks(np.arange(len(patterns)) + 0.4 - width / 2)
+  ax.set_xticklabels([str(p) for p in patterns], rotation=90, fontsize=7)
+  ax.set(title="τ̂ per pattern (validation, cross-fitted; faded = not corrected)",
+         xlabel="pattern id", ylabel="mean(y − p)")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, "tau.png"), dpi=110)
+  plt.close(fig)
+  files.append("tau.png")
+  return files
+
+
+def write_report(workdir: str, results: dict, predictions: pl.DataFrame,
+                 modality_names: Sequence[str], plots: bool = True) -> str:
+  """Writes WORKDIR/report.md (and PNGs); returns its path."""
+  c, tr = results["cohort"], results["training"]
+  lines = [f"# {results['method']} on {c['name']} (seed {results['seed']})", "",
+           f"Cohort: {c['n']} patients (train {c['n_train']}, val {c['n_val']}, test "
+           f"{c['n_test']}), fingerprint `{c['fingerprint']}`, modalities "
+           f"{', '.join(c['modalities'])}. Best epoch {tr['best_epoch']} (validation mean "
+           f"AUROC {_f(tr['best_val_mean_auroc'], 4)}), {tr['devices']} device(s).", "",
+           "## Results", "", *results_table(results), ""]
+  for key, title in (("reference", "Reference baselines (test)"), ("oracle", "Oracle")):
+    if key in results:
+      lines += [f"## {title}", "", "| model | task | AUROC | AUPRC | Brier |", "|---|---|---|---|---|"]
+      for name, view in results[key].items():
+        for t in c["tasks"] + ["mean"]:
+          m = view[t]
+          lines.append(f"| {name} | {t} | {_f(m.get('auroc'))} | {_f(m.get('auprc'))} | "
+                       f"{_f(m.get('brier'))} |")
+      lines.append("")
+  lines += ["## Per pattern (test)", "", *pattern_table(results, modality_names), "",
+            "## Rectifier (fitted on validation only)", "",
+            *rectifier_table(results, modality_names), ""]
+  if plots:
+    lines += ["## Plots", ""] + [f"![{f}]({f})" for f in _plots(workdir, results, predictions)]
+  path = os.path.join(workdir, "report.md")
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  os.replace(tmp, path)
+  return path

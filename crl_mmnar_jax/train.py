@@ -1,0 +1,306 @@
+"""Training: one jit-compiled, donated train step; a resumable loop with early stopping.
+
+The loop never sees test patients: it gets a cohort and the rows to train and validate
+on. Everything that varies between steps is a pure function of (config, step): the
+epoch's data order (`batch.epoch_order`), the dropout key (`fold_in(key, step)`) and
+the annealed loss scales. Together with orbax checkpoints of the model, the optimizer
+and the position in the epoch, a run killed at any moment and rerun reproduces the
+uninterrupted run exactly (on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from crl_mmnar_jax import metrics as metrics_lib
+from crl_mmnar_jax import sharding
+from crl_mmnar_jax.batch import Batch, epoch_order, num_batches
+from crl_mmnar_jax.checkpoint import Checkpoints
+from crl_mmnar_jax.cohort import Cohort
+from crl_mmnar_jax.losses import LossWeights, total_loss
+from crl_mmnar_jax.model import CRLMMNAR, ModelConfig
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss became NaN or Inf; the last good checkpoint is left intact."""
+
+
+def model_config(config: ml_collections.ConfigDict, cohort: Cohort) -> ModelConfig:
+  fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"input_dims", "n_tasks"}
+  kw = {k: v for k, v in config.model.items() if k in fields}
+  return ModelConfig(input_dims=cohort.input_dims, n_tasks=cohort.n_tasks, **kw)
+
+
+def loss_weights(config: ml_collections.ConfigDict) -> LossWeights:
+  return LossWeights(**config.loss.to_dict())
+
+
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  t = config.train
+  warmup = min(int(t.warmup_steps), max(total_steps - 1, 0))
+  lr = optax.warmup_cosine_decay_schedule(0.0, t.lr, warmup, max(total_steps, warmup + 1),
+                                          end_value=t.lr * t.final_lr_fraction)
+  return optax.chain(optax.clip_by_global_norm(t.clip_norm),
+                     optax.adamw(lr, weight_decay=t.weight_decay))
+
+
+def loss_scales(config: ml_collections.ConfigDict, epoch: int) -> tuple[float, float]:
+  """(aux_scale, pred_scale) for an epoch: pre-training, then a cosine anneal of the
+  auxiliary weight from 1 to `train.aux_final` over the joint epochs."""
+  t = config.train
+  if epoch < t.pretrain_epochs:
+    return 1.0, 0.0
+  joint = max(t.epochs - 1, 1)
+  frac = min((epoch - t.pretrain_epochs) / joint, 1.0)
+  return t.aux_final + (1.0 - t.aux_final) * 0.5 * (1 + math.cos(math.pi * frac)), 1.0
+
+
+def create_state(mcfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
+                 mesh: jax.sharding.Mesh) -> tuple[nnx.GraphDef, nnx.State]:
+  """Builds model and optimizer; returns (graphdef, replicated state)."""
+  model = CRLMMNAR(mcfg, rngs=nnx.Rngs(params=seed))
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+  return graphdef, jax.device_put(state, sharding.replicated(mesh))
+
+
+def make_train_step(graphdef: nnx.GraphDef, weights: LossWeights, miss_kind: str) -> Callable:
+  """The jit-compiled step: (state, batch, key, aux_scale, pred_scale) -> (state, parts)."""
+
+  def train_step(state, batch: Batch, key, aux_scale, pred_scale):
+    model, optimizer = nnx.merge(graphdef, state)
+
+    def loss_fn(model):
+      out = model(batch.x, batch.present_BxM, deterministic=False, rngs=nnx.Rngs(dropout=key))
+      return total_loss(out, batch, weights, aux_scale, pred_scale, miss_kind)
+
+    (_, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads)
+    parts = dict(parts, grad_norm=optax.global_norm(grads))
+    return nnx.state((model, optimizer)), parts
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_predict_fn(graphdef: nnx.GraphDef) -> Callable:
+  """(state, x, present) -> probabilities (B, T), no dropout, no auxiliary branches."""
+
+  @jax.jit
+  def predict(state, x, present_BxM):
+    model, _ = nnx.merge(graphdef, state)
+    return jax.nn.sigmoid(model(x, present_BxM, with_aux=False)["logits_BxT"])
+
+  return predict
+
+
+def predict(predict_fn: Callable, state: Any, cohort: Cohort, rows: np.ndarray,
+            batch_size: int, mesh: jax.sharding.Mesh) -> np.ndarray:
+  """Probabilities (len(rows), T) for `rows` of the cohort, in row order."""
+  rows = np.asarray(rows)
+  out = []
+  for i in range(0, len(rows), batch_size):
+    chunk = rows[i:i + batch_size]
+    batch = sharding.put_batch(sharding.local_batch(cohort, chunk, batch_size), mesh)
+    probs = sharding.to_host(predict_fn(state, batch.x, batch.present_BxM))
+    out.append(probs[:len(chunk)])
+  return np.concatenate(out) if out else np.zeros((0, cohort.n_tasks), np.float32)
+
+
+def mean_auroc(labels_NxT: np.ndarray, probs_NxT: np.ndarray) -> float:
+  """Mean over tasks of the validation AUROC (the early-stopping criterion)."""
+  vals = []
+  for t in range(labels_NxT.shape[1]):
+    known = ~np.isnan(labels_NxT[:, t])
+    vals.append(metrics_lib.auroc(labels_NxT[known, t], probs_NxT[known, t]))
+  return float(np.nanmean(vals)) if not np.all(np.isnan(vals)) else float("nan")
+
+
+class MetricsWriter:
+  """metrics.jsonl, one JSON object per line, written by process 0 only.
+
+  On resume, lines logged after the restored checkpoint's step are dropped (they will
+  be logged again), so the file always describes one consistent run.
+  """
+
+  def __init__(self, path: str, resume_step: int | None):
+    self.path = path
+    self.enabled = jax.process_index() == 0
+    if self.enabled and resume_step is not None and os.path.exists(path):
+      with open(path) as f:
+        keep = [line for line in f if line.strip()
+                and json.loads(line).get("step", 0) <= resume_step]
+      tmp = path + ".tmp"
+      with open(tmp, "w") as f:
+        f.writelines(keep)
+      os.replace(tmp, path)
+    elif self.enabled and resume_step is None and os.path.exists(path):
+      os.remove(path)
+
+  def write(self, record: dict) -> None:
+    if self.enabled:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(record, allow_nan=True) + "\n")
+        f.flush()
+
+
+class Progress:
+  """A one-line progress bar on stderr (process 0), with loss and throughput."""
+
+  def __init__(self, total: int, desc: str, enabled: bool):
+    self.total, self.desc, self.enabled = total, desc, enabled and jax.process_index() == 0
+    self.t0 = time.perf_counter()
+    self.last = 0.0
+
+  def update(self, done: int, loss: float | None, patients: int, force: bool = False) -> None:
+    now = time.perf_counter()
+    if not self.enabled or (not force and now - self.last < 0.5):
+      return
+    self.last = now
+    width = 24
+    filled = int(width * done / max(self.total, 1))
+    rate = patients / max(now - self.t0, 1e-9)
+    loss_s = "" if loss is None else f" loss {loss:.4f}"
+    sys.stderr.write(f"\r{self.desc} [{'#' * filled}{'.' * (width - filled)}] "
+                     f"{done}/{self.total}{loss_s} {rate:,.0f} patients/s")
+    if force:
+      sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+@dataclasses.dataclass
+class FitResult:
+  graphdef: nnx.GraphDef
+  state: Any               # best model + optimizer state
+  best_epoch: int
+  best_step: int
+  best_score: float
+  history: list[dict]
+  resumed: bool
+
+
+def _check_finite(pending: list[tuple[int, Any]]) -> float | None:
+  """Raises NonFiniteLossError naming the first step whose loss is NaN/Inf."""
+  if not pending:
+    return None
+  values = jax.device_get([p for _, p in pending])
+  for (step, _), v in zip(pending, values):
+    if not np.isfinite(v):
+      raise NonFiniteLossError(
+          f"loss became {float(v)} at step {step}; training stopped. The last good "
+          f"checkpoint is intact: lower train.lr, check the inputs, or raise train.clip_norm.")
+  return float(values[-1])
+
+
+def fit(config: ml_collections.ConfigDict, cohort: Cohort, train_rows: np.ndarray,
+        val_rows: np.ndarray, workdir: str, mesh: jax.sharding.Mesh, config_hash: str,
+        log: Callable[[str], None] = print) -> FitResult:
+  """Trains with early stopping on validation AUROC; resumes from `workdir` if possible."""
+  t = config.train
+  gbs = int(t.batch_size)
+  sharding.check_batch_size(gbs, mesh)
+  steps_per_epoch = num_batches(len(train_rows), gbs)
+  n_epochs = int(t.pretrain_epochs) + int(t.epochs)
+  tx = make_optimizer(config, n_epochs * steps_per_epoch)
+  mcfg = model_config(config, cohort)
+  graphdef, state = create_state(mcfg, tx, int(config.seed), mesh)
+  train_step = make_train_step(graphdef, loss_weights(config), mcfg.miss_head)
+  predict_fn = make_predict_fn(graphdef)
+  eval_bs = int(t.eval_batch_size)
+  sharding.check_batch_size(eval_bs, mesh)
+  base_key = jax.random.key(int(config.seed))
+  val_labels = cohort.labels[val_rows]
+
+  ckpt = Checkpoints(workdir)
+  meta = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_score": -1.0, "best_step": -1,
+          "best_epoch": -1, "bad_epochs": 0, "history": [], "done": False,
+          "config_hash": config_hash}
+  restored = ckpt.restore_latest(state)
+  resumed = restored is not None
+  if resumed:
+    state, meta = restored
+    if meta.get("config_hash") != config_hash:
+      raise ValueError(f"checkpoint in {workdir} was written by a different config "
+                       f"(hash {meta.get('config_hash')} != {config_hash})")
+    log(f"resuming from step {meta['step']} (epoch {meta['epoch']}, batch "
+        f"{meta['batch_in_epoch']})")
+  writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"),
+                         meta["step"] if resumed else None)
+
+  step = int(meta["step"])
+  epoch = int(meta["epoch"])
+  while not meta["done"] and epoch < n_epochs:
+    order = epoch_order(train_rows, int(config.seed), epoch)
+    aux, pred = loss_scales(config, epoch)
+    aux_a, pred_a = jnp.float32(aux), jnp.float32(pred)
+    phase = "pretrain" if epoch < t.pretrain_epochs else "joint"
+    bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{n_epochs} ({phase})", t.progress)
+    pending: list[tuple[int, Any]] = []
+    t0, n_seen, last_loss = time.perf_counter(), 0, None
+    for b in range(int(meta["batch_in_epoch"]), steps_per_epoch):
+      rows = order[b * gbs:(b + 1) * gbs]
+      batch = sharding.put_batch(sharding.local_batch(cohort, rows, gbs), mesh)
+      state, parts = train_step(state, batch, jax.random.fold_in(base_key, step), aux_a, pred_a)
+      step += 1
+      n_seen += len(rows)
+      pending.append((step, parts["total"]))
+      if step % t.log_every == 0:
+        last_loss = _check_finite(pending)
+        pending = []
+        host = {k: float(v) for k, v in jax.device_get(parts).items()}
+        writer.write({"step": step, "epoch": epoch, "phase": phase, "aux_scale": aux,
+                      **{f"train/{k}": v for k, v in host.items()}})
+      if t.checkpoint_every and step % t.checkpoint_every == 0 and b + 1 < steps_per_epoch:
+        _check_finite(pending)
+        pending = []
+        ckpt.save_latest(step, state, dict(meta, step=step, epoch=epoch, batch_in_epoch=b + 1))
+      bar.update(b + 1, last_loss, n_seen)
+    last_loss = _check_finite(pending) if pending else last_loss
+    train_time = time.perf_counter() - t0
+    bar.update(steps_per_epoch, last_loss, n_seen, force=True)
+
+    record = {"step": step, "epoch": epoch, "phase": phase,
+              "train/patients_per_s": n_seen / max(train_time, 1e-9)}
+    if phase == "joint":
+      probs = predict(predict_fn, state, cohort, val_rows, eval_bs, mesh)
+      score = mean_auroc(val_labels, probs)
+      if math.isnan(score):
+        raise ValueError("validation AUROC is undefined for every task (one class only)")
+      record["val/mean_auroc"] = score
+      meta["history"].append({"epoch": epoch, "step": step, "val_mean_auroc": score})
+      if score > meta["best_score"]:
+        meta.update(best_score=score, best_step=step, best_epoch=epoch, bad_epochs=0)
+        ckpt.save_best(step, state, dict(meta, step=step, epoch=epoch + 1, batch_in_epoch=0))
+      else:
+        meta["bad_epochs"] += 1
+      log(f"epoch {epoch + 1}: val mean AUROC {score:.4f} (best {meta['best_score']:.4f} "
+          f"at epoch {meta['best_epoch'] + 1}), {record['train/patients_per_s']:,.0f} "
+          f"patients/s")
+    writer.write(record)
+    epoch += 1
+    stop = phase == "joint" and meta["bad_epochs"] >= t.patience
+    meta.update(step=step, epoch=epoch, batch_in_epoch=0, done=stop or epoch >= n_epochs)
+    if stop:
+      log(f"early stopping: no improvement for {t.patience} epochs")
+    ckpt.save_latest(step, state, meta)
+
+  best = ckpt.restore_best(state)
+  ckpt.close()
+  if best is None:
+    raise ValueError("no joint-training epoch ran, so there is no best checkpoint "
+                     "(train.epochs must be >= 1)")
+  return FitResult(graphdef=graphdef, state=best[0], best_epoch=int(meta["best_epoch"]),
+                   best_step=int(meta["best_step"]), best_score=float(meta["best_score"]),
+                   history=list(meta["history"]), resumed=resumed)

@@ -1,0 +1,67 @@
+"""Defaults shared by every config (DESIGN.md section 2). Not a runnable config itself."""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.method = "crl_mmnar"
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = ""              # set by each config
+  c.data.val_fraction = 0.15
+  c.data.test_fraction = 0.15
+  c.data.splits_file = ""       # reuse another run's splits.parquet (joined on patient_id)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.dim = 128
+  c.model.n_layers = 1
+  c.model.n_heads = 8
+  c.model.mlp_ratio = 4
+  c.model.dropout = 0.1
+  c.model.proj_dim = 64
+  c.model.use_missingness_embedding = True
+  c.model.use_modality_tokens = True
+  c.model.use_reconstruction = True
+  c.model.use_contrastive = True
+  c.model.miss_head = "bce"
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.pred = 1.0
+  c.loss.miss = 0.5
+  c.loss.rec = 1.0
+  c.loss.con = 0.3
+  c.loss.temperature = 0.1
+  c.loss.focal_gamma = 0.0
+  c.loss.rec_stop_gradient = True
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 128
+  c.train.eval_batch_size = 1024
+  c.train.epochs = 30
+  c.train.pretrain_epochs = 0
+  c.train.lr = 2e-4
+  c.train.final_lr_fraction = 0.05
+  c.train.warmup_steps = 100
+  c.train.weight_decay = 1e-4
+  c.train.clip_norm = 1.0
+  c.train.aux_final = 0.1       # auxiliary weights anneal from 1 to this
+  c.train.patience = 5          # epochs without validation-AUROC improvement
+  c.train.log_every = 50        # steps between metrics.jsonl lines
+  c.train.checkpoint_every = 0  # steps between mid-epoch checkpoints (0: epoch ends only)
+  c.train.progress = True
+
+  c.rectifier = ml_collections.ConfigDict()
+  c.rectifier.n_folds = 5
+  c.rectifier.kappa_grid = (0.0, 0.01, 0.02, 0.05, 0.1)
+  c.rectifier.lambda_grid = (0.0, 0.25, 0.5, 0.75, 1.0)
+  c.rectifier.z = 0.0
+  c.rectifier.min_count = 20
+  c.rectifier.shrinkage = 20.0
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.n_boot = 1000
+  c.eval.min_pattern_count = 20  # per-pattern metrics are reported for patterns this large
+  c.eval.plots = True
+  return c

@@ -1,0 +1,64 @@
+"""Run as a separate process with 8 simulated CPU devices (see test_sharding.py).
+
+Trains a few steps of the tiny model on a 1-device mesh and on an 8-device mesh from
+the same initial state and batches, and prints the max differences as JSON.
+"""
+
+import json
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8")
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from crl_mmnar_jax import sharding, train  # noqa: E402
+from crl_mmnar_jax.batch import epoch_order  # noqa: E402
+from crl_mmnar_jax.synthetic import make_synthetic  # noqa: E402
+from experiments.configs import synthetic  # noqa: E402
+
+
+def run(devices, config, cohort, n_steps=4):
+  mesh = sharding.make_mesh(devices)
+  tx = train.make_optimizer(config, 100)
+  mcfg = train.model_config(config, cohort)
+  graphdef, state = train.create_state(mcfg, tx, 0, mesh)
+  step_fn = train.make_train_step(graphdef, train.loss_weights(config), mcfg.miss_head)
+  order = epoch_order(np.arange(cohort.n), 0, 0)
+  bs = config.train.batch_size
+  losses = []
+  for s in range(n_steps):
+    rows = order[s * bs:(s + 1) * bs]
+    if s == n_steps - 1:
+      rows = rows[: bs - 5]    # a partial, padded batch
+    batch = sharding.put_batch(sharding.local_batch(cohort, rows, bs), mesh)
+    state, parts = step_fn(state, batch, jax.random.fold_in(jax.random.key(0), s),
+                           jnp.float32(1.0), jnp.float32(1.0))
+    losses.append({k: float(v) for k, v in parts.items()})
+  leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
+  shardings = {str(batch.present_BxM.sharding.spec)}
+  return losses, leaves, shardings
+
+
+def main():
+  assert len(jax.devices()) == 8, jax.devices()
+  config = synthetic.get_config("tiny")
+  cohort = make_synthetic(300, seed=1).cohort
+  l1, p1, _ = run(jax.devices()[:1], config, cohort)
+  l8, p8, s8 = run(jax.devices(), config, cohort)
+  loss_diff = max(abs(a[k] - b[k]) for a, b in zip(l1, l8) for k in a)
+  param_diff = max(float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(p1, p8))
+  param_scale = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in p1)
+  print(json.dumps({"loss_diff": loss_diff, "param_diff": param_diff,
+                    "param_scale": param_scale, "losses_1": [x["total"] for x in l1],
+                    "losses_8": [x["total"] for x in l8], "n_devices": len(jax.devices()),
+                    "batch_spec": sorted(s8)}))
+
+
+if __name__ == "__main__":
+  main()
