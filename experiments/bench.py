@@ -25,10 +25,19 @@ import jax
 import numpy as np
 
 from crl_mmnar_jax import rectifier
+from crl_mmnar_jax import sharding
+from crl_mmnar_jax import train as train_lib
+from crl_mmnar_jax.cohort import Cohort
 
 _ONLY = flags.DEFINE_list("only", None, "Comma-separated section names (default: all).")
 _OUT = flags.DEFINE_string("out", None, "Optional path of a JSON file with the results.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Warm calls per case; the median is shown.")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["128", "512"], "Train-step batch sizes.")
+_DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "2", "8"],
+                                   "Simulated CPU device counts for the scaling section.")
+
+# The paper's MIMIC-IV shapes: structured EHR, chest X-ray embedding, two note embeddings.
+PAPER_DIMS = (30, 1024, 768, 768)
 
 Result = dict[str, Any]
 
@@ -88,7 +97,117 @@ def bench_rectifier() -> list[Result]:
   return results
 
 
+def _random_cohort(n: int, dims: tuple[int, ...], n_tasks: int = 3, seed: int = 0) -> Cohort:
+  rng = np.random.default_rng(seed)
+  present = rng.uniform(size=(n, len(dims))) < 0.6
+  present[:, 0] = True
+  feats = tuple(np.where(present[:, m:m + 1], rng.normal(size=(n, d)), 0).astype(np.float32)
+                for m, d in enumerate(dims))
+  labels = (rng.uniform(size=(n, n_tasks)) < 0.2).astype(np.float32)
+  return Cohort(np.arange(n), feats, present, labels, tuple(f"m{i}" for i in range(len(dims))),
+                tuple(f"task{t}" for t in range(n_tasks)))
+
+
+def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+  """Measured float32 matmul FLOP/s of the default device (the roofline we compare to)."""
+  a = jax.random.normal(jax.random.key(0), (n, n), np.float32)
+  f = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(f(a))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(f(a))
+    times.append(time.perf_counter() - start)
+  return 2 * n ** 3 / statistics.median(times)
+
+
+def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int = 20,
+                          devices=None) -> Result:
+  """Compile time, warm step time, patients/s and XLA FLOPs of the real train step
+  (default model: D=128, 8 heads, 1 layer, every auxiliary loss on)."""
+  from experiments.configs.base import get_base_config
+  config = get_base_config()
+  config.train.batch_size = batch_size
+  cohort = _random_cohort(max(4 * batch_size, 1024), dims)
+  mesh = sharding.make_mesh(devices)
+  tx = train_lib.make_optimizer(config, 1000)
+  mcfg = train_lib.model_config(config, cohort)
+  graphdef, state = train_lib.create_state(mcfg, tx, 0, mesh)
+  step = train_lib.make_train_step(graphdef, train_lib.loss_weights(config), mcfg.miss_head)
+  batches = [sharding.put_batch(sharding.local_batch(cohort, np.arange(i, i + batch_size) %
+                                                     cohort.n, batch_size), mesh)
+             for i in range(0, 4 * batch_size, batch_size)]
+  one = np.float32(1.0)
+  args = (state, batches[0], jax.random.key(0), one, one)
+  start = time.perf_counter()
+  compiled = step.lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", float("nan")))
+  state, parts = step(*args)
+  jax.block_until_ready(parts)
+  times = []
+  for i in range(n_steps):
+    start = time.perf_counter()
+    state, parts = step(state, batches[i % 4], jax.random.key(i), one, one)
+    jax.block_until_ready(parts)
+    times.append(time.perf_counter() - start)
+  step_s = statistics.median(times)
+  # The whole loop as training runs it: host batch gather + transfer + step.
+  order = np.random.default_rng(0).permutation(cohort.n)
+  start = time.perf_counter()
+  for i in range(n_steps):
+    rows = order[(i * batch_size) % cohort.n:][:batch_size]
+    batch = sharding.put_batch(sharding.local_batch(cohort, rows, batch_size), mesh)
+    state, parts = step(state, batch, jax.random.key(i), one, one)
+  jax.block_until_ready(parts)
+  loop_s = (time.perf_counter() - start) / n_steps
+  return {"batch_size": batch_size, "dims": list(dims), "devices": int(mesh.devices.size),
+          "compile_s": compile_s, "step_s": step_s, "patients_per_s": batch_size / step_s,
+          "loop_patients_per_s": batch_size / loop_s, "gflop_per_step": flops / 1e9,
+          "achieved_gflop_s": flops / step_s / 1e9}
+
+
+def bench_train() -> list[Result]:
+  peak = matmul_peak_flops()
+  results = []
+  for dims, label in ((PAPER_DIMS, "paper MIMIC-IV shapes"), ((12, 48, 32, 24), "synthetic")):
+    for bs in [int(b) for b in _BATCH_SIZES.value]:
+      r = train_step_throughput(bs, dims)
+      results.append({"section": "train", "shapes": label, **r,
+                      "peak_gflop_s": peak / 1e9,
+                      "fraction_of_peak": r["achieved_gflop_s"] * 1e9 / peak})
+  return results
+
+
+def bench_scaling() -> list[Result]:
+  """Throughput on 1, 2, 8 simulated CPU devices (each in its own process), same global
+  batch; the ratio to one device shows the cost of sharding on this machine."""
+  import subprocess
+  import sys
+  results = []
+  code = ("import json; from experiments import bench; "
+          "print(json.dumps(bench.train_step_throughput(512, bench.PAPER_DIMS[:1] + (64, 64, 64))))")
+  for n in [int(c) for c in _DEVICE_COUNTS.value]:
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if out.returncode:
+      raise RuntimeError(out.stderr[-2000:])
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    results.append({"section": "scaling", "devices": n, "batch_size": r["batch_size"],
+                    "patients_per_s": r["patients_per_s"], "compile_s": r["compile_s"]})
+  base = results[0]["patients_per_s"]
+  for r in results:
+    r["ratio_to_1_device"] = r["patients_per_s"] / base
+  return results
+
+
 SECTIONS: dict[str, Callable[[], list[Result]]] = {
+    "train": bench_train,
+    "scaling": bench_scaling,
     "rectifier": bench_rectifier,
 }
 

@@ -67,9 +67,22 @@ def main(argv):
         f"(rectified {rect.get('auroc', float('nan')):.4f}); outputs in {_WORKDIR.value}")
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with config-override mistakes reported as one clear line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"error: {e}\nPass --helpfull to list the flags.")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    overrides = [a for a in argv if a.startswith("--config.")]
+    sys.exit(f"error: invalid config override {e} in {' '.join(overrides)}; every "
+             f"--config.a.b=value must name an existing field of the config with a value "
+             f"of its type")
+
+
 def run() -> None:
   sys.argv = _resolve_config_name(sys.argv)
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
