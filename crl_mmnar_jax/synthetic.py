@@ -34,6 +34,9 @@ Generative model, patient i, modality m = 0..M-1, task t = 0..T-1:
   alternating over modalities from a random start per task (so a task's direct effects
   never all cancel the severity-driven pattern-outcome link), and eta_0t = 0
   (modality 0 is always observed: its effect would be indistinguishable from c_t).
+  plus a U-shaped risk ``nonlinearity * 0.75 * ((w_t . u_i)^2 - 1)`` along a random
+  unit direction w_t per task (`u_shape_TxK`): in physiology both too low and too high
+  are dangerous, and a linear model on the observed data cannot represent it.
   `pattern_effect` defaults to 0 for `mcar` (the pattern is then independent of the
   outcome) and 0.75 otherwise. c_t is found by bisection so that the mean true
   probability equals the prevalence; y ~ Bernoulli(true probability).
@@ -78,6 +81,7 @@ _SEVERITY_WEIGHT_ON_M0 = 0.25  # severity's (unnormalised) weight on those direc
 _OUTCOME_SCALE = 2.0           # |beta_t|
 _OUTCOME_SEVERITY_COS = 0.6    # cosine between beta_t and w_s
 _TANH_GAIN = 2.0
+_USHAPE_SCALE = 0.75           # gamma of the U-shaped risk term (times `nonlinearity`)
 _ID_LOW, _ID_HIGH = 10_000_000, 99_999_999
 _BISECTION_TOL = 1e-6
 _BISECTION_MAX_STEPS = 100
@@ -92,6 +96,7 @@ class SyntheticData:
   latent_NxK: np.ndarray      # (N, K) float64, u
   severity_N: np.ndarray      # (N,) float64, s = w_s . u
   eta_MxT: np.ndarray         # (M, T) float64, direct effect of delta_m on the logit
+  u_shape_TxK: np.ndarray     # (T, K) float64 unit directions of the U-shaped risk
   mechanism: str              # 'mcar', 'mar' or 'mnar'
 
 
@@ -217,6 +222,7 @@ def make_synthetic(
     missingness_strength: float = 1.5,
     latent_dim: int = 8,
     noise: float | Sequence[float] | None = None,
+    nonlinearity: float = 1.0,
     seed: int = 0,
 ) -> SyntheticData:
   """Draws a synthetic multimodal cohort with clinician-driven missingness.
@@ -238,6 +244,8 @@ def make_synthetic(
     latent_dim: K >= 2, dimension of the latent health state.
     noise: feature noise sd, a scalar or one per modality (>= 0); default 1.5 for
       modality 0 and 0.75 for the others.
+    nonlinearity: scale of the U-shaped risk term (>= 0; 0 gives a logit linear in
+      u and delta).
     seed: seed of `np.random.default_rng`.
 
   Returns:
@@ -262,6 +270,7 @@ def make_synthetic(
     pattern_effect = 0.0 if mechanism == "mcar" else _DEFAULT_PATTERN_EFFECT
   pattern_effect = _check_finite(pattern_effect, "pattern_effect")
   strength = _check_finite(missingness_strength, "missingness_strength", minimum=0.0)
+  nonlinearity = _check_finite(nonlinearity, "nonlinearity", minimum=0.0)
   if noise is None:
     noise_M = (_DEFAULT_NOISE_0,) + (_DEFAULT_NOISE_OTHER,) * (m_count - 1)
   else:
@@ -294,6 +303,8 @@ def make_synthetic(
   sizes_MxT = world_rng.uniform(0.5, 1.5, size=(m_count, t_count))
   eta_MxT = pattern_effect * signs_MxT * sizes_MxT + 0.0  # + 0.0: no negative zeros
   eta_MxT[0] = 0.0
+  # U-shaped risk (drawn last, so the rest of the world is unchanged by it).
+  ushape_TxK = _unit_rows(world_rng.standard_normal((t_count, k_dim)))
 
   # The patients, always drawn in this order (same latent patients for any mechanism).
   latent_NxK = patient_rng.standard_normal((n, k_dim))
@@ -328,6 +339,7 @@ def make_synthetic(
   present_NxM[:, 1:] = observe_u_NxM[:, 1:] < observe_prob_NxJ
 
   outcome_NxT = latent_NxK @ beta_TxK.T + present_NxM.astype(np.float64) @ eta_MxT
+  outcome_NxT += nonlinearity * _USHAPE_SCALE * ((latent_NxK @ ushape_TxK.T) ** 2 - 1.0)
   intercept_T = _calibrate_offsets(outcome_NxT, prevalence_T)
   true_prob_NxT = _sigmoid(outcome_NxT + intercept_T)
   labels_NxT = (label_u_NxT < true_prob_NxT).astype(np.float32)
@@ -351,5 +363,6 @@ def make_synthetic(
       latent_NxK=latent_NxK,
       severity_N=severity_N,
       eta_MxT=eta_MxT,
+      u_shape_TxK=ushape_TxK,
       mechanism=mechanism,
   )

@@ -161,26 +161,37 @@ def test_default_rates_for_other_modality_counts(n_modalities):
 
 
 def test_true_prob_is_logistic_in_latent_plus_direct_pattern_effect():
-  """logit(p) = c + beta.u + eta.delta exactly; labels ~ Bernoulli(p)."""
+  """logit(p) = c + beta.u + eta.delta + 0.75 ((w.u)^2 - 1) exactly; y ~ Bernoulli(p)."""
   data = _data("mnar")
   c = data.cohort
-  design = np.concatenate([data.latent_NxK, c.present[:, 1:].astype(np.float64)], axis=1)
+  base = np.concatenate([data.latent_NxK, c.present[:, 1:].astype(np.float64)], axis=1)
   logit_NxT = np.log(data.true_prob_NxT) - np.log1p(-data.true_prob_NxT)
-  fit = LinearRegression().fit(design, logit_NxT)
-  assert np.max(np.abs(fit.predict(design) - logit_NxT)) < 1e-8
-  np.testing.assert_allclose(fit.coef_[:, -3:], data.eta_MxT[1:].T, atol=1e-8)
+  # Without the U-shaped term the logit is not linear in (u, delta) (the test can fail) ...
+  assert np.max(np.abs(LinearRegression().fit(base, logit_NxT).predict(base) - logit_NxT)) > 1
+  coefs = []
+  for t in range(c.n_tasks):
+    q = (data.latent_NxK @ data.u_shape_TxK[t]) ** 2
+    design = np.concatenate([base, q[:, None]], axis=1)
+    fit = LinearRegression().fit(design, logit_NxT[:, t])
+    assert np.max(np.abs(fit.predict(design) - logit_NxT[:, t])) < 1e-8
+    np.testing.assert_allclose(fit.coef_[-4:-1], data.eta_MxT[1:, t], atol=1e-8)
+    np.testing.assert_allclose(fit.coef_[-1], 0.75, atol=1e-8)
+    coefs.append(fit.coef_[:8])
+  np.testing.assert_allclose(np.linalg.norm(data.u_shape_TxK, axis=1), 1.0)
   # Severity (the direction behind the outcome-severity link) carries weight in every task.
-  beta_TxK = fit.coef_[:, :8]
+  beta_TxK = np.array(coefs)
   sev_fit = LinearRegression().fit(data.latent_NxK, data.severity_N)
   cosines = beta_TxK @ sev_fit.coef_ / np.linalg.norm(beta_TxK, axis=1)
   assert np.all(cosines > 0.4)
   # The labels are draws from true_prob: an unpenalised logistic regression of y on
-  # (u, delta) recovers eta (se about 0.05 at this n), and a Hosmer-Lemeshow test on
-  # the true probabilities (not fitted, so df = number of bins) does not reject.
+  # (u, delta, U-term) recovers eta (se about 0.05 at this n), and a Hosmer-Lemeshow test
+  # on the true probabilities (not fitted, so df = number of bins) does not reject.
   for t in range(c.n_tasks):
     y = c.labels[:, t]
+    q = (data.latent_NxK @ data.u_shape_TxK[t]) ** 2
+    design = np.concatenate([base, q[:, None]], axis=1)
     lr = LogisticRegression(C=1e10, tol=1e-10, max_iter=5000).fit(design, y)
-    np.testing.assert_allclose(lr.coef_[0, -3:], data.eta_MxT[1:, t], atol=0.25)
+    np.testing.assert_allclose(lr.coef_[0, -4:-1], data.eta_MxT[1:, t], atol=0.25)
     p = data.true_prob_NxT[:, t]
     bins = np.digitize(p, np.quantile(p, np.linspace(0, 1, 11)[1:-1]))
     obs = np.bincount(bins, weights=y, minlength=10)
