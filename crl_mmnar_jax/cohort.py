@@ -9,7 +9,9 @@ Conventions used across the library:
 * The pattern id of a patient is the integer whose bit m is δ_im:
   ``pattern = sum_m present[:, m] << m``. Modality 0 is bit 0.
 * `features[m]` is an (N, d_m) float32 array; rows where modality m is missing hold
-  zeros (their content is never read by the model, see `model.py`).
+  zeros (their content is never read by the model, see `model.py`). Inside an
+  observed row, NaN means "this variable was not measured"; `data.standardize` imputes
+  it with the training mean before anything reaches the model.
 * `labels_NxT` is float32 with 0.0/1.0 and NaN for "label unknown".
 """
 
@@ -74,6 +76,11 @@ class Cohort:
     return len(self.task_names)
 
   @property
+  def observed_nan_cells(self) -> int:
+    """NaN cells inside observed rows ("not measured"; imputed by `data.standardize`)."""
+    return int(sum(np.isnan(f[self.present[:, m]]).sum() for m, f in enumerate(self.features)))
+
+  @property
   def input_dims(self) -> tuple[int, ...]:
     return tuple(int(f.shape[1]) for f in self.features)
 
@@ -116,10 +123,14 @@ class Cohort:
         raise ValueError(f"{source}: modality '{name}' features must be float32, got {f.dtype}")
     for j, name in enumerate(self.modality_names):
       obs = self.present[:, j]
-      if not np.all(np.isfinite(self.features[j][obs])):
-        bad = int(np.argmax(~np.all(np.isfinite(self.features[j]), axis=1) & obs))
-        raise ValueError(f"{source}: modality '{name}' has NaN/Inf features for observed "
+      inf_N = np.isinf(self.features[j]).any(axis=1)
+      if (inf_N & obs).any():
+        bad = int(np.argmax(inf_N & obs))
+        raise ValueError(f"{source}: modality '{name}' has Inf features for observed "
                          f"patient {self.patient_id[bad]!r}")
+      if np.any(self.features[j][~obs] != 0):   # NaN != 0 too
+        raise ValueError(f"{source}: modality '{name}' has non-zero features in rows where "
+                         f"it is missing (they must be 0)")
     none_observed = ~self.present.any(axis=1)
     if none_observed.any():
       ids = self.patient_id[none_observed][:5].tolist()

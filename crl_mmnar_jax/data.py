@@ -40,23 +40,28 @@ def load(config: ml_collections.ConfigDict) -> LoadedData:
 
 
 def standardize(cohort: Cohort, train_rows: np.ndarray) -> tuple[Cohort, dict]:
-  """Z-scores every feature with mean/sd over the OBSERVED training rows of its modality.
+  """Z-scores every feature with mean/sd over the OBSERVED training rows of its modality
+  and imputes NaN ("not measured" inside an observed row) with the training mean (0).
 
-  Rows where a modality is missing stay exactly zero. Features constant on the
-  training rows get sd 1. Returns the new cohort and the statistics (for the record).
+  Only training rows inform the statistics. Rows where a modality is missing stay
+  exactly zero. Features constant (or never measured) on the training rows get mean 0
+  and sd 1. Returns the new cohort and per-modality counts (for the record).
   """
   feats, stats = [], {}
   for m, (name, x) in enumerate(zip(cohort.modality_names, cohort.features)):
     obs = cohort.present[train_rows, m]
     xt = x[train_rows][obs].astype(np.float64)
-    if len(xt) == 0:
-      mean, sd = np.zeros(x.shape[1]), np.ones(x.shape[1])
-    else:
-      mean, sd = xt.mean(0), xt.std(0)
-      sd = np.where(sd > 1e-8, sd, 1.0)
-    z = ((x - mean) / sd).astype(np.float32)
+    measured_D = (~np.isnan(xt)).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      mean = np.where(measured_D > 0, np.nansum(xt, 0) / np.maximum(measured_D, 1), 0.0)
+      var = np.where(measured_D > 0,
+                     np.nansum((xt - mean) ** 2, 0) / np.maximum(measured_D, 1), 1.0)
+    sd = np.sqrt(var)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    z = np.nan_to_num((x - mean) / sd, nan=0.0).astype(np.float32)
     feats.append(np.where(cohort.present[:, m:m + 1], z, 0.0).astype(np.float32))
-    stats[name] = {"n_train_observed": int(obs.sum())}
+    stats[name] = {"n_train_observed": int(obs.sum()),
+                   "imputed_cells": int(np.isnan(x[cohort.present[:, m]]).sum())}
   return dataclasses.replace(cohort, features=tuple(feats)), stats
 
 

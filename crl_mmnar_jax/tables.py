@@ -15,13 +15,13 @@ Layout of ``DIR``:
 Ids are joined, never assumed to be 0..N-1, sorted or aligned by position; they may be
 integers or strings but must be the same kind in every file.
 
-Missing values inside an observed row. Clinical tables have partial rows, and the
-`Cohort` requires finite features, so a null or NaN feature value in an observed row
-is replaced by 0.0: the row stays observed. This loader does no scaling and learns no
-statistics (scaling and any imputation statistics must be learned on the training
-split only, by the training code: see `data.standardize`); the count of filled cells
-per modality is returned by `load_tables_with_info` and logged, so users can see how
-much was filled. ±Inf is not a missing value: it is an error.
+Missing values inside an observed row. Clinical tables have partial rows: a null or
+NaN feature value in an observed row stays NaN in the `Cohort` ("not measured") and
+the row stays observed. This loader does no scaling and learns no statistics: the
+training code imputes such cells with the mean over training patients and scales with
+training statistics only (`data.standardize`). The count of unmeasured cells per
+modality is returned by `load_tables_with_info` (`filled_cells`) and logged. ±Inf is
+not a missing value: it is an error.
 
 All problems with the input raise `DataError` (a ValueError) with a message naming the
 file and the offending column or values; the command-line runner reports it and exits
@@ -240,8 +240,6 @@ def _load_modality(path: str, label_rows: pl.DataFrame, id_kind: str, n: int
     bad = [c for c, k in zip(columns, overflow_D) if k]
     raise DataError(f"{path}: feature column(s) {bad[:5]} hold values beyond the float32 "
                     f"range")
-  x32_RxD[missing_RxD] = 0.0
-
   features_NxD = np.zeros((n, len(columns)), dtype=np.float32)
   features_NxD[cohort_row] = x32_RxD[file_row]
   present_N = np.zeros(n, dtype=bool)
@@ -280,7 +278,7 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
     ``labels_known`` (per task), ``files`` (row count per file), ``modalities``
     (per modality: file, rows, observed, n_features, filled_cells, filled_fraction,
     filled_by_column), ``has_split``, ``has_group_id``. Null/NaN feature values in
-    observed rows are filled with 0.0 (counted in ``filled_cells``).
+    observed rows stay NaN (counted in ``filled_cells``; imputed by the training code).
 
   Raises:
     DataError: any problem with the files, naming the file and column or values.
@@ -352,7 +350,7 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
                list(task_names), {m: i["observed"] for m, i in mod_info.items()})
   for m, i in mod_info.items():
     if i["filled_cells"]:
-      logging.info("%s: filled %d null/NaN cell(s) in observed rows with 0.0 (%.2f%% of "
+      logging.info("%s: %d null/NaN cell(s) in observed rows, imputed later (%.2f%% of "
                    "cells; columns %s)", i["file"], i["filled_cells"],
                    100 * i["filled_fraction"], list(i["filled_by_column"])[:10])
   return cohort, info

@@ -60,10 +60,10 @@ def test_hand_fixture_value_by_value(tmp_path):
   np.testing.assert_array_equal(cohort.pattern, [6, 4, 4, 5, 2])
   labs = [[0, 0], [0, 0], [0, 0], [140, 4], [0, 0]]
   notes = [[-1.0, 2.0, 0.0], [0, 0, 0], [0, 0, 0], [0, 0, 0], [0.5, 1.5, 1.0]]
-  vitals = [[90.5, 0.0],      # sbp null -> 0
+  vitals = [[90.5, NAN],      # sbp null -> NaN (not measured; imputed by training code)
             [70.0, 130.0],
             [80.0, 120.0],
-            [0.0, 110.0],     # hr NaN -> 0
+            [NAN, 110.0],     # hr NaN stays NaN
             [0.0, 0.0]]       # not observed
   for got, want in zip(cohort.features, (labs, notes, vitals)):
     assert got.dtype == np.float32

@@ -1,0 +1,62 @@
+"""Preprocessing: statistics from training rows only, NaN imputed with the training mean."""
+
+import numpy as np
+import pytest
+
+from crl_mmnar_jax.cohort import Cohort
+from crl_mmnar_jax.data import standardize
+
+
+def _cohort():
+  rng = np.random.default_rng(0)
+  n = 40
+  present = rng.random((n, 2)) < 0.7
+  present[:, 0] = True
+  x0 = rng.normal(5.0, 2.0, (n, 3)).astype(np.float32)
+  x1 = rng.normal(-1.0, 0.5, (n, 2)).astype(np.float32)
+  x0[rng.random((n, 3)) < 0.2] = np.nan        # not measured inside observed rows
+  x1[~present[:, 1]] = 0.0
+  x1[3] = np.nan if present[3, 1] else 0.0
+  x0[:, 2] = 7.0                                 # constant on training rows
+  labels = rng.integers(0, 2, (n, 1)).astype(np.float32)
+  return Cohort(np.arange(100, 100 + n), (x0, x1), present, labels, ("a", "b"), ("y",)).validate()
+
+
+def test_standardize_matches_naive_loop_and_uses_training_rows_only():
+  c = _cohort()
+  train = np.arange(0, 40, 2)
+  out, stats = standardize(c, train)
+  for m, (x, z) in enumerate(zip(c.features, out.features)):
+    obs = c.present[:, m]
+    assert np.all(z[~obs] == 0.0)
+    assert np.all(np.isfinite(z))
+    for d in range(x.shape[1]):
+      col = [float(x[i, d]) for i in train if obs[i] and not np.isnan(x[i, d])]
+      mean = np.mean(col)
+      sd = np.std(col) if np.std(col) > 1e-8 else 1.0
+      for i in range(c.n):
+        if not obs[i]:
+          continue
+        want = 0.0 if np.isnan(x[i, d]) else (x[i, d] - mean) / sd
+        assert z[i, d] == pytest.approx(want, abs=1e-5)
+  assert stats["a"]["imputed_cells"] == int(np.isnan(c.features[0][c.present[:, 0]]).sum())
+  # Changing non-training rows changes nothing about the statistics.
+  x0 = c.features[0].copy()
+  x0[1] += 1000.0
+  import dataclasses
+  out2, _ = standardize(dataclasses.replace(c, features=(x0, c.features[1])), train)
+  np.testing.assert_array_equal(out2.features[0][train], out.features[0][train])
+
+
+def test_validate_rejects_inf_and_nonzero_missing_rows():
+  c = _cohort()
+  x0 = c.features[0].copy()
+  x0[0, 0] = np.inf
+  import dataclasses
+  with pytest.raises(ValueError, match="Inf"):
+    dataclasses.replace(c, features=(x0, c.features[1])).validate("t")
+  x1 = c.features[1].copy()
+  row = int(np.flatnonzero(~c.present[:, 1])[0])
+  x1[row, 0] = 1.0
+  with pytest.raises(ValueError, match="must be 0"):
+    dataclasses.replace(c, features=(c.features[0], x1)).validate("t")
