@@ -89,7 +89,10 @@ def make_train_step(graphdef: nnx.GraphDef, weights: LossWeights, miss_kind: str
 
     (_, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
-    parts = dict(parts, grad_norm=optax.global_norm(grads))
+    params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    finite = jnp.isfinite(parts["total"]) & jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(p)) for p in params]))
+    parts = dict(parts, grad_norm=optax.tree.norm(grads), finite=finite)
     return nnx.state((model, optimizer)), parts
 
   return jax.jit(train_step, donate_argnums=0)
@@ -192,16 +195,19 @@ class FitResult:
 
 
 def _check_finite(pending: list[tuple[int, Any]]) -> float | None:
-  """Raises NonFiniteLossError naming the first step whose loss is NaN/Inf."""
+  """Raises NonFiniteLossError naming the first step whose loss or updated parameters
+  are NaN/Inf; returns the last loss. Called before every checkpoint save."""
   if not pending:
     return None
   values = jax.device_get([p for _, p in pending])
-  for (step, _), v in zip(pending, values):
-    if not np.isfinite(v):
+  for (step, _), (loss, finite) in zip(pending, values):
+    if not finite:
+      what = f"loss became {float(loss)}" if not np.isfinite(loss) else \
+          "parameters became NaN/Inf"
       raise NonFiniteLossError(
-          f"loss became {float(v)} at step {step}; training stopped. The last good "
-          f"checkpoint is intact: lower train.lr, check the inputs, or raise train.clip_norm.")
-  return float(values[-1])
+          f"{what} at step {step}; training stopped. The last good checkpoint is "
+          f"intact: lower train.lr, check the inputs, or lower train.clip_norm.")
+  return float(values[-1][0])
 
 
 def fit(config: ml_collections.ConfigDict, cohort: Cohort, train_rows: np.ndarray,
@@ -255,11 +261,11 @@ def fit(config: ml_collections.ConfigDict, cohort: Cohort, train_rows: np.ndarra
       state, parts = train_step(state, batch, jax.random.fold_in(base_key, step), aux_a, pred_a)
       step += 1
       n_seen += len(rows)
-      pending.append((step, parts["total"]))
+      pending.append((step, (parts["total"], parts["finite"])))
       if step % t.log_every == 0:
         last_loss = _check_finite(pending)
         pending = []
-        host = {k: float(v) for k, v in jax.device_get(parts).items()}
+        host = {k: float(v) for k, v in jax.device_get(parts).items() if k != "finite"}
         writer.write({"step": step, "epoch": epoch, "phase": phase, "aux_scale": aux,
                       **{f"train/{k}": v for k, v in host.items()}})
       if t.checkpoint_every and step % t.checkpoint_every == 0 and b + 1 < steps_per_epoch:

@@ -241,3 +241,26 @@ def test_bad_command_line_gives_clear_error(args, expected, tmp_path):
   assert expected in proc.stderr, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
   assert not (tmp_path / "work").exists()
+
+
+def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+  import re
+  import jax
+  from crl_mmnar_jax.checkpoint import Checkpoints
+  from crl_mmnar_jax.experiment import train_and_evaluate
+  from crl_mmnar_jax.train import NonFiniteLossError
+  config = synthetic_config.get_config("tiny")
+  config.eval.plots = False
+  config.train.lr = 1e30                 # explodes within a few steps of the warmup
+  config.train.warmup_steps = 1_000_000
+  config.train.checkpoint_every = 1
+  with pytest.raises(NonFiniteLossError, match=r"at step \d+") as err:
+    train_and_evaluate(config, str(tmp_path), log=lambda s: None)
+  bad_step = int(re.search(r"at step (\d+)", str(err.value)).group(1))
+  ckpt = Checkpoints(str(tmp_path))
+  step = ckpt.latest.latest_step()
+  assert step is not None and step < bad_step
+  state = ckpt.latest.restore(step)["state"]
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state))
+  ckpt.close()
+  assert not (tmp_path / "results.json").exists()
