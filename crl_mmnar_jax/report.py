@@ -152,10 +152,12 @@ def write_report(workdir: str, results: dict, predictions: pl.DataFrame,
            f"{', '.join(c['modalities'])}. Best epoch {tr['best_epoch']} (validation mean "
            f"AUROC {_f(tr['best_val_mean_auroc'], 4)}), {tr['devices']} device(s).", "",
            "## Results", "", *results_table(results), ""]
-  for key, title in (("reference", "Reference baselines (test)"), ("oracle", "Oracle")):
+  for key, title in (("reference", "Reference baselines (test)"),
+                     ("oracle", "Oracle: the true probabilities (synthetic data only)")):
     if key in results:
       lines += [f"## {title}", "", "| model | task | AUROC | AUPRC | Brier |", "|---|---|---|---|---|"]
       for name, view in results[key].items():
+        name = "true probabilities, test" if key == "oracle" else name
         for t in c["tasks"] + ["mean"]:
           m = view[t]
           lines.append(f"| {name} | {t} | {_f(m.get('auroc'))} | {_f(m.get('auprc'))} | "

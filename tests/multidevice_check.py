@@ -52,10 +52,9 @@ def main():
   l1, p1, _ = run(jax.devices()[:1], config, cohort)
   l8, p8, s8 = run(jax.devices(), config, cohort)
   loss_diff = max(abs(a[k] - b[k]) for a, b in zip(l1, l8) for k in a)
-  param_diff = max(float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(p1, p8))
-  param_scale = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in p1)
-  print(json.dumps({"loss_diff": loss_diff, "param_diff": param_diff,
-                    "param_scale": param_scale, "losses_1": [x["total"] for x in l1],
+  diffs = [float(np.max(np.abs(a - b))) for a, b in zip(p1, p8) if a.size]
+  print(json.dumps({"loss_diff": loss_diff, "param_diffs": diffs, "lr": config.train.lr,
+                    "n_steps": len(l1), "losses_1": [x["total"] for x in l1],
                     "losses_8": [x["total"] for x in l8], "n_devices": len(jax.devices()),
                     "batch_spec": sorted(s8)}))
 
