@@ -40,7 +40,7 @@ import os
 import numpy as np
 import polars as pl
 
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.tables import DataError, id_kind
 
 SPLIT_NAMES = ("train", "val", "test")
 _TRAIN, _VAL, _TEST = 0, 1, 2
@@ -227,14 +227,6 @@ def splits_frame(patient_id: np.ndarray, split: np.ndarray) -> pl.DataFrame:
   return pl.DataFrame({"patient_id": ids_N, "split": split_N.astype(str)})
 
 
-def _id_kind(dtype: pl.DataType) -> str | None:
-  if dtype.is_integer():
-    return "int"
-  if dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum)):
-    return "str"
-  return None
-
-
 def read_splits(path: str | os.PathLike, patient_id: np.ndarray) -> np.ndarray:
   """Reads a splits.parquet and aligns it to `patient_id` by joining on the id.
 
@@ -254,7 +246,7 @@ def read_splits(path: str | os.PathLike, patient_id: np.ndarray) -> np.ndarray:
       raise DataError(f"{path}: missing column '{col}' (found {df.columns})")
   ids_N = _as_ids(patient_id, "patient_id")
   want_kind = "int" if ids_N.dtype.kind in "iu" else "str"
-  file_kind = _id_kind(df.schema["patient_id"])
+  file_kind = id_kind(df.schema["patient_id"])
   if file_kind != want_kind:
     raise DataError(f"{path}: column 'patient_id' has dtype {df.schema['patient_id']} but "
                     f"the cohort's ids are {'integers' if want_kind == 'int' else 'strings'}")

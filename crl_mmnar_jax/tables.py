@@ -67,7 +67,7 @@ def _read_parquet(path: str) -> pl.DataFrame:
     raise DataError(f"{path}: cannot read as parquet ({type(e).__name__}: {e})") from None
 
 
-def _id_kind(dtype: pl.DataType) -> str | None:
+def id_kind(dtype: pl.DataType) -> str | None:
   """'int' or 'str' for dtypes usable as ids, else None."""
   if dtype.is_integer():
     return "int"
@@ -82,7 +82,7 @@ def _id_series(df: pl.DataFrame, path: str, column: str = ID_COLUMN,
   if column not in df.columns:
     raise DataError(f"{path}: no '{column}' column (found {df.columns})")
   dtype = df.schema[column]
-  kind = _id_kind(dtype)
+  kind = id_kind(dtype)
   if kind is None:
     raise DataError(f"{path}: column '{column}' has dtype {dtype}; ids must be integers or "
                     f"strings (cast float ids to integers before writing the file)")
@@ -137,7 +137,7 @@ def _split_column(df: pl.DataFrame, path: str) -> np.ndarray | None:
   dtype = df.schema[SPLIT_COLUMN]
   if dtype == pl.Null:
     return None
-  if _id_kind(dtype) != "str":
+  if id_kind(dtype) != "str":
     raise DataError(f"{path}: column '{SPLIT_COLUMN}' has dtype {dtype}; it must hold the "
                     f"strings {list(_SPLIT_VALUES)}")
   s = df[SPLIT_COLUMN].cast(pl.String)
@@ -201,11 +201,11 @@ def _modality_files(directory: str, modalities: Sequence[str] | None) -> list[st
   return names
 
 
-def _load_modality(path: str, label_rows: pl.DataFrame, id_kind: str, n: int
+def _load_modality(path: str, label_rows: pl.DataFrame, ids_kind: str, n: int
                    ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], dict[str, Any]]:
   """One modality file -> (features (N, d) float32, present (N,), names, info)."""
   df = _read_parquet(path)
-  ids = _id_series(df, path, want_kind=id_kind)
+  ids = _id_series(df, path, want_kind=ids_kind)
   _check_unique_ids(ids, path)
   columns = [c for c in df.columns if c != ID_COLUMN]
   if not columns:
@@ -295,7 +295,7 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
   if len(ids) == 0:
     raise DataError(f"{labels_path}: no rows (no patients)")
   _check_unique_ids(ids, labels_path)
-  id_kind = "int" if ids.dtype == pl.Int64 else "str"
+  ids_kind = "int" if ids.dtype == pl.Int64 else "str"
   n = len(ids)
 
   task_names = _task_columns(labels_df, labels_path, tasks)
@@ -311,7 +311,7 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
   features, present, feature_names, mod_info = [], [], [], {}
   for name in names:
     x_NxD, present_N, cols, info = _load_modality(
-        os.path.join(directory, f"{name}{_SUFFIX}"), label_rows, id_kind, n)
+        os.path.join(directory, f"{name}{_SUFFIX}"), label_rows, ids_kind, n)
     features.append(x_NxD)
     present.append(present_N)
     feature_names.append(cols)

@@ -1,0 +1,456 @@
+"""YAIB cohorts (MIMIC-III / eICU-CRD harmonised by ricu) as a multimodal `Cohort`.
+
+The YAIB benchmark (van de Water et al., "Yet Another ICU Benchmark", ICLR 2024) ships
+each task and database as three parquet files in ``ROOT/<task>/<database>/``:
+
+* ``sta.parquet``: one row per stay: ``stay_id`` (integer), ``age``, ``sex``
+  (``"Male"``/``"Female"``), ``height``, ``weight`` (null = not recorded).
+* ``dyn.parquet``: the hourly grid: ``stay_id``, ``time`` (a polars/arrow Duration
+  since ICU admission: 0 h, 1 h, ...), and one column per variable in `GROUPS`
+  (null or NaN = not measured in that hour).
+* ``outc.parquet``: ``stay_id``, ``label`` (0/1; for ``mortality24``: death in the
+  ICU). One row per stay: tasks with hourly labels (aki, sepsis) or a regression
+  target (los) are not read by this loader.
+
+Modalities. Modality 0, ``static``, holds ``age``, ``sex`` (1 = male, 0 = female),
+``height`` and ``weight`` (NaN = not recorded) and is observed for every stay. The 48
+dynamic variables are split into *virtual modalities*: groups of variables that a
+clinician orders or charts together, so that whether a group was measured at all in
+the first hours is a clinical decision (missing not at random). Each group is
+summarised per stay by `featurize.featurize` (8 statistics per variable: last, mean,
+min, max, std, count, time_last, slope; hours since admission); a group is observed
+when at least one of its variables was measured in the window.
+
+=============  =====================================  ====================================
+modality       YAIB variables                         why together
+=============  =====================================  ====================================
+vitals         hr, sbp, dbp, map, resp, o2sat, temp   bedside monitor and nursing
+                                                      charting; (almost) always observed
+urine          urine                                  hourly urine output: charted where a
+                                                      urinary catheter / strict fluid
+                                                      balance was ordered
+blood_gas      ph, pco2, po2, be, methb, cai, fio2    arterial blood gas with
+                                                      co-oximetry (methaemoglobin) and
+                                                      ionised calcium from the same
+                                                      analyser; FiO2 is recorded with the
+                                                      oxygen / ventilator settings that
+                                                      ABGs are taken to adjust (P/F ratio)
+chemistry      na, k, cl, bicar, bun, crea, glu,      basic / extended metabolic panel
+               ca, mg, phos                           ("chem-7" plus Ca, Mg, phosphate)
+haematology    hgb, wbc, plt, mch, mchc, mcv          complete blood count
+inflammation   neut, lymph, bnd, crp                  white-cell differential (bands =
+                                                      left shift) and CRP: ordered in an
+                                                      infection / sepsis work-up, unlike
+                                                      the routine CBC
+coagulation    inr_pt, ptt, fgn                       coagulation panel (PT/INR, aPTT,
+                                                      fibrinogen)
+liver          alt, ast, alp, bili, bili_dir, alb     hepatic function panel
+cardiac        tnt, ck, ckmb                          cardiac injury markers (troponin T,
+                                                      CK, CK-MB)
+lactate        lact                                   lactate: ordered on suspicion of
+                                                      shock / hypoperfusion (sepsis
+                                                      bundles), a strong severity signal
+=============  =====================================  ====================================
+
+On the demo data, vitals are observed for 97% (MIMIC) and 99.9% (eICU) of stays and
+chemistry for 100% / 96%: nearly-always-observed virtual modalities are kept (they
+carry most of the signal); `load_yaib` reports every group's observed fraction.
+
+Time window. ricu bins measurements into hours by truncation, so the row at time t
+holds what was measured in [t, t + 1) h. ``window_hours=24`` keeps the rows with
+0 <= t < 24, i.e. the first 24 hours; YAIB's files also hold the row t = 24 h (data
+from the 25th hour), which is dropped and counted in the report
+(``dyn_rows_outside_window``, ``measurements_outside_window``).
+
+Patients. YAIB's files identify ICU *stays*, not patients, and stay ids may collide
+across databases: ``patient_id`` is ``f"{database}:{stay_id}"`` and
+``info["database"]`` says where each row came from (the runner trains and validates on
+one database and tests on the other). Both databases give exactly the same modalities
+and feature columns. ``group_id`` is None: the files hold no patient identifier.
+
+All problems with the input raise `tables.DataError` naming the file and column.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from absl import logging
+import numpy as np
+import polars as pl
+
+from crl_mmnar_jax.cohort import Cohort
+from crl_mmnar_jax.featurize import ModalityGroup
+from crl_mmnar_jax.featurize import featurize
+from crl_mmnar_jax.tables import DataError
+
+DATABASES = ("mimic_demo", "eicu_demo")
+STA_FILE = "sta.parquet"
+DYN_FILE = "dyn.parquet"
+OUTC_FILE = "outc.parquet"
+STAY_COLUMN = "stay_id"
+TIME_COLUMN = "time"
+LABEL_COLUMN = "label"
+STATIC_MODALITY = "static"
+STATIC_FEATURES = ("age", "sex", "height", "weight")
+SEX_CODES = {"male": 1.0, "female": 0.0}
+
+GROUPS: tuple[ModalityGroup, ...] = (
+    ModalityGroup("vitals", ("hr", "sbp", "dbp", "map", "resp", "o2sat", "temp")),
+    ModalityGroup("urine", ("urine",)),
+    ModalityGroup("blood_gas", ("ph", "pco2", "po2", "be", "methb", "cai", "fio2")),
+    ModalityGroup("chemistry", ("na", "k", "cl", "bicar", "bun", "crea", "glu", "ca",
+                                "mg", "phos")),
+    ModalityGroup("haematology", ("hgb", "wbc", "plt", "mch", "mchc", "mcv")),
+    ModalityGroup("inflammation", ("neut", "lymph", "bnd", "crp")),
+    ModalityGroup("coagulation", ("inr_pt", "ptt", "fgn")),
+    ModalityGroup("liver", ("alt", "ast", "alp", "bili", "bili_dir", "alb")),
+    ModalityGroup("cardiac", ("tnt", "ck", "ckmb")),
+    ModalityGroup("lactate", ("lact",)),
+)
+DYN_VARIABLES: tuple[str, ...] = tuple(v for g in GROUPS for v in g.variables)
+MODALITY_NAMES: tuple[str, ...] = (STATIC_MODALITY,) + tuple(g.name for g in GROUPS)
+
+_MS_PER_HOUR = 3_600_000.0
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _few(series: pl.Series, k: int = 5) -> list:
+  """Up to k distinct values of a series, sorted, for error messages."""
+  return series.unique().sort().head(k).to_list()
+
+
+def _read(path: str) -> pl.DataFrame:
+  if not os.path.isfile(path):
+    raise DataError(f"{path}: file not found")
+  try:
+    return pl.read_parquet(path)
+  except Exception as e:  # pylint: disable=broad-except  (any reader error is bad input)
+    raise DataError(f"{path}: cannot read as parquet ({type(e).__name__}: {e})") from None
+
+
+def _require_columns(df: pl.DataFrame, path: str, columns: Sequence[str]) -> None:
+  missing = [c for c in columns if c not in df.columns]
+  if missing:
+    raise DataError(f"{path}: missing column(s) {missing} (found {df.columns})")
+
+
+def _stay_ids(df: pl.DataFrame, path: str, *, unique: bool) -> pl.Series:
+  """The stay_id column as Int64, checked for presence, dtype, nulls and uniqueness."""
+  _require_columns(df, path, [STAY_COLUMN])
+  dtype = df.schema[STAY_COLUMN]
+  if not dtype.is_integer():
+    raise DataError(f"{path}: column '{STAY_COLUMN}' has dtype {dtype}; YAIB stay ids "
+                    f"are integers")
+  ids = df[STAY_COLUMN]
+  if ids.null_count():
+    raise DataError(f"{path}: column '{STAY_COLUMN}' has {ids.null_count()} null value(s)")
+  try:
+    ids = ids.cast(pl.Int64)
+  except Exception as e:  # pylint: disable=broad-except  (UInt64 beyond Int64)
+    raise DataError(f"{path}: column '{STAY_COLUMN}' cannot be read as Int64 ({e})") from None
+  if unique:
+    dup = ids.filter(ids.is_duplicated())
+    if len(dup):
+      raise DataError(f"{path}: column '{STAY_COLUMN}' repeats {dup.n_unique()} stay "
+                      f"id(s), e.g. {_few(dup)}; one row per stay is required")
+  return ids
+
+
+def _numeric(df: pl.DataFrame, path: str, column: str) -> pl.Series:
+  """A numeric column as Float64 with null -> NaN; ±Inf is an error."""
+  dtype = df.schema[column]
+  if not (dtype.is_numeric() or dtype == pl.Null):
+    raise DataError(f"{path}: column '{column}' has dtype {dtype}; expected numbers")
+  x = df[column].cast(pl.Float64)
+  n_inf = int(x.is_infinite().sum())
+  if n_inf:
+    raise DataError(f"{path}: column '{column}' holds ±Inf in {n_inf} row(s); use null "
+                    f"for a value not recorded")
+  return x.fill_null(float("nan"))
+
+
+def _not_in(ids: pl.Series, other: pl.Series) -> pl.Series:
+  return ids.filter(~ids.is_in(other.implode()))
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _read_outc(path: str) -> tuple[pl.Series, np.ndarray]:
+  """outc.parquet -> (stay ids, labels float32 0/1)."""
+  df = _read(path)
+  ids = _stay_ids(df, path, unique=True)
+  if len(ids) == 0:
+    raise DataError(f"{path}: no rows (no stays)")
+  _require_columns(df, path, [LABEL_COLUMN])
+  dtype = df.schema[LABEL_COLUMN]
+  if not (dtype.is_numeric() or dtype == pl.Boolean):
+    raise DataError(f"{path}: column '{LABEL_COLUMN}' has dtype {dtype}; labels must be "
+                    f"0/1")
+  y = df[LABEL_COLUMN].cast(pl.Float64)
+  bad_rows = y.is_null() | ~y.is_in([0.0, 1.0])
+  if bad_rows.any():
+    bad = df[LABEL_COLUMN].filter(bad_rows)
+    shown = (["null"] if bad.null_count() else []) + _few(bad.drop_nulls())
+    raise DataError(f"{path}: column '{LABEL_COLUMN}' must hold 0 or 1 for every stay; "
+                    f"found {shown} in {int(bad_rows.sum())} row(s)")
+  return ids, y.to_numpy().astype(np.float32)
+
+
+def _read_sta(path: str, outc_ids: pl.Series, outc_path: str) -> np.ndarray:
+  """sta.parquet -> (N, 4) float32 in the row order of `outc_ids`, NaN = not recorded."""
+  df = _read(path)
+  ids = _stay_ids(df, path, unique=True)
+  _require_columns(df, path, STATIC_FEATURES)
+  extra = [c for c in df.columns if c not in (STAY_COLUMN, *STATIC_FEATURES)]
+  if extra:
+    raise DataError(f"{path}: unexpected column(s) {extra}; the static modality is "
+                    f"{[STAY_COLUMN, *STATIC_FEATURES]}")
+  orphans = _not_in(outc_ids, ids)
+  if len(orphans):
+    raise DataError(f"{outc_path}: {len(orphans)} stay(s) in column '{STAY_COLUMN}' have "
+                    f"no row in {path}, e.g. {_few(orphans)}")
+  orphans = _not_in(ids, outc_ids)
+  if len(orphans):
+    raise DataError(f"{path}: {len(orphans)} stay(s) in column '{STAY_COLUMN}' have no "
+                    f"row in {outc_path}, e.g. {_few(orphans)}")
+  sex_dtype = df.schema["sex"]
+  if sex_dtype == pl.Null:
+    sex = pl.Series("sex", [float("nan")] * len(df))
+  elif sex_dtype == pl.String or isinstance(sex_dtype, (pl.Categorical, pl.Enum)):
+    key = df["sex"].cast(pl.String).str.strip_chars().str.to_lowercase()
+    bad = df["sex"].filter(key.is_not_null() & ~key.is_in(list(SEX_CODES)))
+    if len(bad):
+      raise DataError(f"{path}: column 'sex' must hold 'Male', 'Female' or null; found "
+                      f"{_few(bad.cast(pl.String))} in {len(bad)} row(s)")
+    sex = key.replace_strict(SEX_CODES, default=None, return_dtype=pl.Float64)
+    sex = sex.fill_null(float("nan"))
+  else:
+    raise DataError(f"{path}: column 'sex' has dtype {sex_dtype}; YAIB writes the "
+                    f"strings 'Male'/'Female'")
+  static = pl.DataFrame({
+      STAY_COLUMN: ids,
+      "age": _numeric(df, path, "age"),
+      "sex": sex,
+      "height": _numeric(df, path, "height"),
+      "weight": _numeric(df, path, "weight"),
+  })
+  ordered = pl.DataFrame({STAY_COLUMN: outc_ids}).join(
+      static, on=STAY_COLUMN, how="left", maintain_order="left")
+  return ordered.select(STATIC_FEATURES).to_numpy().astype(np.float32)
+
+
+def _read_dyn(path: str, outc_ids: pl.Series, outc_path: str, window_hours: float
+              ) -> tuple[pl.DataFrame, dict[str, Any]]:
+  """dyn.parquet -> long (stay_id, time [h], variable, value) inside the window."""
+  df = _read(path)
+  ids = _stay_ids(df, path, unique=False)
+  _require_columns(df, path, [TIME_COLUMN])
+  variables = [c for c in df.columns if c not in (STAY_COLUMN, TIME_COLUMN)]
+  unknown = [c for c in variables if c not in DYN_VARIABLES]
+  if unknown:
+    raise DataError(f"{path}: column(s) {unknown} are not YAIB variables of any modality "
+                    f"in yaib.GROUPS; add them to a group or drop them")
+  absent = [v for v in DYN_VARIABLES if v not in variables]
+  if absent:
+    raise DataError(f"{path}: missing variable column(s) {absent}; both databases must "
+                    f"have every variable of yaib.GROUPS (all-null columns are fine)")
+  time_dtype = df.schema[TIME_COLUMN]
+  if not isinstance(time_dtype, pl.Duration):
+    raise DataError(f"{path}: column '{TIME_COLUMN}' has dtype {time_dtype}; YAIB stores "
+                    f"the time since admission as a Duration")
+  if df[TIME_COLUMN].null_count():
+    raise DataError(f"{path}: column '{TIME_COLUMN}' has {df[TIME_COLUMN].null_count()} "
+                    f"null value(s)")
+  orphans = _not_in(ids.unique(), outc_ids)
+  if len(orphans):
+    raise DataError(f"{path}: {len(orphans)} stay(s) in column '{STAY_COLUMN}' have no "
+                    f"row in {outc_path}, e.g. {_few(orphans)}")
+  hours = (df[TIME_COLUMN].dt.total_milliseconds().cast(pl.Float64) / _MS_PER_HOUR)
+  frame = pl.DataFrame({STAY_COLUMN: ids, TIME_COLUMN: hours}).with_columns(
+      _numeric(df, path, v).alias(v) for v in DYN_VARIABLES)
+  dup = frame.select(STAY_COLUMN, TIME_COLUMN).is_duplicated()
+  if dup.any():
+    bad = frame.filter(dup)[STAY_COLUMN]
+    raise DataError(f"{path}: columns '{STAY_COLUMN}', '{TIME_COLUMN}' repeat an hour for "
+                    f"{bad.n_unique()} stay(s), e.g. {_few(bad)}; one row per stay and "
+                    f"hour is required")
+  long = frame.unpivot(index=[STAY_COLUMN, TIME_COLUMN], on=list(DYN_VARIABLES),
+                       variable_name="variable", value_name="value"
+                       ).filter(pl.col("value").is_not_nan())
+  inside = (pl.col(TIME_COLUMN) >= 0.0) & (pl.col(TIME_COLUMN) < window_hours)
+  in_window = long.filter(inside)
+  n_rows_outside = int(frame.select((~inside).sum()).item())
+  info = {
+      "dyn_rows": int(len(frame)),
+      "dyn_rows_outside_window": n_rows_outside,
+      "measurements": int(len(in_window)),
+      "measurements_outside_window": int(len(long) - len(in_window)),
+      "stays_with_dyn_rows": int(ids.n_unique()),
+  }
+  return in_window, info
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _load_database(directory: str, database: str, task: str, window_hours: float
+                   ) -> dict[str, Any]:
+  """One database folder -> arrays in the row order of outc.parquet, plus a report."""
+  outc_path = os.path.join(directory, OUTC_FILE)
+  sta_path = os.path.join(directory, STA_FILE)
+  dyn_path = os.path.join(directory, DYN_FILE)
+  if not os.path.isdir(directory):
+    raise DataError(f"{directory}: YAIB folder for task '{task}' and database "
+                    f"'{database}' not found")
+  stay_ids, labels_N = _read_outc(outc_path)
+  static_Nx4 = _read_sta(sta_path, stay_ids, outc_path)
+  long, dyn_info = _read_dyn(dyn_path, stay_ids, outc_path, window_hours)
+
+  feat = featurize(long, GROUPS, stays=stay_ids.to_numpy(), window=(0.0, window_hours),
+                   stay_col=STAY_COLUMN, time_col=TIME_COLUMN, var_col="variable",
+                   value_col="value", unknown_variables="error")
+  if tuple(feat.group_names) != tuple(g.name for g in GROUPS):
+    raise RuntimeError(f"featurize returned groups {feat.group_names}, expected "
+                       f"{[g.name for g in GROUPS]}")
+  # featurize's row order is its own: align on stay_id.
+  rows = pl.DataFrame({STAY_COLUMN: stay_ids}).join(
+      pl.DataFrame({STAY_COLUMN: pl.Series(np.asarray(feat.stay_id)).cast(pl.Int64)})
+      .with_row_index("__row"), on=STAY_COLUMN, how="left", maintain_order="left")["__row"]
+  if rows.null_count() or len(rows) != len(stay_ids):
+    raise RuntimeError(f"featurize did not return one row per stay of {outc_path}")
+  take = rows.to_numpy().astype(np.int64)
+  return {
+      "stay_id": stay_ids.to_numpy().astype(np.int64),
+      "labels": labels_N,
+      "static": static_Nx4,
+      "features": tuple(np.asarray(f, dtype=np.float32)[take] for f in feat.features),
+      "present": np.asarray(feat.present, dtype=bool)[take],
+      "feature_names": tuple(tuple(n) for n in feat.feature_names),
+      "report": feat.report,
+      "dyn": dyn_info,
+      "static_missing": {c: int(np.isnan(static_Nx4[:, j]).sum())
+                         for j, c in enumerate(STATIC_FEATURES)},
+  }
+
+
+def _rate(y: np.ndarray) -> float | None:
+  """Mean of 0/1 labels (float64), None for an empty group."""
+  return float(y.astype(np.float64).mean()) if y.size else None
+
+
+def load_yaib(root: str | os.PathLike, *, databases: Sequence[str] = DATABASES,
+              task: str = "mortality24", window_hours: float = 24.0
+              ) -> tuple[Cohort, dict[str, Any]]:
+  """Reads YAIB task folders into one validated `Cohort` (one row per ICU stay).
+
+  Args:
+    root: the YAIB data root holding ``<task>/<database>/{sta,dyn,outc}.parquet``.
+    databases: database folder names, concatenated in this order.
+    task: the task folder; its ``outc.parquet`` must hold one 0/1 label per stay.
+    window_hours: hourly rows with 0 <= time < window_hours are summarised (the row
+      at time t holds hour [t, t + 1)).
+
+  Returns:
+    (cohort, info). The cohort has modalities `MODALITY_NAMES` (``static`` first,
+    always observed), task names ``(task,)``, patient ids ``"<database>:<stay_id>"``.
+    `info` holds ``database`` (an (N,) numpy array of database names per row),
+    ``stay_id`` ((N,) int64), ``n_patients``, ``per_database`` (stays, deaths,
+    mortality, dyn row and measurement counts, static values not recorded),
+    ``modalities`` (per modality: variables, n_features, observed_fraction overall
+    and per database with mortality when observed / not observed), and
+    ``featurizer`` (featurize's report per database).
+
+  Raises:
+    DataError: a missing folder or file, a missing ``stay_id``/``label``/``time``
+      column, labels other than 0/1, stays in outc without sta (or the reverse) or
+      dyn stays without outc, dyn columns that are not variables of `GROUPS`, and
+      other malformed values; the message names the file and column.
+  """
+  root = os.fspath(root)
+  databases = tuple(databases)
+  if not databases:
+    raise DataError("load_yaib: databases=() selects no database")
+  if len(set(databases)) != len(databases):
+    raise DataError(f"load_yaib: databases {list(databases)} name a database twice")
+  if not np.isfinite(window_hours) or window_hours <= 0:
+    raise DataError(f"load_yaib: window_hours must be positive, got {window_hours}")
+  if not os.path.isdir(root):
+    raise DataError(f"{root}: YAIB data root not found")
+
+  parts = {db: _load_database(os.path.join(root, task, db), db, task, float(window_hours))
+           for db in databases}
+  names = {parts[db]["feature_names"] for db in databases}
+  if len(names) != 1:
+    raise RuntimeError("featurize gave different feature columns per database")
+
+  database_N = np.concatenate([np.full(len(p["stay_id"]), db) for db, p in parts.items()])
+  stay_N = np.concatenate([p["stay_id"] for p in parts.values()])
+  patient_id = np.array([f"{db}:{s}" for db, s in zip(database_N.tolist(),
+                                                      stay_N.tolist())])
+  labels_NxT = np.concatenate([p["labels"] for p in parts.values()])[:, None]
+  static_NxS = np.concatenate([p["static"] for p in parts.values()])
+  n_groups = len(GROUPS)
+  group_features = tuple(
+      np.concatenate([p["features"][g] for p in parts.values()]) for g in range(n_groups))
+  present_NxM = np.concatenate(
+      [np.ones((len(database_N), 1), dtype=bool),
+       np.concatenate([p["present"] for p in parts.values()])], axis=1)
+  cohort = Cohort(
+      patient_id=patient_id,
+      features=(static_NxS,) + group_features,
+      present=present_NxM,
+      labels=labels_NxT.astype(np.float32),
+      modality_names=MODALITY_NAMES,
+      task_names=(task,),
+      feature_names=(STATIC_FEATURES,) + next(iter(names)),
+  )
+  try:
+    cohort.validate(f"{root} ({task}: {', '.join(databases)})")
+  except ValueError as e:
+    raise DataError(str(e)) from None
+
+  y_N = labels_NxT[:, 0]
+  modalities = {}
+  for m, name in enumerate(MODALITY_NAMES):
+    by_db = {}
+    for db in databases:
+      rows = database_N == db
+      obs, y = present_NxM[rows, m], y_N[rows]
+      by_db[db] = {
+          "observed": int(obs.sum()),
+          "observed_fraction": float(obs.mean()),
+          "mortality_observed": _rate(y[obs]),
+          "mortality_missing": _rate(y[~obs]),
+      }
+    modalities[name] = {
+        "variables": list(STATIC_FEATURES if m == 0 else GROUPS[m - 1].variables),
+        "n_features": int(cohort.input_dims[m]),
+        "observed_fraction": float(present_NxM[:, m].mean()),
+        "by_database": by_db,
+    }
+  info = {
+      "root": root,
+      "task": task,
+      "databases": list(databases),
+      "window_hours": float(window_hours),
+      "n_patients": cohort.n,
+      "database": database_N,
+      "stay_id": stay_N,
+      "per_database": {
+          db: {"stays": int(len(p["stay_id"])), "deaths": int(p["labels"].sum()),
+               "mortality": float(p["labels"].astype(np.float64).mean()), **p["dyn"],
+               "static_not_recorded": p["static_missing"]}
+          for db, p in parts.items()},
+      "modalities": modalities,
+      "featurizer": {db: p["report"] for db, p in parts.items()},
+  }
+  logging.info("loaded YAIB %s from %s: %s; observed fraction per modality %s", task,
+               root, {db: (d["stays"], d["deaths"]) for db, d in
+                      info["per_database"].items()},
+               {n: round(d["observed_fraction"], 3) for n, d in modalities.items()})
+  return cohort, info
