@@ -15,7 +15,32 @@ from crl_mmnar_jax.cohort import Cohort
 class LoadedData:
   cohort: Cohort
   true_prob_NxT: np.ndarray | None = None   # synthetic cohorts only (oracle ceiling)
-  info: dict = dataclasses.field(default_factory=dict)
+  info: dict = dataclasses.field(default_factory=dict)   # JSON-able summary
+  test_mask_N: np.ndarray | None = None     # rows fixed to the test split (by set / database)
+
+
+def _csv(value) -> list[str]:
+  return [s.strip() for s in str(value).split(",") if s.strip()]
+
+
+def _summary(info: dict) -> dict:
+  """The loader's info without per-row arrays (those do not belong in results.json)."""
+  return {k: v for k, v in info.items() if not isinstance(v, np.ndarray)}
+
+
+def _fixed_test(values_N: np.ndarray, train: list[str], test: list[str], what: str,
+                source: str) -> tuple[np.ndarray, np.ndarray]:
+  """(keep_N, test_N) for a split by `what` (set or database) names."""
+  from crl_mmnar_jax.tables import DataError
+  found = sorted(set(np.unique(values_N).tolist()))
+  for name in train + test:
+    if name not in found:
+      raise DataError(f"{source}: {what} {name!r} not found (have {found})")
+  if set(train) & set(test):
+    raise DataError(f"{source}: {what}s {sorted(set(train) & set(test))} are both train "
+                    f"and test")
+  keep = np.isin(values_N, train + test) if train else np.ones(len(values_N), bool)
+  return keep, np.isin(values_N, test)
 
 
 def load(config: ml_collections.ConfigDict) -> LoadedData:
@@ -36,6 +61,25 @@ def load(config: ml_collections.ConfigDict) -> LoadedData:
     tasks = [s for s in str(d.tasks).split(",") if s] or None
     cohort, info = load_tables_with_info(d.dir, tasks=tasks)
     return LoadedData(cohort, None, info)
+  if d.name == "physionet2012":
+    from crl_mmnar_jax.physionet2012 import load_physionet2012
+    train, test = _csv(d.train_sets), _csv(d.test_sets)
+    sets = (train + test) or None
+    cohort, info = load_physionet2012(d.dir, sets=sets, tasks=tuple(_csv(d.tasks)),
+                                      window_hours=float(d.window_hours))
+    if not test:
+      return LoadedData(cohort, None, _summary(info))
+    keep, is_test = _fixed_test(info["set"], train, test, "set", d.dir)
+    return LoadedData(cohort.subset(keep), None, _summary(info), is_test[keep])
+  if d.name == "yaib":
+    from crl_mmnar_jax.yaib import load_yaib
+    cohort, info = load_yaib(d.dir, databases=tuple(_csv(d.databases)), task=str(d.task),
+                             window_hours=float(d.window_hours))
+    if not d.test_database:
+      return LoadedData(cohort, None, _summary(info))
+    keep, is_test = _fixed_test(info["database"], [], [str(d.test_database)], "database",
+                                d.dir)
+    return LoadedData(cohort, None, _summary(info), is_test)
   raise ValueError(f"unknown data source {d.name!r}")
 
 

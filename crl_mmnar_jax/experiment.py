@@ -102,14 +102,25 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
 # ----------------------------------------------------------------------------- splits
 
 
-def make_splits(config: ml_collections.ConfigDict, cohort: Cohort) -> np.ndarray:
+def make_splits(config: ml_collections.ConfigDict, cohort: Cohort,
+                test_mask_N: np.ndarray | None = None) -> np.ndarray:
+  """train/val/test per patient. `test_mask_N` fixes the test rows (a split by set or
+  by database); the other rows are then split into train and validation."""
   d = config.data
   if d.splits_file:
     return splits_lib.read_splits(d.splits_file, cohort.patient_id)
-  return splits_lib.assign_splits(
-      cohort.patient_id, cohort.pattern, cohort.labels, val_fraction=float(d.val_fraction),
-      test_fraction=float(d.test_fraction), seed=int(config.seed), group_id=cohort.group_id,
-      predefined=cohort.split)
+  if test_mask_N is None:
+    return splits_lib.assign_splits(
+        cohort.patient_id, cohort.pattern, cohort.labels, val_fraction=float(d.val_fraction),
+        test_fraction=float(d.test_fraction), seed=int(config.seed), group_id=cohort.group_id,
+        predefined=cohort.split)
+  split = np.full(cohort.n, "test", dtype="<U5")
+  rest = ~test_mask_N
+  split[rest] = splits_lib.assign_splits(
+      cohort.patient_id[rest], cohort.pattern[rest], cohort.labels[rest],
+      val_fraction=float(d.val_fraction), test_fraction=0.0, seed=int(config.seed),
+      group_id=None if cohort.group_id is None else cohort.group_id[rest])
+  return split
 
 
 def check_validation_classes(cohort: Cohort, val_rows: np.ndarray) -> None:
@@ -177,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   t_start = time.perf_counter()
   loaded = data_lib.load(config)
   cohort = loaded.cohort.validate(config.data.name)
-  split = make_splits(config, cohort)
+  split = make_splits(config, cohort, loaded.test_mask_N)
   rows = {s: np.flatnonzero(split == s) for s in SPLITS}
   for s in SPLITS:
     if len(rows[s]) == 0:

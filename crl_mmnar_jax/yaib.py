@@ -60,7 +60,9 @@ Time window. ricu bins measurements into hours by truncation, so the row at time
 holds what was measured in [t, t + 1) h. ``window_hours=24`` keeps the rows with
 0 <= t < 24, i.e. the first 24 hours; YAIB's files also hold the row t = 24 h (data
 from the 25th hour), which is dropped and counted in the report
-(``dyn_rows_outside_window``, ``measurements_outside_window``).
+(``dyn_rows_outside_window``, ``measurements_outside_window``). No valid ranges are
+applied here: ricu filters each concept by its own plausibility bounds when it builds
+the YAIB files.
 
 Patients. YAIB's files identify ICU *stays*, not patients, and stay ids may collide
 across databases: ``patient_id`` is ``f"{database}:{stay_id}"`` and
@@ -311,6 +313,8 @@ def _load_database(directory: str, database: str, task: str, window_hours: float
   static_Nx4 = _read_sta(sta_path, stay_ids, outc_path)
   long, dyn_info = _read_dyn(dyn_path, stay_ids, outc_path, window_hours)
 
+  # `long` is already cut to [0, window_hours): featurize's window is closed at both
+  # ends and would otherwise keep the row at t = window_hours (the next hour's data).
   feat = featurize(long, GROUPS, stays=stay_ids.to_numpy(), window=(0.0, window_hours),
                    stay_col=STAY_COLUMN, time_col=TIME_COLUMN, var_col="variable",
                    value_col="value", unknown_variables="error")

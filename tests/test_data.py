@@ -60,3 +60,45 @@ def test_validate_rejects_inf_and_nonzero_missing_rows():
   x1[row, 0] = 1.0
   with pytest.raises(ValueError, match="must be 0"):
     dataclasses.replace(c, features=(c.features[0], x1)).validate("t")
+
+
+def test_fixed_test_rows_split_mode():
+  """Split by set / database: the fixed rows are exactly the test set, the rest is
+  split into train and validation, none of it depending on the test rows' labels."""
+  import dataclasses
+  from crl_mmnar_jax.experiment import make_splits
+  from crl_mmnar_jax.synthetic import make_synthetic
+  from experiments.configs import synthetic as synthetic_config
+  cohort = make_synthetic(400, seed=2).cohort
+  test_mask = np.zeros(cohort.n, bool)
+  test_mask[::3] = True
+  config = synthetic_config.get_config("tiny")
+  split = make_splits(config, cohort, test_mask)
+  np.testing.assert_array_equal(split == "test", test_mask)
+  rest = split[~test_mask]
+  assert set(rest) == {"train", "val"}
+  assert abs(np.mean(rest == "val") - config.data.val_fraction) < 0.03
+  flipped = cohort.labels.copy()
+  flipped[test_mask] = 1 - flipped[test_mask]
+  split2 = make_splits(config, dataclasses.replace(cohort, labels=flipped), test_mask)
+  np.testing.assert_array_equal(split, split2)
+
+
+def test_yaib_external_validation_mode_on_shared_data():
+  import os
+  from crl_mmnar_jax import data as data_lib
+  from experiments.configs import yaib
+  config = yaib.get_config()
+  if not os.path.isdir(config.data.dir):
+    pytest.skip(f"shared YAIB demo data not found at {config.data.dir}")
+  config.data.test_database = "mimic_demo"
+  loaded = data_lib.load(config)
+  ids = loaded.cohort.patient_id
+  np.testing.assert_array_equal(loaded.test_mask_N,
+                                np.char.startswith(ids.astype(str), "mimic_demo:"))
+  assert loaded.test_mask_N.sum() == 99
+  assert not any(isinstance(v, np.ndarray) for v in loaded.info.values())
+  config.data.test_database = "nope"
+  from crl_mmnar_jax.tables import DataError
+  with pytest.raises(DataError, match="database 'nope' not found"):
+    data_lib.load(config)
