@@ -1,0 +1,49 @@
+r"""PhysioNet/CinC Challenge 2012: in-hospital mortality from the first 48 h of an ICU stay.
+
+Run (set A from ../shared/data, random patient-level split):
+  python -m experiments.run --config=physionet2012 --workdir=/tmp/crl_p12
+
+The challenge's protocol when you have sets A, B and C (train and validate on A and B,
+test on C):
+  python -m experiments.run --config=physionet2012 --config.data.dir=/path/to/p12 \
+      --config.data.train_sets=a,b --config.data.test_sets=c --workdir=/tmp/crl_p12_abc
+
+Modalities: the descriptors (always observed) and about ten virtual modalities of the
+37 time series grouped by what a clinician orders together (see
+`crl_mmnar_jax/physionet2012.py`); each variable summarised by last, mean, min, max,
+sd, count, time of last measurement and slope. Tasks: `in_hospital_death` (add
+`los_gt_7` with --config.data.tasks=in_hospital_death,los_gt_7). Expected result on
+set A (4,000 records, 3,997 with time series, 554 deaths; 600 test stays): test AUROC around 0.83-0.86, see the
+README's PhysioNet table (5 seeds, with a logistic-regression reference).
+"""
+
+import os
+
+from experiments.configs.base import get_base_config
+
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
+                      "data")
+
+
+def get_config(arg: str = ""):
+  c = get_base_config()
+  c.data.name = "physionet2012"
+  c.data.dir = os.path.normpath(os.path.join(SHARED, "physionet2012"))
+  c.data.tasks = "in_hospital_death"
+  c.data.window_hours = 48.0
+  c.data.train_sets = ""     # e.g. "a,b": with test_sets, split by set (the challenge)
+  c.data.test_sets = ""      # e.g. "c"
+  c.model.dropout = 0.2
+  c.train.epochs = 40
+  c.train.patience = 8
+  c.train.warmup_steps = 50
+  if arg == "tiny":
+    c.model.dim = 32
+    c.model.n_heads = 4
+    c.model.proj_dim = 16
+    c.train.epochs = 2
+    c.train.progress = False
+    c.eval.n_boot = 50
+  elif arg:
+    raise ValueError(f"unknown physionet2012 preset {arg!r} (known: 'tiny')")
+  return c
