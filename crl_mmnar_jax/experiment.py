@@ -164,6 +164,25 @@ def _per_pattern(labels_NxT, probs_NxT, pattern_N, task_names, min_count) -> dic
           for t, name in enumerate(task_names)}
 
 
+def modality_table(cohort: Cohort) -> list[dict]:
+  """Per modality and task: observed fraction and outcome rate when observed vs not.
+
+  Computed on whatever labels `cohort` holds; `train_and_evaluate` calls it after the
+  test labels are sealed, so it describes training and validation patients only.
+  """
+  rows = []
+  for m, name in enumerate(cohort.modality_names):
+    obs = cohort.present[:, m]
+    for t, task in enumerate(cohort.task_names):
+      y = cohort.labels[:, t]
+      known = ~np.isnan(y)
+      rate = lambda sel: float(y[sel & known].mean()) if (sel & known).any() else None
+      rows.append({"modality": name, "task": task, "observed_fraction": float(obs[known].mean()),
+                   "n": int(known.sum()), "rate_observed": rate(obs),
+                   "rate_not_observed": rate(~obs)})
+  return rows
+
+
 def _jsonable(x: Any) -> Any:
   if isinstance(x, dict):
     return {str(k): _jsonable(v) for k, v in x.items()}
@@ -207,6 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   hidden = cohort.labels.copy()
   hidden[rows["test"]] = np.nan
   cohort = dataclasses.replace(cohort, labels=hidden)
+  modalities = modality_table(cohort)        # train + validation patients only
   cohort, _ = data_lib.standardize(cohort, rows["train"])
 
   mesh = sharding.make_mesh()
@@ -245,7 +265,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  **{f"n_{s}": int(len(rows[s])) for s in SPLITS},
                  "fingerprint": data_lib.fingerprint(cohort.patient_id),
                  "modalities": list(cohort.modality_names), "tasks": list(names),
-                 "info": loaded.info},
+                 "info": loaded.info, "modality_table": modalities},
       "training": {"best_epoch": fit.best_epoch + 1, "best_step": fit.best_step,
                    "best_val_mean_auroc": fit.best_score, "history": fit.history,
                    "resumed": fit.resumed, "devices": int(mesh.devices.size)},

@@ -56,6 +56,15 @@ def pattern_table(results: dict, modality_names: Sequence[str]) -> list[str]:
   return lines
 
 
+def modality_table(results: dict) -> list[str]:
+  lines = ["| modality | task | observed | outcome rate when observed | when not observed |",
+           "|---|---|---|---|---|"]
+  for r in results["cohort"].get("modality_table", []):
+    lines.append(f"| {r['modality']} | {r['task']} | {_f(r['observed_fraction'])} | "
+                 f"{_f(r['rate_observed'])} | {_f(r['rate_not_observed'])} |")
+  return lines
+
+
 def rectifier_table(results: dict, modality_names: Sequence[str]) -> list[str]:
   rect = results["rectifier"]
   lines = ["| task | κ | λ |", "|---|---|---|"]
@@ -163,7 +172,9 @@ def write_report(workdir: str, results: dict, predictions: pl.DataFrame,
           lines.append(f"| {name} | {t} | {_f(m.get('auroc'))} | {_f(m.get('auprc'))} | "
                        f"{_f(m.get('brier'))} |")
       lines.append("")
-  lines += ["## Per pattern (test)", "", *pattern_table(results, modality_names), "",
+  lines += ["## Is missingness informative? (train and validation patients)", "",
+            *modality_table(results), "",
+            "## Per pattern (test)", "", *pattern_table(results, modality_names), "",
             "## Rectifier (fitted on validation only)", "",
             *rectifier_table(results, modality_names), ""]
   if plots:

@@ -102,3 +102,23 @@ def test_yaib_external_validation_mode_on_shared_data():
   from crl_mmnar_jax.tables import DataError
   with pytest.raises(DataError, match="database 'nope' not found"):
     data_lib.load(config)
+
+
+def test_modality_table_matches_naive_counts():
+  from crl_mmnar_jax.experiment import modality_table
+  c = _cohort()
+  labels = c.labels.copy()
+  labels[:5] = np.nan
+  import dataclasses
+  rows = modality_table(dataclasses.replace(c, labels=labels))
+  assert len(rows) == 2
+  for r, m in zip(rows, range(2)):
+    known = [i for i in range(c.n) if not np.isnan(labels[i, 0])]
+    obs = [i for i in known if c.present[i, m]]
+    not_obs = [i for i in known if not c.present[i, m]]
+    assert r["observed_fraction"] == pytest.approx(len(obs) / len(known))
+    assert r["rate_observed"] == pytest.approx(np.mean([labels[i, 0] for i in obs]))
+    if not_obs:
+      assert r["rate_not_observed"] == pytest.approx(np.mean([labels[i, 0] for i in not_obs]))
+    else:
+      assert r["rate_not_observed"] is None
