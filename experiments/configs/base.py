@@ -1,6 +1,12 @@
 """Defaults shared by every config (DESIGN.md section 2). Not a runnable config itself."""
 
+import os
+
 import ml_collections
+
+# `../shared/data` next to the repository root: the open datasets of DESIGN.md section 7.
+SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                           "shared", "data")
 
 
 def get_base_config() -> ml_collections.ConfigDict:

@@ -19,16 +19,13 @@ README's PhysioNet table (5 seeds, with a logistic-regression reference).
 
 import os
 
-from experiments.configs.base import get_base_config
-
-SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
-                      "data")
+from experiments.configs.base import SHARED_DATA, get_base_config
 
 
 def get_config(arg: str = ""):
   c = get_base_config()
   c.data.name = "physionet2012"
-  c.data.dir = os.path.normpath(os.path.join(SHARED, "physionet2012"))
+  c.data.dir = os.path.normpath(os.path.join(SHARED_DATA, "physionet2012"))
   c.data.tasks = "in_hospital_death"
   c.data.window_hours = 48.0
   c.data.train_sets = ""     # e.g. "a,b": with test_sets, split by set (the challenge)

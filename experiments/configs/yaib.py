@@ -16,16 +16,13 @@ databases, not to rank methods.
 
 import os
 
-from experiments.configs.base import get_base_config
-
-SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
-                      "data")
+from experiments.configs.base import SHARED_DATA, get_base_config
 
 
 def get_config(arg: str = ""):
   c = get_base_config()
   c.data.name = "yaib"
-  c.data.dir = os.path.normpath(os.path.join(SHARED, "yaib-demo"))
+  c.data.dir = os.path.normpath(os.path.join(SHARED_DATA, "yaib-demo"))
   c.data.databases = "mimic_demo,eicu_demo"
   c.data.task = "mortality24"
   c.data.window_hours = 24.0
