@@ -214,6 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       raise DataError(f"the {s} split is empty ({cohort.n} patients)")
   check_validation_classes(cohort, rows["val"])
   h = prepare_workdir(config, workdir)
+  sharding.assert_same_on_all_processes(f"{h}:{config.seed}", "the config or seed")
   if jax.process_index() == 0:
     write_parquet_atomic(splits_lib.splits_frame(cohort.patient_id, split),
                          os.path.join(workdir, "splits.parquet"))

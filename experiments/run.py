@@ -46,6 +46,14 @@ _CONFIG = config_flags.DEFINE_config_file(
     "Config NAME[:ARGS] from experiments/configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (rerun = resume).")
 flags.mark_flag_as_required("workdir")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", os.environ.get("CRL_DISTRIBUTED", "") == "1",
+    "Call jax.distributed.initialize() (multi-host: TPU pods, several GPU nodes, or N "
+    "local processes). On a TPU pod the arguments are detected; elsewhere pass the "
+    "three flags below (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
 def main(argv):
@@ -53,6 +61,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   logging.set_verbosity(logging.WARNING)
+  if _DISTRIBUTED.value:
+    from crl_mmnar_jax import sharding
+    sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                    _PROCESS_ID.value)
   from crl_mmnar_jax.experiment import config_to_dict, train_and_evaluate
   from crl_mmnar_jax.train import NonFiniteLossError
   import json
