@@ -32,9 +32,12 @@ from crl_mmnar_jax.cohort import Cohort
 _ONLY = flags.DEFINE_list("only", None, "Comma-separated section names (default: all).")
 _OUT = flags.DEFINE_string("out", None, "Optional path of a JSON file with the results.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Warm calls per case; the median is shown.")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["128", "512"], "Train-step batch sizes.")
-_DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "2", "8"],
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["128", "512", "1024", "4096"],
+                                 "Train-step batch sizes.")
+_DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "2", "4", "8"],
                                    "Simulated CPU device counts for the scaling section.")
+_PER_DEVICE_BATCH = flags.DEFINE_integer("per_device_batch", 128,
+                                         "Weak scaling: batch per device.")
 
 # The paper's MIMIC-IV shapes: structured EHR, chest X-ray embedding, two note embeddings.
 PAPER_DIMS = (30, 1024, 768, 768)
@@ -74,6 +77,7 @@ def _rectifier_data(n: int, n_tasks: int, n_patterns: int, seed: int = 0):
 def bench_rectifier() -> list[Result]:
   """`rectifier.fit` (cross-fitting, grid selection, final table) and `apply`."""
   cases = [
+      dict(n=10_000_000, n_tasks=3, n_folds=5, n_patterns=1024, selection="brier"),
       dict(n=1_000_000, n_tasks=3, n_folds=5, n_patterns=1024, selection="brier"),
       dict(n=1_000_000, n_tasks=3, n_folds=5, n_patterns=1024, selection="logloss"),
       dict(n=100_000, n_tasks=3, n_folds=5, n_patterns=1024, selection="brier"),
@@ -121,11 +125,12 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n ** 3 / statistics.median(times)
 
 
-def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int = 20,
+def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int | None = None,
                           devices=None) -> Result:
   """Compile time, warm step time, patients/s and XLA FLOPs of the real train step
   (default model: D=128, 8 heads, 1 layer, every auxiliary loss on)."""
   from experiments.configs.base import get_base_config
+  n_steps = n_steps or max(3, min(20, 2560 // batch_size))   # about the same patients each
   config = get_base_config()
   config.train.batch_size = batch_size
   cohort = _random_cohort(max(4 * batch_size, 1024), dims)
@@ -145,6 +150,10 @@ def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int =
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get("flops", float("nan")))
+  mem = compiled.memory_analysis()
+  peak_mb = float("nan") if mem is None else (
+      mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+      - mem.alias_size_in_bytes) / 2**20
   state, parts = step(*args)
   jax.block_until_ready(parts)
   times = []
@@ -166,13 +175,15 @@ def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int =
   return {"batch_size": batch_size, "dims": list(dims), "devices": int(mesh.devices.size),
           "compile_s": compile_s, "step_s": step_s, "patients_per_s": batch_size / step_s,
           "loop_patients_per_s": batch_size / loop_s, "gflop_per_step": flops / 1e9,
+          "step_memory_mb": peak_mb,
           "achieved_gflop_s": flops / step_s / 1e9}
 
 
 def bench_train() -> list[Result]:
   peak = matmul_peak_flops()
   results = []
-  for dims, label in ((PAPER_DIMS, "paper MIMIC-IV shapes"), ((12, 48, 32, 24), "synthetic")):
+  for dims, label in ((PAPER_DIMS, "M=4, paper MIMIC-IV shapes"),
+                      ((8,) + (40,) * 9, "M=10, PhysioNet-like")):
     for bs in [int(b) for b in _BATCH_SIZES.value]:
       r = train_step_throughput(bs, dims)
       results.append({"section": "train", "shapes": label, **r,
@@ -182,14 +193,14 @@ def bench_train() -> list[Result]:
 
 
 def bench_scaling() -> list[Result]:
-  """Throughput on 1, 2, 8 simulated CPU devices (each in its own process), same global
-  batch; the ratio to one device shows the cost of sharding on this machine."""
+  """Weak scaling: the same batch per device on 1, 2, 4, 8 simulated CPU devices (each
+  count in its own process). Efficiency = patients/s / (devices × patients/s on one)."""
   import subprocess
   import sys
   results = []
-  code = ("import json; from experiments import bench; "
-          "print(json.dumps(bench.train_step_throughput(512, bench.PAPER_DIMS[:1] + (64, 64, 64))))")
   for n in [int(c) for c in _DEVICE_COUNTS.value]:
+    code = ("import json; from experiments import bench; print(json.dumps("
+            f"bench.train_step_throughput({n * _PER_DEVICE_BATCH.value}, bench.PAPER_DIMS)))")
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -202,6 +213,7 @@ def bench_scaling() -> list[Result]:
   base = results[0]["patients_per_s"]
   for r in results:
     r["ratio_to_1_device"] = r["patients_per_s"] / base
+    r["weak_scaling_efficiency"] = r["ratio_to_1_device"] / r["devices"]
   return results
 
 

@@ -1,0 +1,111 @@
+# shellcheck shell=bash
+# Helpers shared by the launch scripts. Sourced, never run: `. "$HERE/common.sh"`.
+#
+# Every script prints each command before running it, one per line, prefixed with
+# "+ " and quoted so that the line can be pasted into a shell; with --dry-run it only
+# prints. Lines starting with "#" are comments (which step, what happens when).
+# Written for bash >= 3.2 (the bash of macOS, where tpu_pod.sh may be started): no
+# associative arrays, no `wait -n`, empty arrays expanded as ${a[@]+"${a[@]}"}.
+
+CRL_DRY_RUN=0
+CRL_PROG="launch/$(basename "$0")"
+# The project root: the parent of launch/.
+CRL_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# crl_quote WORD: WORD as shell text (unquoted when safe, else in single quotes).
+crl_quote() {
+  local s=$1 safe='^[A-Za-z0-9_@%+=:,./-]+$'
+  if [[ -z $s ]]; then
+    printf "''"
+  elif [[ $s =~ $safe ]]; then
+    printf '%s' "$s"
+  else
+    printf "'%s'" "${s//\'/\'\\\'\'}"
+  fi
+}
+
+# crl_cmdline WORD...: the words as one shell command line.
+crl_cmdline() {
+  local out="" w
+  for w in "$@"; do
+    out+="${out:+ }$(crl_quote "$w")"
+  done
+  printf '%s' "$out"
+}
+
+# crl_show TEXT: prints "+ TEXT" (TEXT is an already quoted command line).
+crl_show() {
+  printf '+ %s\n' "$1"
+}
+
+# crl_note TEXT: a comment line in the printed plan.
+crl_note() {
+  printf '# %s\n' "$1"
+}
+
+# crl_run CMD ARG...: prints the command, then runs it unless --dry-run.
+crl_run() {
+  crl_show "$(crl_cmdline "$@")"
+  if [[ $CRL_DRY_RUN != 1 ]]; then
+    "$@"
+  fi
+}
+
+# crl_warn TEXT: a message on stderr.
+crl_warn() {
+  printf '%s: %s\n' "$CRL_PROG" "$1" >&2
+}
+
+# crl_die TEXT [STATUS]: an error on stderr, then exit (default status 1).
+crl_die() {
+  printf '%s: error: %s\n' "$CRL_PROG" "$1" >&2
+  exit "${2:-1}"
+}
+
+# crl_usage_error TEXT: a command-line mistake: message, hint, exit status 2.
+crl_usage_error() {
+  printf '%s: error: %s\nRun %s --help for usage.\n' "$CRL_PROG" "$1" "$CRL_PROG" >&2
+  exit 2
+}
+
+# crl_split_args ARG...: sets the array CRL_ARGS to the arguments with every
+# "--option=value" split into "--option" "value", so that scripts parse one form.
+# Left alone: everything after "--", and "--config.a.b=value" overrides (passed through).
+crl_split_args() {
+  CRL_ARGS=()
+  local a
+  while (($#)); do
+    a=$1
+    shift
+    if [[ $a == -- ]]; then
+      CRL_ARGS+=(-- "$@")
+      return 0
+    elif [[ $a == --config.* ]]; then
+      CRL_ARGS+=("$a")
+    elif [[ $a == --*=* ]]; then
+      CRL_ARGS+=("${a%%=*}" "${a#*=}")
+    else
+      CRL_ARGS+=("$a")
+    fi
+  done
+}
+
+# crl_need_value "$@": fails unless option $1 is followed by a value.
+crl_need_value() {
+  if (($# < 2)) || [[ $2 == --* ]]; then
+    crl_usage_error "option $1 needs a value"
+  fi
+}
+
+# crl_need_uint OPTION VALUE: fails unless VALUE is a non-negative integer.
+crl_need_uint() {
+  if ! [[ $2 =~ ^[0-9]+$ ]]; then
+    crl_usage_error "option $1 needs a non-negative integer, got '$2'"
+  fi
+}
+
+# crl_pythonpath: PYTHONPATH with the project root first (so that `python -m
+# experiments.run` works from any directory, installed or not).
+crl_pythonpath() {
+  printf '%s' "$CRL_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+}
