@@ -81,15 +81,18 @@ def rectifier_table(results: dict, modality_names: Sequence[str]) -> list[str]:
 
 
 def _plots(workdir: str, results: dict, predictions: pl.DataFrame) -> list[str]:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  # Figure objects, not pyplot: no global backend switch in the caller's process.
+  from matplotlib.figure import Figure
+
+  def subplots(n_cols: int, figsize):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(1, n_cols, squeeze=False)
 
   tasks = results["cohort"]["tasks"]
   test = predictions.filter(pl.col("split") == "test")
   files = []
 
-  fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 4), squeeze=False)
+  fig, axes = subplots(len(tasks), (4 * len(tasks), 4))
   for ax, t in zip(axes[0], tasks):
     y = test[f"{t}_label"].to_numpy().astype(float)
     for col, label in ((f"{t}_prob", "model"), (f"{t}_prob_rectified", "rectified")):
@@ -104,10 +107,9 @@ def _plots(workdir: str, results: dict, predictions: pl.DataFrame) -> list[str]:
     ax.legend(loc="lower right", fontsize=8)
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "roc.png"), dpi=110)
-  plt.close(fig)
   files.append("roc.png")
 
-  fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 4), squeeze=False)
+  fig, axes = subplots(len(tasks), (4 * len(tasks), 4))
   for ax, t in zip(axes[0], tasks):
     y = test[f"{t}_label"].to_numpy().astype(float)
     known = ~np.isnan(y)
@@ -122,12 +124,12 @@ def _plots(workdir: str, results: dict, predictions: pl.DataFrame) -> list[str]:
     ax.legend(loc="upper left", fontsize=8)
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "calibration.png"), dpi=110)
-  plt.close(fig)
   files.append("calibration.png")
 
   rows = results["rectifier"]["table"]
   patterns = sorted({r["pattern"] for r in rows})
-  fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(patterns) * len(tasks)), 4))
+  fig, axes = subplots(1, (max(6, 0.5 * len(patterns) * len(tasks)), 4))
+  ax = axes[0, 0]
   width = 0.8 / max(len(tasks), 1)
   for j, t in enumerate(tasks):
     by = {r["pattern"]: r for r in rows if r["task"] == t}
@@ -146,7 +148,6 @@ def _plots(workdir: str, results: dict, predictions: pl.DataFrame) -> list[str]:
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "tau.png"), dpi=110)
-  plt.close(fig)
   files.append("tau.png")
   return files
 
