@@ -388,3 +388,20 @@ def test_real_records_match_plain_python(real_set_a, record_id):
       slope = np.polyfit(t, v, 1)[0] if np.unique(t).size > 1 else NAN
       _check(_stats(cohort, row, group.name, var),
              [last, v.mean(), v.min(), v.max(), v.std(), v.size, t.max(), slope])
+
+
+def test_split_by_set_through_the_config(tmp_path):
+  """--config.data.train_sets=a --config.data.test_sets=b: set b is exactly the test set."""
+  from crl_mmnar_jax import data as data_lib
+  from experiments.configs import physionet2012 as p12_config
+  config = p12_config.get_config()
+  config.data.dir = _write(tmp_path)
+  config.data.train_sets = "a"
+  config.data.test_sets = "b"
+  loaded = data_lib.load(config)
+  np.testing.assert_array_equal(loaded.test_mask_N, loaded.cohort.patient_id >= 142000)
+  assert loaded.test_mask_N.sum() == 1
+  assert "set" not in loaded.info                      # per-row arrays stay out of results
+  config.data.test_sets = "a"                          # a set both for training and test
+  with pytest.raises(DataError, match=r"sets=\['a', 'a'\] must name at least one set, each once"):
+    data_lib.load(config)
