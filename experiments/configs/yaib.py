@@ -9,8 +9,8 @@ External validation (train and validate on eICU, test on MIMIC):
 Modalities: static (age, sex, height, weight; always observed) and ten virtual
 modalities of the 48 hourly variables of the first 24 h (see `crl_mmnar_jax/yaib.py`),
 the same feature space in both databases. Task: death (`mortality24`). These are demo
-cohorts: with 91 deaths in total, every interval is wide; expect test AUROC roughly
-0.7-0.9 with intervals of +-0.1. They exist to exercise real harmonised data from two
+cohorts: with 91 deaths in total, every interval is wide; seed 0 gives test AUROC 0.77
+[0.58, 0.93] pooled and 0.71 [0.57, 0.83] external (about 1.5 minutes each). They exist to exercise real harmonised data from two
 databases, not to rank methods.
 """
 
