@@ -104,6 +104,21 @@ crl_need_uint() {
   fi
 }
 
+# crl_check_exp_args HINT ARGS...: the experiment's arguments must name --workdir and
+# must not set the multi-host flags, which the launcher sets (HINT says how).
+crl_check_exp_args() {
+  local hint=$1 a has_workdir=0
+  shift
+  for a in "$@"; do
+    case $a in
+      --workdir | --workdir=*) has_workdir=1 ;;
+      --distributed | --nodistributed | --coordinator_address* | --num_processes* | --process_id*)
+        crl_usage_error "'$a' is set by the launcher$hint" ;;
+    esac
+  done
+  ((has_workdir)) || crl_usage_error "EXPERIMENT_ARGS must include --workdir=DIR (after --)"
+}
+
 # crl_pythonpath: PYTHONPATH with the project root first (so that `python -m
 # experiments.run` works from any directory, installed or not).
 crl_pythonpath() {

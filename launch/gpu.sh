@@ -105,15 +105,7 @@ if ((NUM_NODES > 1)); then
 elif [[ -n $COORDINATOR ]]; then
   crl_usage_error "--coordinator only makes sense with --num-nodes > 1"
 fi
-has_workdir=0
-for a in ${EXP_ARGS[@]+"${EXP_ARGS[@]}"}; do
-  case $a in
-    --workdir | --workdir=*) has_workdir=1 ;;
-    --distributed | --nodistributed | --coordinator_address* | --num_processes* | --process_id*)
-      crl_usage_error "'$a' is set by the launcher (--num-nodes, --node-rank, --coordinator)" ;;
-  esac
-done
-((has_workdir)) || crl_usage_error "EXPERIMENT_ARGS must include --workdir=DIR (after --)"
+crl_check_exp_args " (--num-nodes, --node-rank, --coordinator)" ${EXP_ARGS[@]+"${EXP_ARGS[@]}"}
 
 if ((INSTALL)); then
   crl_note "install the package and the CUDA build of JAX"

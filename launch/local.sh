@@ -87,15 +87,7 @@ crl_need_uint --grace "$GRACE"
 ((DEVICES >= 1)) || crl_usage_error "--devices-per-process must be at least 1"
 [[ -n $LOG_DIR ]] || crl_usage_error "--log-dir must not be empty"
 
-has_workdir=0
-for a in ${EXP_ARGS[@]+"${EXP_ARGS[@]}"}; do
-  case $a in
-    --workdir | --workdir=*) has_workdir=1 ;;
-    --distributed | --nodistributed | --coordinator_address* | --num_processes* | --process_id*)
-      crl_usage_error "'$a' is set by the launcher; leave it out of EXPERIMENT_ARGS" ;;
-  esac
-done
-((has_workdir)) || crl_usage_error "EXPERIMENT_ARGS must include --workdir=DIR (after --)"
+crl_check_exp_args "; leave it out of EXPERIMENT_ARGS" ${EXP_ARGS[@]+"${EXP_ARGS[@]}"}
 
 # A TCP connection to the port succeeds when something listens there.
 port_in_use() {
