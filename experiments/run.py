@@ -84,7 +84,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    sys.exit(f"error: {e}\nPass --helpfull to list the flags.")
+    message = str(e)
+    if "Traceback" in message:   # an exception inside get_config: keep its last line
+      message = [l for l in message.splitlines() if l.strip()][-1]
+    sys.exit(f"error: {message}\nPass --helpfull to list the flags.")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     overrides = [a for a in argv if a.startswith("--config.")]
     sys.exit(f"error: invalid config override {e} in {' '.join(overrides)}; every "

@@ -234,6 +234,7 @@ def test_bad_tables_input_gives_clear_error_and_writes_nothing(kind, tmp_path):
 @pytest.mark.parametrize("args,expected", [
     (["--config=nope"], "unknown config 'nope'"),
     (["--config=synthetic:tiny", "--config.train.nope=1"], "nope"),
+    (["--config=synthetic:nope"], "unknown synthetic preset 'nope'"),
 ])
 def test_bad_command_line_gives_clear_error(args, expected, tmp_path):
   proc = cli([*args, f"--workdir={tmp_path / 'work'}"], cwd=tmp_path)
