@@ -218,6 +218,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if jax.process_index() == 0:
     write_parquet_atomic(splits_lib.splits_frame(cohort.patient_id, split),
                          os.path.join(workdir, "splits.parquet"))
+    # The loader's description of the input data (counts, dropped rows, attrition; it may
+    # count labels over ALL patients) stays out of results.json, which holds evaluation.
+    write_atomic(os.path.join(workdir, "data_info.json"),
+                 json.dumps(_jsonable(loaded.info), indent=2))
   log(f"cohort '{config.data.name}': {cohort.n} patients, modalities "
       f"{list(cohort.modality_names)}, tasks {list(cohort.task_names)}; split "
       + ", ".join(f"{s} {len(rows[s])}" for s in SPLITS))
@@ -266,7 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  **{f"n_{s}": int(len(rows[s])) for s in SPLITS},
                  "fingerprint": data_lib.fingerprint(cohort.patient_id),
                  "modalities": list(cohort.modality_names), "tasks": list(names),
-                 "info": loaded.info, "modality_table": modalities},
+                 "modality_table": modalities},
       "training": {"best_epoch": fit.best_epoch + 1, "best_step": fit.best_step,
                    "best_val_mean_auroc": fit.best_score, "history": fit.history,
                    "resumed": fit.resumed, "devices": int(mesh.devices.size)},

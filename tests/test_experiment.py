@@ -41,7 +41,8 @@ def tiny_run(tmp_path_factory):
 def test_cli_writes_every_output_with_the_documented_contract(tiny_run):
   workdir, proc = tiny_run
   for name in ("config.json", "metrics.jsonl", "splits.parquet", "predictions.parquet",
-               "results.json", "report.md", "roc.png", "calibration.png", "tau.png"):
+               "results.json", "report.md", "roc.png", "calibration.png", "tau.png",
+               "data_info.json"):
     assert (workdir / name).exists(), name
   assert (workdir / "checkpoints" / "latest").is_dir()
   assert (workdir / "checkpoints" / "best").is_dir()
@@ -153,6 +154,7 @@ def test_flipping_every_test_label_changes_only_test_metrics(tmp_path):
   assert res_a["metrics"]["val_rectified"] == res_b["metrics"]["val_rectified"]
   assert res_a["training"] == {**res_b["training"]}
   assert res_a["rectifier"] == res_b["rectifier"]
+  assert res_a["cohort"] == res_b["cohort"]
   pa = pl.read_parquet(tmp_path / "run_a" / "predictions.parquet")
   pb = pl.read_parquet(tmp_path / "run_b" / "predictions.parquet")
   prob_cols = [c for c in pa.columns if "_prob" in c]
