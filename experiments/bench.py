@@ -343,11 +343,157 @@ def bench_featurize() -> list[Result]:
   return results
 
 
+# Synthetic eICU-CRD scales (patients) for `bench_eicu`; override with
+# CRL_BENCH_EICU_PATIENTS=1000,20000.
+EICU_BENCH_PATIENTS = (1_000, 10_000)
+
+
+def _write_synthetic_eicu(folder: str, n_patients: int, seed: int = 0) -> dict[str, int]:
+  """A synthetic eICU-CRD v2.0 directory (gzipped CSVs, the columns `load_eicu` reads).
+
+  1.25 unit stays per patient; periodic vitals every 5 min for 36 h (every variable
+  20% missing), aperiodic vitals every 30 min for 60% of stays, 30 labs, 10
+  medication orders, 4 infusion records, 6 intake/output rows, 5 diagnoses, 4
+  treatments, 10 respiratory chart rows and 1 culture per stay on average, with
+  offsets from -6 h to 48 h. Returns rows per table.
+  """
+  import polars as pl
+  from crl_mmnar_jax import eicu
+  rng = np.random.default_rng(seed)
+  n_stays = int(n_patients * 1.25)
+  stay = np.arange(1, n_stays + 1, dtype=np.int64) + 100_000
+  pid = rng.integers(0, n_patients, n_stays)
+  pid[:n_patients] = np.arange(n_patients)
+  hs = pid * 10 + rng.integers(0, 2, n_stays)
+  ages = rng.integers(10, 95, n_stays)
+  patient = pl.DataFrame({
+      "patientunitstayid": stay, "patienthealthsystemstayid": hs,
+      "gender": np.where(rng.random(n_stays) < 0.5, "Male", "Female"),
+      "age": np.where(ages > 89, "> 89", ages.astype(str)),
+      "admissionheight": rng.normal(170, 10, n_stays).round(1),
+      "admissionweight": rng.normal(80, 15, n_stays).round(1),
+      "hospitaladmitoffset": -rng.integers(0, 3000, n_stays),
+      "hospitaldischargeyear": 2014 + hs % 10 % 2,
+      "hospitaldischargestatus": np.where(rng.random(n_stays) < 0.1, "Expired", "Alive"),
+      "unittype": np.asarray(eicu.UNIT_TYPES)[rng.integers(0, 8, n_stays)],
+      "unitadmitsource": np.asarray(eicu.ADMIT_SOURCES)[rng.integers(0, 8, n_stays)],
+      "unitvisitnumber": rng.integers(1, 3, n_stays),
+      "uniquepid": np.char.add("0", pid.astype(str)),
+  })
+  tables = {"patient": patient}
+
+  def events(per_stay: float, every: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    if every is not None:                      # a regular grid from 0 to 36 h
+      k = int(36 * 60 / every)
+      return np.repeat(stay, k), np.tile(np.arange(k) * int(every), n_stays)
+    counts = rng.poisson(per_stay, n_stays)
+    return np.repeat(stay, counts), rng.integers(-360, 48 * 60, int(counts.sum()))
+
+  def maybe(x: np.ndarray, p: float = 0.2) -> np.ndarray:
+    return np.where(rng.random(len(x)) < p, np.nan, x)
+
+  s, t = events(0, every=5)
+  tables["vitalPeriodic"] = pl.DataFrame(
+      {"patientunitstayid": s, "observationoffset": t,
+       **{v: maybe(rng.normal(80, 10, len(s)).round(1)) for v in eicu.PERIODIC_VITALS}})
+  s, t = events(0, every=30)
+  keep = np.isin(s, stay[rng.random(n_stays) < 0.6])
+  tables["vitalAperiodic"] = pl.DataFrame(
+      {"patientunitstayid": s[keep], "observationoffset": t[keep],
+       **{v: rng.normal(90, 15, int(keep.sum())).round() for v in eicu.APERIODIC_VITALS}})
+  s, t = events(30)
+  tables["lab"] = pl.DataFrame({
+      "patientunitstayid": s, "labresultoffset": t,
+      "labname": np.asarray(eicu.LAB_NAMES + ("rare lab",))[
+          rng.integers(0, len(eicu.LAB_NAMES) + 1, len(s))],
+      "labresult": rng.normal(50, 20, len(s)).round(2)})
+  drugs = np.asarray([f"DRUG {k} MG" for k in range(300)])
+  s, t = events(10)
+  tables["medication"] = pl.DataFrame({
+      "patientunitstayid": s, "drugorderoffset": t,
+      "drugordercancelled": np.where(rng.random(len(s)) < 0.05, "Yes", "No"),
+      "drugname": drugs[rng.integers(0, 300, len(s))]})
+  s, t = events(4)
+  tables["infusionDrug"] = pl.DataFrame({"patientunitstayid": s, "infusionoffset": t,
+                                         "drugname": drugs[rng.integers(0, 40, len(s))]})
+  s, t = events(6)
+  tables["intakeOutput"] = pl.DataFrame({
+      "patientunitstayid": s, "intakeoutputoffset": t,
+      "intaketotal": rng.integers(0, 2000, len(s)).astype(float),
+      "outputtotal": rng.integers(0, 2000, len(s)).astype(float),
+      "nettotal": rng.integers(-1000, 1000, len(s)).astype(float)})
+  s, t = events(5)
+  tables["diagnosis"] = pl.DataFrame({
+      "patientunitstayid": s, "diagnosisoffset": t,
+      "diagnosisstring": np.char.add("system|problem ",
+                                     rng.integers(0, 500, len(s)).astype(str)),
+      "icd9code": np.char.add("4", rng.integers(10, 99, len(s)).astype(str))})
+  s, t = events(4)
+  tables["treatment"] = pl.DataFrame({
+      "patientunitstayid": s, "treatmentoffset": t,
+      "treatmentstring": np.char.add("therapy|", rng.integers(0, 200, len(s)).astype(str))})
+  s, t = events(10)
+  tables["respiratoryCharting"] = pl.DataFrame({
+      "patientunitstayid": s, "respchartoffset": t,
+      "respchartvaluelabel": np.char.add("label ", rng.integers(0, 20, len(s)).astype(str))})
+  s, t = events(1)
+  tables["microLab"] = pl.DataFrame({
+      "patientunitstayid": s, "culturetakenoffset": t,
+      "culturesite": np.char.add("site ", rng.integers(0, 10, len(s)).astype(str)),
+      "organism": np.where(rng.random(len(s)) < 0.5, "no growth", "Escherichia coli")})
+  import gzip
+  os.makedirs(folder, exist_ok=True)
+  for name, df in tables.items():
+    with gzip.open(os.path.join(folder, f"{name}.csv.gz"), "wb", compresslevel=1) as f:
+      df.write_csv(f)
+  return {name: len(df) for name, df in tables.items()}
+
+
+def _eicu_case(folder: str) -> Result:
+  """`load_eicu` on `folder` in this (fresh) process: wall time and peak RSS."""
+  import resource
+  from crl_mmnar_jax import eicu
+  rss0 = _rss_bytes()
+  start = time.perf_counter()
+  cohort, info = eicu.load_eicu(folder, cache_dir=None)
+  wall = time.perf_counter() - start
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  return {"load_s": wall, "rss_peak_mb": peak / 2**20, "rss_before_mb": rss0 / 2**20,
+          "patients_kept": cohort.n}
+
+
+def bench_eicu() -> list[Result]:
+  """`load_eicu` on synthetic eICU-CRD directories (`EICU_BENCH_PATIENTS`), each load in
+  its own process so that its peak RSS is its own."""
+  import subprocess
+  import sys
+  import tempfile
+  scales = [int(x) for x in os.environ.get("CRL_BENCH_EICU_PATIENTS", "").split(",") if x]
+  results = []
+  for n_patients in scales or EICU_BENCH_PATIENTS:
+    with tempfile.TemporaryDirectory(prefix="bench_eicu_") as folder:
+      rows = _write_synthetic_eicu(folder, n_patients)
+      mb = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 2**20
+      code = ("import json; from experiments import bench; print(json.dumps("
+              f"bench._eicu_case({folder!r})))")
+      out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+      if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+      case = json.loads(out.stdout.strip().splitlines()[-1])
+    results.append({"section": "eicu", "patients": n_patients,
+                    "unit_stays": rows["patient"], "table_rows": sum(rows.values()),
+                    "vital_periodic_rows": rows["vitalPeriodic"], "gz_mb": mb, **case})
+  return results
+
+
 SECTIONS: dict[str, Callable[[], list[Result]]] = {
     "train": bench_train,
     "scaling": bench_scaling,
     "rectifier": bench_rectifier,
     "featurize": bench_featurize,
+    "eicu": bench_eicu,
 }
 
 

@@ -1,0 +1,349 @@
+"""eICU-CRD v2.0 loader on a hand-made fixture in the published raw schema."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import zlib
+
+import numpy as np
+import polars as pl
+import pytest
+
+from crl_mmnar_jax import eicu
+from crl_mmnar_jax.tables import DataError
+
+# Exact eICU-CRD v2.0 column lists (in published order) of the tables the loader reads.
+COLUMNS = {
+    "patient": [
+        "patientunitstayid", "patienthealthsystemstayid", "gender", "age", "ethnicity",
+        "hospitalid", "wardid", "apacheadmissiondx", "admissionheight",
+        "hospitaladmittime24", "hospitaladmitoffset", "hospitaladmitsource",
+        "hospitaldischargeyear", "hospitaldischargetime24", "hospitaldischargeoffset",
+        "hospitaldischargelocation", "hospitaldischargestatus", "unittype",
+        "unitadmittime24", "unitadmitsource", "unitvisitnumber", "unitstaytype",
+        "admissionweight", "dischargeweight", "unitdischargetime24", "unitdischargeoffset",
+        "unitdischargelocation", "unitdischargestatus", "uniquepid"],
+    "vitalPeriodic": [
+        "vitalperiodicid", "patientunitstayid", "observationoffset", "temperature", "sao2",
+        "heartrate", "respiration", "cvp", "etco2", "systemicsystolic",
+        "systemicdiastolic", "systemicmean", "pasystolic", "padiastolic", "pamean", "st1",
+        "st2", "st3", "icp"],
+    "vitalAperiodic": [
+        "vitalaperiodicid", "patientunitstayid", "observationoffset",
+        "noninvasivesystolic", "noninvasivediastolic", "noninvasivemean", "paop",
+        "cardiacoutput", "cardiacinput", "svr", "svri", "pvr", "pvri"],
+    "lab": [
+        "labid", "patientunitstayid", "labresultoffset", "labtypeid", "labname",
+        "labresult", "labresulttext", "labmeasurenamesystem", "labmeasurenameinterface",
+        "labresultrevisedoffset"],
+    "medication": [
+        "medicationid", "patientunitstayid", "drugorderoffset", "drugstartoffset",
+        "drugivadmixture", "drugordercancelled", "drugname", "drughiclseqno", "dosage",
+        "routeadmin", "frequency", "loadingdose", "prn", "drugstopoffset", "gtc"],
+    "infusionDrug": [
+        "infusiondrugid", "patientunitstayid", "infusionoffset", "drugname", "drugrate",
+        "infusionrate", "drugamount", "volumeoffluid", "patientweight"],
+    "intakeOutput": [
+        "intakeoutputid", "patientunitstayid", "intakeoutputoffset", "intaketotal",
+        "outputtotal", "dialysistotal", "nettotal", "intakeoutputentryoffset", "cellpath",
+        "celllabel", "cellvaluenumeric", "cellvaluetext"],
+    "diagnosis": [
+        "diagnosisid", "patientunitstayid", "activeupondischarge", "diagnosisoffset",
+        "diagnosisstring", "icd9code", "diagnosispriority"],
+    "treatment": [
+        "treatmentid", "patientunitstayid", "treatmentoffset", "treatmentstring",
+        "activeupondischarge"],
+    "respiratoryCharting": [
+        "respchartid", "patientunitstayid", "respchartoffset", "respchartentryoffset",
+        "respcharttypecat", "respchartvaluelabel", "respchartvalue"],
+    "microLab": [
+        "microlabid", "patientunitstayid", "culturetakenoffset", "culturesite",
+        "organism", "antibiotic", "sensitivitylevel"],
+}
+
+
+def _stay(stay, hs, pid, age, year, visit, status="Alive", unittype="Med-Surg ICU",
+          gender="Female"):
+  return dict(patientunitstayid=stay, patienthealthsystemstayid=hs, gender=gender, age=age,
+              ethnicity="Caucasian", hospitalid=73, wardid=92, admissionheight=170.2,
+              hospitaladmittime24="08:00:00", hospitaladmitoffset=-120,
+              hospitaladmitsource="Emergency Department", hospitaldischargeyear=year,
+              hospitaldischargetime24="10:00:00", hospitaldischargeoffset=5000,
+              hospitaldischargelocation="Home", hospitaldischargestatus=status,
+              unittype=unittype, unitadmittime24="10:00:00",
+              unitadmitsource="Emergency Department", unitvisitnumber=visit,
+              unitstaytype="admit", admissionweight=80.5, dischargeweight=79.0,
+              unitdischargetime24="12:00:00", unitdischargeoffset=3000,
+              unitdischargelocation="Floor", unitdischargestatus="Alive", uniquepid=pid)
+
+
+# Patients: 001-1 short stay (10 h); 002-1 two hospital stays (2015 hs 20, 2014 hs 21: the
+# 2014 one is first), age "> 89", died in hospital; 003-1 two unit stays in one hospital
+# stay (icu readmission), the vitals/labs patient; 004-1 a child; 005-1 unknown age;
+# 006-1 adult with nothing charted and an empty discharge status.
+PATIENTS = [
+    {**_stay(100, 10, "001-1", "45", 2014, 1), "unitdischargeoffset": 600},
+    _stay(200, 20, "002-1", "> 89", 2015, 1),
+    _stay(210, 21, "002-1", "> 89", 2014, 1, status="Expired", gender="Male",
+          unittype="MICU"),
+    _stay(300, 30, "003-1", "60", 2014, 1, unittype="SICU"),
+    _stay(301, 30, "003-1", "60", 2014, 2),
+    _stay(400, 40, "004-1", "12", 2015, 1),
+    _stay(500, 50, "005-1", "", 2015, 1),
+    _stay(600, 60, "006-1", "70", 2015, 1, status=""),
+]
+
+TABLES = {
+    "patient": PATIENTS,
+    "vitalPeriodic": [
+        dict(vitalperiodicid=1, patientunitstayid=300, observationoffset=0, heartrate=80,
+             respiration=0),          # respiration 0 is impossible: dropped
+        dict(vitalperiodicid=2, patientunitstayid=300, observationoffset=60, heartrate=90,
+             respiration=20),
+        dict(vitalperiodicid=3, patientunitstayid=300, observationoffset=120,
+             heartrate=100, temperature=37.5),
+        dict(vitalperiodicid=4, patientunitstayid=300, observationoffset=1500,
+             heartrate=200),          # after the 24 h window
+        dict(vitalperiodicid=5, patientunitstayid=300, observationoffset=-5, heartrate=50),
+        dict(vitalperiodicid=6, patientunitstayid=100, observationoffset=30, heartrate=70),
+        dict(vitalperiodicid=7, patientunitstayid=100, observationoffset=500, heartrate=76),
+        dict(vitalperiodicid=8, patientunitstayid=301, observationoffset=10, heartrate=120),
+    ],
+    "vitalAperiodic": [
+        dict(vitalaperiodicid=1, patientunitstayid=210, observationoffset=10,
+             noninvasivesystolic=120, noninvasivediastolic=70, noninvasivemean=87),
+    ],
+    "lab": [
+        dict(labid=1, patientunitstayid=300, labresultoffset=30, labtypeid=1,
+             labname="sodium", labresult=140, labresulttext="140"),
+        dict(labid=2, patientunitstayid=300, labresultoffset=90, labtypeid=1,
+             labname="sodium", labresult=136, labresulttext="136"),
+        dict(labid=3, patientunitstayid=300, labresultoffset=90, labtypeid=7,
+             labname="some rare lab", labresult=1.0, labresulttext="1"),
+        dict(labid=4, patientunitstayid=100, labresultoffset=2000, labtypeid=1,
+             labname="sodium", labresult=150, labresulttext="150"),   # outside window
+    ],
+    "medication": [
+        dict(medicationid=1, patientunitstayid=300, drugorderoffset=15, drugstartoffset=20,
+             drugordercancelled="No", drugname="ASPIRIN 81 MG TAB", prn="N"),
+        dict(medicationid=2, patientunitstayid=300, drugorderoffset=16, drugstartoffset=20,
+             drugordercancelled="Yes", drugname="HEPARIN", prn="N"),
+    ],
+    "infusionDrug": [
+        dict(infusiondrugid=1, patientunitstayid=300, infusionoffset=100,
+             drugname="Norepinephrine (mcg/min)", drugrate="5"),
+    ],
+    "intakeOutput": [
+        dict(intakeoutputid=1, patientunitstayid=300, intakeoutputoffset=200,
+             intaketotal=500, outputtotal=300, dialysistotal=0, nettotal=200,
+             cellpath="flowsheet|Flowsheet Cell Labels|I&O|Intake (ml)",
+             celllabel="IV", cellvaluenumeric=500),
+    ],
+    "diagnosis": [
+        dict(diagnosisid=1, patientunitstayid=210, activeupondischarge="True",
+             diagnosisoffset=20, diagnosisstring="pulmonary|respiratory failure",
+             icd9code="518.81, J96.00", diagnosispriority="Primary"),
+    ],
+    "treatment": [],
+    "respiratoryCharting": [
+        dict(respchartid=1, patientunitstayid=100, respchartoffset=40,
+             respchartentryoffset=40, respcharttypecat="respFlowSettings",
+             respchartvaluelabel="FiO2", respchartvalue="40"),
+    ],
+    "microLab": [
+        dict(microlabid=1, patientunitstayid=300, culturetakenoffset=300,
+             culturesite="Urine, Catheter Specimen", organism="Escherichia coli",
+             antibiotic="ampicillin", sensitivitylevel="Resistant"),
+        dict(microlabid=2, patientunitstayid=300, culturetakenoffset=2000,
+             culturesite="Blood, Venipuncture", organism="no growth"),
+    ],
+}
+
+
+def write_tables(folder, tables=TABLES, gz=True, drop_column=None):
+  os.makedirs(folder, exist_ok=True)
+  for name, rows in tables.items():
+    cols = [c for c in COLUMNS[name] if c != drop_column]
+    path = os.path.join(folder, name + (".csv.gz" if gz else ".csv"))
+    opener = gzip.open if gz else open
+    with opener(path, "wt", newline="") as f:
+      w = csv.writer(f)
+      w.writerow(cols)
+      for r in rows:
+        w.writerow(["" if r.get(c) is None else r[c] for c in cols])
+  return folder
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+  d = write_tables(str(tmp_path_factory.mktemp("eicu")))
+  return eicu.load_eicu(d, tasks=("mortality", "icu_readmission", "hospital_readmission"),
+                        cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+def _row(cohort, pid):
+  return int(np.flatnonzero(cohort.patient_id == pid)[0])
+
+
+def _feat(cohort, modality, name, pid):
+  m = cohort.modality_names.index(modality)
+  return cohort.features[m][_row(cohort, pid), cohort.feature_names[m].index(name)]
+
+
+def test_attrition_and_cohort(loaded):
+  cohort, info = loaded
+  steps = [(a["step"], a["stays"], a["patients"]) for a in info["attrition"]]
+  assert steps == [("unit stays in patient table", 8, 6), ("age known", 7, 5),
+                   ("adult (age >= 18)", 6, 4), ("first unit stay per patient", 4, 4)]
+  assert cohort.patient_id.tolist() == ["001-1", "002-1", "003-1", "006-1"]
+  assert info["patientunitstayid"].tolist() == [100, 210, 300, 600]   # 2014 stay first
+  assert cohort.modality_names == eicu.MODALITIES
+  assert len(info["fingerprint"]) == 16
+  cohort.validate("test")
+
+
+def test_labels(loaded):
+  cohort, _ = loaded
+  y = {t: cohort.labels[:, j] for j, t in enumerate(cohort.task_names)}
+  np.testing.assert_array_equal(y["mortality"][:3], [0, 1, 0])
+  assert np.isnan(y["mortality"][3])                     # empty discharge status
+  np.testing.assert_array_equal(y["icu_readmission"], [0, 0, 1, 0])
+  np.testing.assert_array_equal(y["hospital_readmission"], [0, 1, 0, 0])
+
+
+def test_demographics(loaded):
+  cohort, _ = loaded
+  assert _feat(cohort, "demographics", "age", "002-1") == 90.0      # "> 89"
+  assert _feat(cohort, "demographics", "male", "002-1") == 1.0
+  assert _feat(cohort, "demographics", "unittype=MICU", "002-1") == 1.0
+  assert _feat(cohort, "demographics", "unittype=SICU", "003-1") == 1.0
+  assert _feat(cohort, "demographics", "pre_unit_hours", "001-1") == 2.0
+  assert cohort.present[:, 0].all()
+
+
+def test_vital_and_lab_features(loaded):
+  cohort, info = loaded
+  f = lambda name: _feat(cohort, "vitals_periodic", name, "003-1")
+  assert f("heartrate_count") == 3          # offsets 0, 60, 120 min; not -5 or 1500
+  assert f("heartrate_mean") == 90.0
+  assert f("heartrate_last") == 100.0
+  assert f("heartrate_min") == 80.0 and f("heartrate_max") == 100.0
+  assert f("heartrate_time_last") == 2.0
+  assert f("heartrate_slope") == pytest.approx(10.0)   # 10 bpm per hour
+  assert f("respiration_count") == 1        # the impossible 0 was dropped
+  assert f("sao2_count") == 0 and np.isnan(f("sao2_mean"))   # group observed, not measured
+  assert info["modalities"]["vitals_periodic"]["out_of_range"] == {"respiration": 1}
+  # The 10 h stay: only its own in-window values.
+  assert _feat(cohort, "vitals_periodic", "heartrate_count", "001-1") == 2
+  assert _feat(cohort, "vitals_periodic", "heartrate_mean", "001-1") == 73.0
+  # The readmission stay 301 belongs to no cohort row: not counted anywhere.
+  g = lambda name: _feat(cohort, "lab", name, "003-1")
+  assert g("sodium_count") == 2 and g("sodium_mean") == 138.0 and g("sodium_last") == 136.0
+  lab = cohort.modality_names.index("lab")
+  assert cohort.present[:, lab].tolist() == [False, False, True, False]   # 001-1: late lab
+
+
+def test_counts_and_hashed_buckets(loaded):
+  cohort, _ = loaded
+  assert _feat(cohort, "medication", "med_orders", "003-1") == 1     # cancelled excluded
+  b = zlib.crc32(b"aspirin 81 mg tab") % 16
+  assert eicu.bucket("  ASPIRIN 81 MG TAB ") == b
+  assert _feat(cohort, "medication", f"med_bucket{b:02d}", "003-1") == 1
+  m = cohort.modality_names.index("medication")
+  assert cohort.features[m][_row(cohort, "003-1")].sum() == 3      # orders + distinct + 1
+  assert _feat(cohort, "microbiology", "micro_rows", "003-1") == 1
+  assert _feat(cohort, "microbiology", "micro_positive", "003-1") == 1
+  assert _feat(cohort, "intake_output", "nettotal_last", "003-1") == 200.0
+  assert _feat(cohort, "diagnosis", "dx_entries", "002-1") == 1
+  tr = cohort.modality_names.index("treatment_resp")
+  assert cohort.present[:, tr].tolist() == [True, False, False, False]
+  assert _feat(cohort, "treatment_resp", "resp_rows", "001-1") == 1
+
+
+def test_unobserved_modality_is_zero(loaded):
+  cohort, _ = loaded
+  r = _row(cohort, "006-1")
+  assert cohort.present[r].tolist() == [True] + [False] * 9
+  for m in range(1, 10):
+    assert not cohort.features[m][r].any() and not np.isnan(cohort.features[m][r]).any()
+
+
+def test_plain_csv_gives_the_same_cohort(tmp_path, loaded):
+  cohort, info = loaded
+  d = write_tables(str(tmp_path / "plain"), gz=False)
+  c2, i2 = eicu.load_eicu(d, tasks=("mortality", "icu_readmission",
+                                    "hospital_readmission"))
+  assert i2["fingerprint"] == info["fingerprint"]
+  for a, b in zip(cohort.features, c2.features):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(cohort.labels, c2.labels)
+
+
+def test_missing_table_and_column(tmp_path):
+  d = write_tables(str(tmp_path / "a"))
+  os.remove(os.path.join(d, "microLab.csv.gz"))
+  with pytest.raises(DataError, match="microLab"):
+    eicu.load_eicu(d)
+  d = write_tables(str(tmp_path / "b"), drop_column="labresult")
+  with pytest.raises(DataError, match=r"lab\.csv\.gz.*labresult"):
+    eicu.load_eicu(d)
+  d = write_tables(str(tmp_path / "c"), drop_column="uniquepid")
+  with pytest.raises(DataError, match=r"patient\.csv\.gz.*uniquepid"):
+    eicu.load_eicu(d)
+
+
+def test_bad_value_and_bad_task(tmp_path):
+  rows = [dict(r) for r in TABLES["vitalPeriodic"]]
+  rows[0]["observationoffset"] = "soon"
+  d = write_tables(str(tmp_path / "a"), {**TABLES, "vitalPeriodic": rows})
+  with pytest.raises(DataError, match="vitalPeriodic"):
+    eicu.load_eicu(d)
+  with pytest.raises(DataError, match="los"):
+    eicu.load_eicu(d, tasks=("los",))
+
+
+def test_resumable_cache(tmp_path):
+  d = write_tables(str(tmp_path / "data"))
+  cache = str(tmp_path / "cache")
+  c1, i1 = eicu.load_eicu(d, cache_dir=cache)
+  assert i1["stages_run"] == list(("cohort",) + eicu.MODALITIES[1:])
+  os.remove(os.path.join(d, "vitalPeriodic.csv.gz"))     # the big table is gone
+  c2, i2 = eicu.load_eicu(d, cache_dir=cache)
+  assert i2["stages_run"] == []
+  for a, b in zip(c1.features, c2.features):
+    np.testing.assert_array_equal(a, b)
+  # An interrupted run: a missing stage is recomputed, the others are reused.
+  os.remove(os.path.join(i1["cache_folder"], "lab.parquet"))
+  _, i3 = eicu.load_eicu(d, cache_dir=cache)
+  assert i3["stages_run"] == ["lab"]
+  # Another window is another cache folder: it needs the table again.
+  with pytest.raises(DataError, match="vitalPeriodic"):
+    eicu.load_eicu(d, cache_dir=cache, window_hours=12.0)
+
+
+def test_parse_age():
+  s = pl.Series(["> 89", "45", "", None, "17", ">89"])
+  out = pl.select(eicu.parse_age(pl.lit(s))).to_series().to_list()
+  assert out == [90.0, 45.0, None, None, 17.0, 90.0]
+
+
+def test_stay_batches_give_the_same_features(tmp_path, monkeypatch, loaded):
+  cohort, _ = loaded
+  monkeypatch.setattr(eicu, "BATCH_VALUES", 1)   # one stay per batch
+  d = write_tables(str(tmp_path / "data"))
+  c2, _ = eicu.load_eicu(d, tasks=("mortality", "icu_readmission", "hospital_readmission"))
+  for a, b in zip(cohort.features, c2.features):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(cohort.present, c2.present)
+
+
+def test_modality_never_observed_by_anyone(tmp_path):
+  d = write_tables(str(tmp_path / "data"), {**TABLES, "vitalAperiodic": [], "lab": []})
+  cohort, info = eicu.load_eicu(d)
+  for name in ("vitals_aperiodic", "lab"):
+    m = cohort.modality_names.index(name)
+    assert not cohort.present[:, m].any() and not cohort.features[m].any()
+    assert cohort.features[m].shape[1] == len(cohort.feature_names[m]) > 0
+    assert info["observed_fraction"][name] == 0.0
