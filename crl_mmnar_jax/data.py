@@ -80,6 +80,15 @@ def load(config: ml_collections.ConfigDict) -> LoadedData:
     keep, is_test = _fixed_test(info["database"], [], [str(d.test_database)], "database",
                                 d.dir)
     return LoadedData(cohort, None, _summary(info), is_test)
+  if d.name == "eicu":
+    from crl_mmnar_jax.eicu import load_eicu
+    from crl_mmnar_jax.tables import DataError
+    if not d.dir:
+      raise DataError("--config=eicu needs --config.data.dir=DIR (the eICU-CRD v2.0 tables)")
+    cohort, info = load_eicu(d.dir, tasks=tuple(_csv(d.tasks)),
+                             window_hours=float(d.window_hours),
+                             cache_dir=str(d.cache_dir) or None)
+    return LoadedData(cohort, None, _summary(info))
   raise ValueError(f"unknown data source {d.name!r}")
 
 

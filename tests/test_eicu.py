@@ -347,3 +347,20 @@ def test_modality_never_observed_by_anyone(tmp_path):
     assert not cohort.present[:, m].any() and not cohort.features[m].any()
     assert cohort.features[m].shape[1] == len(cohort.feature_names[m]) > 0
     assert info["observed_fraction"][name] == 0.0
+
+
+def test_eicu_config_loads_through_data_load(tmp_path):
+  from crl_mmnar_jax import data as data_lib
+  from crl_mmnar_jax.tables import DataError
+  from experiments.configs import eicu as eicu_config
+  config = eicu_config.get_config()
+  with pytest.raises(DataError, match="needs --config.data.dir"):
+    data_lib.load(config)
+  config.data.dir = write_tables(str(tmp_path / "data"))
+  config.data.cache_dir = str(tmp_path / "cache")
+  loaded = data_lib.load(config)
+  assert loaded.cohort.patient_id.tolist() == ["001-1", "002-1", "003-1", "006-1"]
+  assert loaded.cohort.task_names == ("mortality", "icu_readmission")
+  assert loaded.test_mask_N is None
+  assert not any(isinstance(v, np.ndarray) for v in loaded.info.values())
+  assert os.listdir(tmp_path / "cache")          # the stages were cached

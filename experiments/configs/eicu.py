@@ -1,0 +1,36 @@
+r"""eICU-CRD v2.0 from its raw tables (credentialed: bring your own copy).
+
+Run:
+  python -m experiments.run --config=eicu --config.data.dir=/path/to/eicu-crd/2.0 \
+      --config.data.cache_dir=/tmp/eicu_cache --workdir=/tmp/crl_eicu
+
+Cohort: adults, first unit stay per patient (`uniquepid`, the split unit). Features
+come from the first `data.window_hours` (24) hours of the unit stay, in ten virtual
+modalities: demographics (always observed), periodic vitals, aperiodic vitals,
+laboratory, medications, infusions, intake/output, diagnoses, treatments and
+respiratory care, microbiology (see `crl_mmnar_jax/eicu.py`). Tasks: in-hospital
+`mortality`, `icu_readmission` (a later unit stay in the same hospital stay), and
+optionally `hospital_readmission` (a later hospital stay of the same patient; no dates in
+eICU, so no 30-day window). `data.cache_dir` keeps each extraction stage as parquet so
+a rerun skips finished stages; empty means a fresh temporary folder. Expected result: depends on
+your copy; there is no shared copy of the full database to report numbers from. The
+YAIB eICU demo (`--config=yaib`) runs on the open demo data.
+"""
+
+from experiments.configs.base import get_base_config
+
+
+def get_config(arg: str = ""):
+  c = get_base_config()
+  c.data.name = "eicu"
+  c.data.dir = ""
+  c.data.tasks = "mortality,icu_readmission"
+  c.data.window_hours = 24.0
+  c.data.cache_dir = ""
+  c.model.dim = 64          # ten modalities: see the PhysioNet config for the cost
+  c.model.mlp_ratio = 2
+  c.model.proj_dim = 32
+  c.train.lr = 5e-4
+  if arg:
+    raise ValueError(f"unknown eicu preset {arg!r}")
+  return c
