@@ -179,6 +179,20 @@ def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int |
           "achieved_gflop_s": flops / step_s / 1e9}
 
 
+def _child(expression: str, **env: str) -> Result:
+  """Evaluates `expression` (a bench function call returning a JSON-able dict) in a
+  fresh Python process, so that its peak RSS and device count are its own."""
+  import subprocess
+  import sys
+  code = f"import json; from experiments import bench; print(json.dumps({expression}))"
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu", **env),
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if out.returncode:
+    raise RuntimeError(out.stderr[-2000:])
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def bench_train() -> list[Result]:
   peak = matmul_peak_flops()
   results = []
@@ -195,19 +209,10 @@ def bench_train() -> list[Result]:
 def bench_scaling() -> list[Result]:
   """Weak scaling: the same batch per device on 1, 2, 4, 8 simulated CPU devices (each
   count in its own process). Efficiency = patients/s / (devices × patients/s on one)."""
-  import subprocess
-  import sys
   results = []
   for n in [int(c) for c in _DEVICE_COUNTS.value]:
-    code = ("import json; from experiments import bench; print(json.dumps("
-            f"bench.train_step_throughput({n * _PER_DEVICE_BATCH.value}, bench.PAPER_DIMS)))")
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
+    r = _child(f"bench.train_step_throughput({n * _PER_DEVICE_BATCH.value}, bench.PAPER_DIMS)",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if out.returncode:
-      raise RuntimeError(out.stderr[-2000:])
-    r = json.loads(out.stdout.strip().splitlines()[-1])
     results.append({"section": "scaling", "devices": n, "batch_size": r["batch_size"],
                     "patients_per_s": r["patients_per_s"], "compile_s": r["compile_s"]})
   base = results[0]["patients_per_s"]
@@ -314,8 +319,6 @@ def bench_featurize() -> list[Result]:
   are) and shuffled (a stress case: the per-(stay, variable) groups then no longer fit
   in the CPU caches at 10x, so time grows faster than the work); each case in its own
   process so that memory deltas are not hidden by an earlier case's peak."""
-  import subprocess
-  import sys
   cases = [("synthetic", 1), ("synthetic", 10), ("synthetic_shuffled", 1),
            ("synthetic_shuffled", 10)]
   if os.path.isdir(os.path.join(PHYSIONET_DIR, "set-a")):
@@ -324,14 +327,7 @@ def bench_featurize() -> list[Result]:
     print(f"featurize: {os.path.abspath(PHYSIONET_DIR)} not found; skipping set A")
   results = []
   for case, scale in cases:
-    code = ("import json; from experiments import bench; print(json.dumps("
-            f"bench._featurize_case({case!r}, {scale}, {int(_REPEATS.value)})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, JAX_PLATFORMS="cpu"),
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if out.returncode:
-      raise RuntimeError(out.stderr[-2000:])
-    results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    results.append(_child(f"bench._featurize_case({case!r}, {scale}, {int(_REPEATS.value)})"))
   for case in ("synthetic", "synthetic_shuffled"):
     one, ten = (next(r for r in results if r["case"] == case and r["scale"] == k)
                 for k in (1, 10))
@@ -465,8 +461,6 @@ def _eicu_case(folder: str) -> Result:
 def bench_eicu() -> list[Result]:
   """`load_eicu` on synthetic eICU-CRD directories (`EICU_BENCH_PATIENTS`), each load in
   its own process so that its peak RSS is its own."""
-  import subprocess
-  import sys
   import tempfile
   scales = [int(x) for x in os.environ.get("CRL_BENCH_EICU_PATIENTS", "").split(",") if x]
   results = []
@@ -474,14 +468,7 @@ def bench_eicu() -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="bench_eicu_") as folder:
       rows = _write_synthetic_eicu(folder, n_patients)
       mb = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 2**20
-      code = ("import json; from experiments import bench; print(json.dumps("
-              f"bench._eicu_case({folder!r})))")
-      out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           env=dict(os.environ, JAX_PLATFORMS="cpu"),
-                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-      if out.returncode:
-        raise RuntimeError(out.stderr[-2000:])
-      case = json.loads(out.stdout.strip().splitlines()[-1])
+      case = _child(f"bench._eicu_case({folder!r})")
     results.append({"section": "eicu", "patients": n_patients,
                     "unit_stays": rows["patient"], "table_rows": sum(rows.values()),
                     "vital_periodic_rows": rows["vitalPeriodic"], "gz_mb": mb, **case})
