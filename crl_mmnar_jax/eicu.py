@@ -144,7 +144,7 @@ import polars as pl
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.featurize import featurize
 from crl_mmnar_jax.featurize import ModalityGroup
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.tables import DataError, check_tasks
 
 TASKS = ("mortality", "icu_readmission", "hospital_readmission")
 N_BUCKETS = 16
@@ -598,11 +598,7 @@ def load_eicu(directory: str | os.PathLike, *,
   directory = os.fspath(directory)
   if not os.path.isdir(directory):
     raise DataError(f"{directory}: eICU-CRD directory not found")
-  tasks = list(tasks)
-  bad = [t for t in tasks if t not in TASKS]
-  if bad or not tasks or len(set(tasks)) != len(tasks):
-    raise DataError(f"tasks {tasks}: each must be one of {list(TASKS)}, named once "
-                    f"(unknown: {bad})")
+  tasks = check_tasks(tasks, TASKS)
   if not window_hours > 0:
     raise DataError(f"window_hours must be positive, got {window_hours}")
   window_min = float(window_hours) * 60.0

@@ -134,7 +134,7 @@ import polars as pl
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.featurize import featurize
 from crl_mmnar_jax.featurize import ModalityGroup
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.tables import DataError, check_tasks
 
 GROUPS: tuple[ModalityGroup, ...] = (
     ModalityGroup("vitals", ("HR", "Temp", "GCS", "Weight")),
@@ -463,11 +463,7 @@ def load_physionet2012(directory: str | os.PathLike, *, sets: Sequence[str] | No
   directory = os.fspath(directory)
   if not os.path.isdir(directory):
     raise DataError(f"{directory}: PhysioNet 2012 directory not found")
-  tasks = list(tasks)
-  bad = [t for t in tasks if t not in TASKS]
-  if bad or not tasks or len(set(tasks)) != len(tasks):
-    raise DataError(f"tasks {tasks}: each must be one of {list(TASKS)}, named once "
-                    f"(unknown: {bad})")
+  tasks = check_tasks(tasks, TASKS)
   set_names = _set_names(directory, sets)
 
   paths, set_of_F, outcome_rows = [], [], []

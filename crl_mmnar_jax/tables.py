@@ -67,6 +67,16 @@ def _read_parquet(path: str) -> pl.DataFrame:
     raise DataError(f"{path}: cannot read as parquet ({type(e).__name__}: {e})") from None
 
 
+def check_tasks(tasks, known) -> list[str]:
+  """The requested task names as a list; DataError unless each is known and named once."""
+  tasks = list(tasks)
+  bad = [t for t in tasks if t not in known]
+  if bad or not tasks or len(set(tasks)) != len(tasks):
+    raise DataError(f"tasks {tasks}: each must be one of {list(known)}, named once "
+                    f"(unknown: {bad})")
+  return tasks
+
+
 def id_kind(dtype: pl.DataType) -> str | None:
   """'int' or 'str' for dtypes usable as ids, else None."""
   if dtype.is_integer():
