@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 
 import ml_collections
 import numpy as np
@@ -89,6 +90,22 @@ def load(config: ml_collections.ConfigDict) -> LoadedData:
                              window_hours=float(d.window_hours),
                              cache_dir=str(d.cache_dir) or None)
     return LoadedData(cohort, None, _summary(info))
+  if d.name == "mimic":
+    from crl_mmnar_jax.mimic import load_mimic
+    from crl_mmnar_jax.tables import DataError
+    directory, meds = str(d.dir), str(d.meds)
+    if not directory and not meds:
+      if not (d.demo_meds and os.path.isfile(d.demo_meds)):
+        raise DataError("--config=mimic needs --config.data.dir=MIMIC_ROOT (raw MIMIC-IV) or "
+                        "--config.data.meds=EVENTS.parquet (MEDS events); the default MIMIC-IV "
+                        f"demo {d.demo_meds or '(none)'} was not found")
+      meds = str(d.demo_meds)
+    cohort, info = load_mimic(
+        directory or None, meds=meds or None, version=str(d.version),
+        tasks=tuple(_csv(d.tasks)), cache_dir=str(d.cache_dir) or None,
+        text_encoder=str(d.text_encoder), text_model_path=str(d.text_model_path),
+        cxr_embeddings=str(d.cxr_embeddings), cxr_metadata=str(d.cxr_metadata))
+    return LoadedData(cohort, None, _summary(info))
   raise ValueError(f"unknown data source {d.name!r}")
 
 
@@ -98,7 +115,8 @@ def standardize(cohort: Cohort, train_rows: np.ndarray) -> tuple[Cohort, dict]:
 
   Only training rows inform the statistics. Rows where a modality is missing stay
   exactly zero. Features constant (or never measured) on the training rows get mean 0
-  and sd 1. Returns the new cohort and per-modality counts (for the record).
+  and sd 1. Returns the new cohort and, per modality, counts (for the record) and the
+  per-feature training `mean` and `sd` (float64 arrays of shape (d_m,)).
   """
   feats, stats = [], {}
   for m, (name, x) in enumerate(zip(cohort.modality_names, cohort.features)):
@@ -114,7 +132,8 @@ def standardize(cohort: Cohort, train_rows: np.ndarray) -> tuple[Cohort, dict]:
     z = np.nan_to_num((x - mean) / sd, nan=0.0).astype(np.float32)
     feats.append(np.where(cohort.present[:, m:m + 1], z, 0.0).astype(np.float32))
     stats[name] = {"n_train_observed": int(obs.sum()),
-                   "imputed_cells": int(np.isnan(x[cohort.present[:, m]]).sum())}
+                   "imputed_cells": int(np.isnan(x[cohort.present[:, m]]).sum()),
+                   "mean": mean, "sd": sd}
   return dataclasses.replace(cohort, features=tuple(feats)), stats
 
 

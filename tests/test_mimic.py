@@ -1,0 +1,434 @@
+"""MIMIC-IV loader and text encoders: a hand-made fixture in the published raw schema,
+the same data as MEDS events, and the real MIMIC-IV demo (MEDS) when present."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import gzip
+import hashlib
+import os
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import polars as pl
+import pytest
+
+from crl_mmnar_jax import mimic
+from crl_mmnar_jax import text_embed
+from crl_mmnar_jax.tables import DataError
+
+sys.path.insert(0, os.path.dirname(__file__))
+import mimic_fixture as fx  # pylint: disable=wrong-import-position
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(REPO, "..", "shared", "data", "mimic-iv-demo-meds", "events.parquet")
+NAN = float("nan")
+
+
+def _load(folder, **kw):
+  return mimic.load_mimic(folder, cxr_embeddings=os.path.join(folder, "cxr_embeddings.parquet"),
+                          **kw)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+  folder = fx.write_raw(str(tmp_path_factory.mktemp("mimic") / "2.2"))
+  return (folder,) + _load(folder, cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def meds(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("meds") / "events.parquet")
+  fx.to_meds().write_parquet(path)
+  return mimic.load_mimic(meds=path)
+
+
+def _row(cohort, sid):
+  return int(np.flatnonzero(cohort.patient_id == sid)[0])
+
+
+def _feat(cohort, name, sid, modality="ehr"):
+  m = cohort.modality_names.index(modality)
+  return cohort.features[m][_row(cohort, sid), cohort.feature_names[m].index(name)]
+
+
+def _vector(cohort, modality, sid):
+  return cohort.features[cohort.modality_names.index(modality)][_row(cohort, sid)]
+
+
+# ----------------------------------------------------------------------------- cohort
+
+
+def test_attrition_fingerprint_and_version(raw):
+  _, cohort, info = raw
+  steps = [(a["step"].split(" (")[0], a["unit"], a["n_remaining"], a["n_excluded"])
+           for a in info["attrition"]]
+  assert steps == [("subjects", "subjects", 8, 0),
+                   ("admissions with dischtime >= admittime", "admissions", 11, 1),
+                   ("subjects with a valid hospital admission", "subjects", 7, 1),
+                   ("adult at the index admission", "subjects", 6, 1),
+                   ("survived the index admission", "subjects", 5, 1)]
+  assert cohort.patient_id.tolist() == fx.COHORT
+  assert info["hadm_id"].tolist() == [101, 201, 301, 702, 801]   # S7: invalid 701 dropped
+  ids = "\n".join(str(s) for s in sorted(fx.COHORT))
+  assert info["fingerprint"] == hashlib.sha256(ids.encode()).hexdigest()[:16]
+  assert info["version"] == "2.2" and info["source"] == "raw"      # from the folder name
+  assert cohort.modality_names == mimic.MODALITIES
+  cohort.validate("test")
+
+
+def test_labels_with_boundaries(raw):
+  _, cohort, info = raw
+  assert cohort.task_names == mimic.TASKS
+  for sid, expected in fx.EXPECTED_LABELS.items():
+    np.testing.assert_array_equal(cohort.labels[_row(cohort, sid)], expected, err_msg=str(sid))
+  assert info["label_counts"] == {"readmission_30d": {"n": 5, "n_positive": 1},
+                                  "icu_90d": {"n": 5, "n_positive": 2},
+                                  "mortality_180d": {"n": 5, "n_positive": 2}}
+
+
+def test_static_ehr_features(raw):
+  _, c, _ = raw
+  assert _feat(c, "age", fx.S1) == 50 and _feat(c, "male", fx.S1) == 0
+  assert _feat(c, "age", fx.S2) == 61          # anchor_age 60 + (2150 - 2149)
+  assert _feat(c, "age", fx.S7) == 18          # 17 + (2151 - 2150)
+  assert _feat(c, "los_hours", fx.S1) == 98.0
+  assert _feat(c, "icu_stays", fx.S1) == 0 and _feat(c, "icu_stays", fx.S2) == 1
+  assert _feat(c, "icu_stays", fx.S3) == 0     # its ICU stay belongs to the transfer
+  assert _feat(c, "admission_type=EW EMER.", fx.S1) == 1
+  assert _feat(c, "admission_type=ELECTIVE", fx.S1) == 0
+  assert _feat(c, "discharge_location=SKILLED NURSING FACILITY", fx.S2) == 1
+  assert _feat(c, "insurance=Medicaid", fx.S2) == 1
+  assert _feat(c, "insurance=Private", fx.S3) == 1     # a v3.x value
+  assert _feat(c, "race=white", fx.S1) == 1 and _feat(c, "race=black", fx.S2) == 1
+  assert _feat(c, "race=asian", fx.S7) == 1
+  assert np.isnan(_feat(c, "race=white", fx.S3))       # "UNKNOWN": not recorded
+
+
+def test_lab_and_vital_aggregates(raw):
+  _, c, info = raw
+  f = lambda name, sid=fx.S1: _feat(c, name, sid)
+  assert f("creatinine_count") == 2            # not the one before admission or after
+  assert f("creatinine_mean") == pytest.approx(1.2)
+  assert f("creatinine_last") == pytest.approx(1.4) and f("creatinine_min") == 1.0
+  assert f("creatinine_time_last") == 26.0     # hours since admittime
+  assert f("creatinine_slope") == pytest.approx(0.4 / 24)
+  assert f("sodium_count") == 1 and f("sodium_last") == 140.0
+  assert f("potassium_count") == 0 and np.isnan(f("potassium_mean"))   # valuenum empty
+  assert f("heart_rate_count") == 0 and np.isnan(f("heart_rate_mean"))  # no vitals at all
+  assert f("heart_rate_count", fx.S2) == 2 and f("heart_rate_mean", fx.S2) == 90.0
+  assert f("heart_rate_last", fx.S2) == 100.0 and f("heart_rate_time_last", fx.S2) == 28.0
+  assert f("resp_rate_count", fx.S2) == 0      # 0 /min is impossible: dropped
+  assert f("temperature_f_count", fx.S2) == 1
+  assert f("creatinine_count", fx.S3) == 0     # drawn during the transfer admission
+  assert f("heart_rate_count", fx.S3) == 0     # charted in the transfer's ICU stay
+  assert info["modalities"]["vitals"]["out_of_range"] == {"resp_rate": 1}
+
+
+def test_medication_and_code_counts(raw):
+  _, c, _ = raw
+  assert _feat(c, "rx_entries", fx.S1) == 3    # Aspirin, Heparin, aspirin; not Warfarin
+  assert _feat(c, "rx_distinct", fx.S1) == 2   # drug names compared lower-cased
+  b = mimic.bucket("Aspirin")
+  assert b == zlib.crc32(b"aspirin") % mimic.N_CODE_BUCKETS
+  in_b = lambda names: sum(mimic.bucket(n) == b for n in names)
+  assert _feat(c, f"rx_bucket{b:02d}", fx.S1) == in_b(["aspirin", "heparin", "aspirin"])
+  assert _feat(c, "dx_entries", fx.S1) == 2    # I10, E119 of hadm 101; not N179 of 102
+  b = mimic.bucket("ICD10:I10")
+  assert _feat(c, f"dx_bucket{b:02d}", fx.S1) == in_b(["icd10:i10", "icd10:e119"])
+  assert _feat(c, "proc_entries", fx.S1) == 1 and _feat(c, "proc_entries", fx.S7) == 1
+  assert _feat(c, "rx_entries", fx.S3) == 0 and _feat(c, "dx_entries", fx.S3) == 0
+
+
+def test_cxr_and_notes(raw):
+  _, c, _ = raw
+  present = {m: c.present[:, j].tolist() for j, m in enumerate(c.modality_names)}
+  assert present == {"ehr": [True] * 5,
+                     "cxr": [True, False, False, False, False],
+                     "discharge_note": [True, False, False, True, False],
+                     "radiology_note": [True, False, False, True, False]}
+  np.testing.assert_array_equal(_vector(c, "cxr", fx.S1), [2, 3, 4, 5])  # PA d1 + AP d3
+  enc = text_embed.get_encoder("hashed")
+  t = fx.TEXTS
+  np.testing.assert_array_equal(_vector(c, "discharge_note", fx.S1),
+                                enc.encode([t["s1_discharge"]])[0])
+  np.testing.assert_array_equal(_vector(c, "radiology_note", fx.S1),
+                                enc.encode([t["s1_radiology"]])[0])
+  both = enc.encode([t["s7_radiology_1"], t["s7_radiology_2"]]).astype(np.float64)
+  np.testing.assert_allclose(_vector(c, "radiology_note", fx.S7), both.mean(0), rtol=1e-6)
+  assert c.input_dims[2] == c.input_dims[3] == 768
+  assert not c.features[2][_row(c, fx.S2)].any()        # admission without notes: zeros
+
+
+def test_no_information_after_discharge(tmp_path, raw):
+  _, base, base_info = raw
+  folder = fx.write_raw(str(tmp_path / "late"), fx.with_post_discharge_events(fx.tables()),
+                        gz=False)
+  late, info = _load(folder, version="2.2")
+  assert info["modalities"]["labs"] == base_info["modalities"]["labs"]
+  np.testing.assert_array_equal(late.labels, base.labels)
+  np.testing.assert_array_equal(late.present, base.present)
+  for a, b in zip(late.features, base.features):
+    np.testing.assert_array_equal(a, b)       # bit-identical (NaN == NaN here)
+
+
+def test_raw_and_meds_give_the_same_cohort(raw, meds):
+  _, c_raw, i_raw = raw
+  c_meds, i_meds = meds
+  assert i_meds["source"] == "meds" and i_meds["version"] == "unknown"
+  assert c_meds.patient_id.tolist() == c_raw.patient_id.tolist()
+  assert i_meds["attrition"] == i_raw["attrition"]
+  np.testing.assert_array_equal(c_meds.labels, c_raw.labels)
+  assert c_meds.modality_names == ("ehr",)
+  names_raw, names_meds = c_raw.feature_names[0], c_meds.feature_names[0]
+  shared = [n for n in names_meds if n in names_raw]
+  assert set(names_raw) - set(shared) == {n for n in names_raw
+                                          if n.startswith(("insurance=", "race="))}
+  x_raw = c_raw.features[0][:, [names_raw.index(n) for n in shared]]
+  x_meds = c_meds.features[0][:, [names_meds.index(n) for n in shared]]
+  np.testing.assert_array_equal(x_meds, x_raw)
+  assert any("MEDS table holds no notes" in n for n in i_meds["notes"])
+
+
+def test_meds_accepts_value_column_and_a_folder(tmp_path, meds):
+  folder = tmp_path / "shards"
+  folder.mkdir()
+  events = fx.to_meds(value_column="value")
+  events.head(40).write_parquet(folder / "0.parquet")
+  events.slice(40).write_parquet(folder / "1.parquet")
+  cohort, _ = mimic.load_mimic(meds=str(folder))
+  np.testing.assert_array_equal(cohort.features[0], meds[0].features[0])
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_missing_table_and_column(tmp_path):
+  d = fx.write_raw(str(tmp_path / "a"), skip=("hosp/labevents",))
+  with pytest.raises(DataError, match=r"hosp/labevents\.csv\.gz: required MIMIC-IV table"):
+    mimic.load_mimic(d)
+  d = fx.write_raw(str(tmp_path / "b"), drop_column=("hosp/labevents", "valuenum"))
+  with pytest.raises(DataError, match=r"labevents\.csv\.gz:1: .* lacks column\(s\) "
+                                      r"\['valuenum'\]"):
+    mimic.load_mimic(d)
+  d = fx.write_raw(str(tmp_path / "c"), drop_column=("hosp/admissions", "dischtime"))
+  with pytest.raises(DataError, match=r"admissions\.csv\.gz.*dischtime"):
+    mimic.load_mimic(d)
+
+
+def test_bad_value_names_the_file_and_column(tmp_path):
+  t = fx.tables()
+  t["hosp/admissions"][0]["admittime"] = "yesterday"
+  d = fx.write_raw(str(tmp_path / "a"), t)
+  with pytest.raises(DataError, match=r"admissions\.csv\.gz: cannot read .*admittime"):
+    mimic.load_mimic(d)
+
+
+def test_versions(tmp_path):
+  d = fx.write_raw(str(tmp_path / "3.1"))
+  assert mimic.load_mimic(d)[1]["version"] == "3.1"
+  with pytest.raises(DataError, match=r"version '2\.0'.*\['2\.2', '3\.1'\]"):
+    mimic.load_mimic(d, version="2.0")
+  d = fx.write_raw(str(tmp_path / "1.0"))
+  with pytest.raises(DataError, match=r"1\.0: the folder name says MIMIC-IV version 1\.0"):
+    mimic.load_mimic(d)
+  assert mimic.load_mimic(d, version="2.2")[1]["version"] == "2.2"   # explicit wins
+  d = fx.write_raw(str(tmp_path / "mimic"))
+  _, info = mimic.load_mimic(d)
+  assert info["version"] == "unknown" and "version unknown" in info["notes"][0]
+
+
+def test_plain_csv_equals_gzip(tmp_path, raw):
+  _, cohort, info = raw
+  d = fx.write_raw(str(tmp_path / "2.2"), gz=False)
+  c2, i2 = _load(d)
+  assert i2["fingerprint"] == info["fingerprint"]
+  for a, b in zip(cohort.features, c2.features):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_empty_and_missing_note_tables(tmp_path):
+  t = fx.tables()
+  t["note/discharge"] = []                             # header only: nobody has notes
+  d = fx.write_raw(str(tmp_path / "a"), t, skip=("note/radiology",))
+  cohort, info = mimic.load_mimic(d)
+  assert cohort.modality_names == ("ehr",)             # and no embeddings: no cxr
+  assert any("discharge_note is observed for nobody" in n for n in info["notes"])
+  assert any("radiology.csv.gz not found" in n for n in info["notes"])
+  assert any("no image embeddings" in n for n in info["notes"])
+  with gzip.open(os.path.join(d, "note", "radiology.csv.gz"), "wt"):
+    pass                                               # zero bytes: not even a header
+  with pytest.raises(DataError, match=r"radiology\.csv\.gz:1: empty file"):
+    mimic.load_mimic(d)
+
+
+def test_bad_arguments_and_meds_input(tmp_path):
+  with pytest.raises(DataError, match="exactly one of"):
+    mimic.load_mimic()
+  with pytest.raises(DataError, match="exactly one of"):
+    mimic.load_mimic(str(tmp_path), meds="x.parquet")
+  with pytest.raises(DataError, match="los"):
+    mimic.load_mimic(meds="x.parquet", tasks=("los",))
+  with pytest.raises(DataError, match="x.parquet: MEDS events file not found"):
+    mimic.load_mimic(meds="x.parquet")
+  path = str(tmp_path / "ev.parquet")
+  fx.to_meds().drop("numeric_value").write_parquet(path)
+  with pytest.raises(DataError, match="neither a 'numeric_value' nor a 'value'"):
+    mimic.load_mimic(meds=path)
+  fx.to_meds().drop("code").write_parquet(path)
+  with pytest.raises(DataError, match=r"lacks column\(s\) \['code'\]"):
+    mimic.load_mimic(meds=path)
+  fx.to_meds().filter(~pl.col("code").str.starts_with("HOSPITAL_DISCHARGE//HOME")
+                      ).write_parquet(path)
+  with pytest.raises(DataError, match="cannot be paired"):
+    mimic.load_mimic(meds=path)
+  with pytest.raises(DataError, match="text encoder 'bert'"):
+    mimic.load_mimic(meds=path, text_encoder="bert")
+  d = fx.write_raw(str(tmp_path / "raw"))
+  with pytest.raises(DataError, match="metadata not found"):
+    mimic.load_mimic(d, cxr_embeddings=os.path.join(d, "cxr_embeddings.parquet"),
+                     cxr_metadata=str(tmp_path / "nope.csv.gz"))
+
+
+def test_resumable_cache(tmp_path):
+  d = fx.write_raw(str(tmp_path / "2.2"))
+  cache = str(tmp_path / "cache")
+  c1, i1 = _load(d, cache_dir=cache)
+  assert i1["stages_run"][:6] == ["cohort", "labs", "vitals", "medications", "diagnoses",
+                                  "procedures"] and len(i1["stages_run"]) == 9
+  for table in ("hosp/labevents", "icu/chartevents", "note/radiology"):
+    os.remove(os.path.join(d, table + ".csv.gz"))      # the big tables are gone
+  c2, i2 = _load(d, cache_dir=cache)
+  assert i2["stages_run"] == []
+  for a, b in zip(c1.features, c2.features):
+    np.testing.assert_array_equal(a, b)
+  os.remove(os.path.join(i1["cache_folder"], "diagnoses.parquet"))
+  assert _load(d, cache_dir=cache)[1]["stages_run"] == ["diagnoses"]
+
+
+def test_series_batches_give_the_same_features(tmp_path, monkeypatch, raw):
+  _, cohort, _ = raw
+  monkeypatch.setattr(mimic, "BATCH_VALUES", 1)
+  monkeypatch.setattr(mimic, "NOTE_BATCH_CHARS", 1)
+  c2, _ = _load(fx.write_raw(str(tmp_path / "2.2")))
+  for a, b in zip(cohort.features, c2.features):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_config_through_data_load(tmp_path):
+  from crl_mmnar_jax import data as data_lib
+  from experiments.configs import mimic as mimic_config
+  config = mimic_config.get_config()
+  config.data.demo_meds = str(tmp_path / "absent.parquet")
+  with pytest.raises(DataError, match=r"needs --config.data.dir=MIMIC_ROOT .*absent\.parquet"):
+    data_lib.load(config)
+  config.data.dir = fx.write_raw(str(tmp_path / "2.2"))
+  config.data.tasks = "readmission_30d,icu_90d,mortality_180d"
+  config.data.cache_dir = str(tmp_path / "cache")
+  loaded = data_lib.load(config)
+  assert loaded.cohort.patient_id.tolist() == fx.COHORT
+  assert not any(isinstance(v, np.ndarray) for v in loaded.info.values())
+  assert loaded.info["attrition"][-1]["n_remaining"] == 5
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def test_hashed_encoder():
+  enc = text_embed.get_encoder("hashed")
+  assert (enc.name, enc.dim) == ("hashed", 768)
+  texts = ["Chest pain with elevated troponin; cardiac catheterization performed.",
+           "Elevated troponin and chest pain, underwent cardiac catheterization.",
+           "Fall with hip fracture, orthopedic repair and physical therapy.", "", "the of and"]
+  x = enc.encode(texts)
+  assert x.shape == (5, 768) and x.dtype == np.float32
+  np.testing.assert_allclose(np.linalg.norm(x[:3], axis=1), 1.0, rtol=1e-5)
+  assert not x[3:].any()                               # empty / stop words only: zeros
+  assert x[0] @ x[1] > 0.5 > abs(x[0] @ x[2])          # similar closer than unrelated
+  np.testing.assert_array_equal(enc.encode(texts), x)  # deterministic across calls
+  np.testing.assert_array_equal(text_embed.get_encoder("hashed").encode(texts[:1]), x[:1])
+  assert text_embed.get_encoder("hashed", dim=32).encode(texts[:1]).shape == (1, 32)
+
+
+def test_hashed_encoder_is_the_same_in_another_process():
+  code = ("import hashlib; from crl_mmnar_jax import text_embed as t; "
+          "print(hashlib.sha256(t.get_encoder('hashed').encode(['Chest pain, troponin.'])"
+          ".tobytes()).hexdigest())")
+  here = hashlib.sha256(text_embed.get_encoder("hashed").encode(["Chest pain, troponin."])
+                        .tobytes()).hexdigest()
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "PYTHONHASHSEED": "12345"}, check=True)
+  assert out.stdout.strip() == here
+
+
+def test_bert_encoder_errors_clearly(tmp_path):
+  with pytest.raises(DataError, match="bioclinicalbert"):
+    text_embed.get_encoder("bioclinicalbert", model_path=str(tmp_path / "none"))
+  with pytest.raises(DataError, match="must be one of"):
+    text_embed.get_encoder("word2vec")
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def _demo_by_hand(path: str) -> tuple[list[int], dict[int, list[int]]]:
+  """Cohort and labels from the raw events with a plain-Python loop (module rules)."""
+  subj = collections.defaultdict(lambda: {"adm": [], "dis": [], "icu": [], "birth": [],
+                                          "death": []})
+  for sid, time, code in pl.read_parquet(path, columns=["subject_id", "time", "code"]).rows():
+    s = subj[sid]
+    if code.startswith("HOSPITAL_ADMISSION//"):
+      s["adm"].append((time, code))
+    elif code.startswith("HOSPITAL_DISCHARGE//"):
+      s["dis"].append((time, code))
+    elif code.startswith("ICU_ADMISSION//") and time is not None:
+      s["icu"].append(time)
+    elif code == "MEDS_BIRTH":
+      s["birth"].append(time.year)
+    elif code == "MEDS_DEATH":
+      s["death"].append(time)
+  cohort, labels = [], {}
+  for sid, s in sorted(subj.items()):
+    pairs = [(a[0], d[0], d[1].split("//")[1]) for a, d in zip(sorted(s["adm"]),
+                                                                 sorted(s["dis"]))]
+    pairs = [p for p in pairs if p[1] >= p[0]]
+    if not pairs or not s["birth"]:
+      continue
+    admit, disch, location = min(pairs)
+    if admit.year - min(s["birth"]) < 18:
+      continue
+    death = min(s["death"]) if s["death"] else None
+    if death is not None:
+      midnight = death == dt.datetime.combine(death.date(), dt.time())
+      died_before = death.date() < disch.date() if midnight else death <= disch
+    if location == "DIED" or (death is not None and died_before):
+      continue
+    readmit = any(disch < a <= disch + dt.timedelta(days=30) for a, _, _ in pairs)
+    icu = False
+    for t in s["icu"]:
+      inside = [a for a, d, _ in pairs if a <= t <= d]
+      after = [a for a, _, _ in pairs if t < a <= t + dt.timedelta(hours=24)]
+      owner = max(inside) if inside else (min(after) if after else None)
+      icu |= owner is not None and owner > disch and disch < t <= disch + dt.timedelta(days=90)
+    dead = death is not None and 0 <= (death.date() - disch.date()).days <= 180
+    cohort.append(sid)
+    labels[sid] = [int(readmit), int(icu), int(dead)]
+  return cohort, labels
+
+
+@pytest.mark.skipif(not os.path.isfile(DEMO), reason=f"MIMIC-IV demo not found at {DEMO}")
+def test_demo_counts_against_an_independent_loop():
+  cohort, info = mimic.load_mimic(meds=DEMO)
+  ids, labels = _demo_by_hand(DEMO)
+  assert cohort.patient_id.tolist() == ids
+  expected = np.array([labels[s] for s in ids], np.float32)
+  np.testing.assert_array_equal(cohort.labels, expected)
+  assert info["attrition"][0]["n_remaining"] == 100
+  assert info["n_patients"] == len(ids) == 95
+  assert [info["label_counts"][t]["n_positive"] for t in mimic.TASKS] == \
+      expected.sum(0).astype(int).tolist() == [15, 14, 9]
+  assert cohort.modality_names == ("ehr",)
+  assert cohort.features[0].shape[1] == len(cohort.feature_names[0])
