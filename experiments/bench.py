@@ -4,6 +4,7 @@ Usage::
 
   python -m experiments.bench                       # every section
   python -m experiments.bench --only=rectifier --out=/tmp/bench.json
+  python -m experiments.bench --only=mimic --out=docs/bench_mimic.json   # figure in docs/
 
 Each section is a function returning a list of flat result dicts (one per case);
 `SECTIONS` maps section names to them. Timings separate the first call (tracing and
@@ -38,6 +39,9 @@ _DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "2", "4", "8"],
                                    "Simulated CPU device counts for the scaling section.")
 _PER_DEVICE_BATCH = flags.DEFINE_integer("per_device_batch", 128,
                                          "Weak scaling: batch per device.")
+_FIGURE_DIR = flags.DEFINE_string("figure_dir", "docs",
+                                  "Folder of the figures some sections draw (relative "
+                                  "paths are relative to the repository root).")
 
 # The paper's MIMIC-IV shapes: structured EHR, chest X-ray embedding, two note embeddings.
 PAPER_DIMS = (30, 1024, 768, 768)
@@ -220,6 +224,12 @@ def bench_scaling() -> list[Result]:
     r["ratio_to_1_device"] = r["patients_per_s"] / base
     r["weak_scaling_efficiency"] = r["ratio_to_1_device"] / r["devices"]
   return results
+
+
+def _figure_path(name: str) -> str:
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  folder = _FIGURE_DIR.value if flags.FLAGS.is_parsed() else "docs"
+  return os.path.join(root, folder, name)
 
 
 PHYSIONET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -445,34 +455,171 @@ def _write_synthetic_eicu(folder: str, n_patients: int, seed: int = 0) -> dict[s
   return {name: len(df) for name, df in tables.items()}
 
 
+def _load_case(loader: str, folder: str, **kwargs: Any) -> Result:
+  """`loader` ("module.function" of crl_mmnar_jax, returning (Cohort, info)) on
+  `folder` in this (fresh) process: wall time, CPU time (user + system, all threads:
+  less sensitive than the wall time to other jobs on a shared machine) and peak RSS
+  (the process's high-water mark, so the interpreter and the imports are included:
+  see `rss_before_mb`)."""
+  import importlib
+  import resource
+  module, function = loader.rsplit(".", 1)
+  fn = getattr(importlib.import_module(f"crl_mmnar_jax.{module}"), function)
+  rss0 = _rss_bytes()
+  cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+  start = time.perf_counter()
+  cohort, _ = fn(folder, **kwargs)
+  wall = time.perf_counter() - start
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  cpu = usage.ru_utime + usage.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+  return {"load_s": wall, "cpu_s": cpu, "rss_peak_mb": usage.ru_maxrss * 1024 / 2**20,
+          "rss_before_mb": rss0 / 2**20, "patients_kept": cohort.n}
+
+
 def _eicu_case(folder: str) -> Result:
   """`load_eicu` on `folder` in this (fresh) process: wall time and peak RSS."""
-  import resource
-  from crl_mmnar_jax import eicu
-  rss0 = _rss_bytes()
-  start = time.perf_counter()
-  cohort, info = eicu.load_eicu(folder, cache_dir=None)
-  wall = time.perf_counter() - start
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-  return {"load_s": wall, "rss_peak_mb": peak / 2**20, "rss_before_mb": rss0 / 2**20,
-          "patients_kept": cohort.n}
+  return _load_case("eicu.load_eicu", folder, cache_dir=None)
+
+
+def _folder_mb(folder: str) -> float:
+  return sum(os.path.getsize(os.path.join(root, f))
+             for root, _, files in os.walk(folder) for f in files) / 2**20
+
+
+def _extraction_bench(section: str, sizes, write: Callable[[str, Any], Result],
+                      case: Callable[[str, Result], str]) -> list[Result]:
+  """For each size: `write(folder, size)` generates a raw dataset in a fresh temporary
+  folder (not timed; returns the row fields of the result), then the expression
+  `case(folder, written)` (a `bench._load_case(...)` call) runs in its own process so
+  that its peak RSS is its own. Temporary folders go under $CRL_BENCH_TMP if set."""
+  import tempfile
+  results = []
+  for size in sizes:
+    with tempfile.TemporaryDirectory(prefix=f"bench_{section}_",
+                                     dir=os.environ.get("CRL_BENCH_TMP")) as folder:
+      written = write(folder, size)
+      mb = _folder_mb(folder)
+      r = _child(case(folder, written))
+    results.append({"section": section, **written, "gz_mb": mb, **r})
+  return results
+
+
+def _env_sizes(name: str, default: tuple, kind: Callable[[str], Any]) -> list:
+  sizes = [kind(x) for x in os.environ.get(name, "").split(",") if x]
+  return sizes or list(default)
 
 
 def bench_eicu() -> list[Result]:
   """`load_eicu` on synthetic eICU-CRD directories (`EICU_BENCH_PATIENTS`), each load in
   its own process so that its peak RSS is its own."""
-  import tempfile
-  scales = [int(x) for x in os.environ.get("CRL_BENCH_EICU_PATIENTS", "").split(",") if x]
-  results = []
-  for n_patients in scales or EICU_BENCH_PATIENTS:
-    with tempfile.TemporaryDirectory(prefix="bench_eicu_") as folder:
-      rows = _write_synthetic_eicu(folder, n_patients)
-      mb = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 2**20
-      case = _child(f"bench._eicu_case({folder!r})")
-    results.append({"section": "eicu", "patients": n_patients,
-                    "unit_stays": rows["patient"], "table_rows": sum(rows.values()),
-                    "vital_periodic_rows": rows["vitalPeriodic"], "gz_mb": mb, **case})
+
+  def write(folder: str, n_patients: int) -> Result:
+    rows = _write_synthetic_eicu(folder, n_patients)
+    return {"patients": n_patients, "unit_stays": rows["patient"],
+            "table_rows": sum(rows.values()), "vital_periodic_rows": rows["vitalPeriodic"]}
+
+  return _extraction_bench("eicu", _env_sizes("CRL_BENCH_EICU_PATIENTS",
+                                              EICU_BENCH_PATIENTS, int),
+                           write, lambda folder, _: f"bench._eicu_case({folder!r})")
+
+
+# Generated MIMIC-IV scales (fractions of the full database: 1/80 ... 1/10) for
+# `bench_mimic`; override with CRL_BENCH_MIMIC_SCALES=0.0125,0.1.
+MIMIC_BENCH_SCALES = (0.0125, 0.025, 0.05, 0.1)
+MIMIC_MEMORY_BUDGET_GIB = 4.0
+
+
+def bench_mimic() -> list[Result]:
+  """`load_mimic` (every table, notes and CXR included, fresh cache) on generated
+  MIMIC-IV v2.2 directories (`experiments.mimic_fake`) at `MIMIC_BENCH_SCALES`, each
+  extraction in its own process. Adds a row comparing the largest and the smallest
+  scale, a least-squares line time = a + b · lab rows, and draws
+  `<figure_dir>/bench_mimic.png` (time and peak RSS against lab rows)."""
+  from experiments import mimic_fake
+
+  def write(folder: str, scale: float) -> Result:
+    info = mimic_fake.write_fake_mimic(os.path.join(folder, "mimic"), scale=scale)
+    rows = info["rows"]
+    return {"scale": scale, "patients": info["patients"],
+            "admissions": rows["admissions"], "lab_rows": rows["labevents"],
+            "chart_rows": rows["chartevents"],
+            "table_rows": sum(v for k, v in rows.items() if k != "cxr_embeddings"),
+            "generate_s": info["seconds"], "_info": info}
+
+  def case(folder: str, written: Result) -> str:
+    info = written.pop("_info")
+    kwargs = dict(version="2.2", cache_dir=os.path.join(folder, "cache"),
+                  cxr_embeddings=info["cxr_embeddings"], cxr_metadata=info["cxr_metadata"])
+    return f"bench._load_case('mimic.load_mimic', {info['directory']!r}, **{kwargs!r})"
+
+  results = _extraction_bench("mimic", _env_sizes("CRL_BENCH_MIMIC_SCALES",
+                                                  MIMIC_BENCH_SCALES, float), write, case)
+  if len(results) >= 2:
+    summary = mimic_summary(results)
+    plot_mimic(results, summary, _figure_path("bench_mimic.png"))
+    results.append(summary)
   return results
+
+
+def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+  """Least-squares y = a + b·x: (a, b, R²)."""
+  b, a = np.polyfit(x, y, 1)
+  r2 = 1 - np.sum((y - (a + b * x)) ** 2) / np.sum((y - y.mean()) ** 2)
+  return float(a), float(b), float(r2)
+
+
+def mimic_summary(results: list[Result]) -> Result:
+  """The largest scale against the smallest (rows, wall and CPU time, peak RSS), and
+  straight-line fits of wall and CPU time against lab rows."""
+  x = np.array([r["lab_rows"] for r in results], float)
+  a, b, r2 = _line_fit(x, np.array([r["load_s"] for r in results]))
+  ca, cb, cr2 = _line_fit(x, np.array([r["cpu_s"] for r in results]))
+  lo, hi = min(results, key=lambda r: r["scale"]), max(results, key=lambda r: r["scale"])
+  return {
+      "section": "mimic", "scale": f"{hi['scale']:g} / {lo['scale']:g}",
+      "lab_rows_ratio": hi["lab_rows"] / lo["lab_rows"],
+      "table_rows_ratio": hi["table_rows"] / lo["table_rows"],
+      "time_ratio": hi["load_s"] / lo["load_s"], "cpu_ratio": hi["cpu_s"] / lo["cpu_s"],
+      "rss_peak_ratio": hi["rss_peak_mb"] / lo["rss_peak_mb"],
+      "fit_s_per_million_lab_rows": b * 1e6, "fit_intercept_s": a, "fit_r2": r2,
+      "cpu_fit_s_per_million_lab_rows": cb * 1e6, "cpu_fit_intercept_s": ca,
+      "cpu_fit_r2": cr2,
+      "largest_under_memory_budget": hi["rss_peak_mb"] < MIMIC_MEMORY_BUDGET_GIB * 1024}
+
+
+def plot_mimic(results: list[Result], summary: Result, path: str) -> None:
+  """Extraction wall and CPU time (with their fitted lines) and peak RSS against lab
+  rows; `results` are the per-scale rows of `bench_mimic`."""
+  from matplotlib.figure import Figure
+  x = np.array([r["lab_rows"] for r in results]) / 1e6
+  fig = Figure(figsize=(9.5, 4))
+  ax_t, ax_m = fig.subplots(1, 2)
+  grid = np.linspace(0, x.max() * 1.05, 50)
+  for key, fit, marker, label in (("load_s", "", "o", "wall time"),
+                                  ("cpu_s", "cpu_", "s", "CPU time (user + system)")):
+    y = [r[key] for r in results]
+    points = ax_t.plot(x, y, marker, label=label)[0]
+    a, b = summary[f"{fit}fit_intercept_s"], summary[f"{fit}fit_s_per_million_lab_rows"]
+    a = 0.0 if abs(a) < 0.05 else a                      # no "-0.0 s"
+    ax_t.plot(grid, a + b * grid, "-", lw=1, color=points.get_color(),
+              label=f"{a:.1f} s + {b:.2f} s per M lab rows "
+                    f"($R^2$ = {summary[f'{fit}fit_r2']:.3f})")
+  for xi, r in zip(x, results):
+    ax_t.annotate(f"1/{1 / r['scale']:.0f}", (xi, r["load_s"]), textcoords="offset points",
+                  xytext=(4, 4), fontsize=8)
+  ax_t.set(xlabel="labevents rows (millions)", ylabel="extraction time (s)",
+           title="load_mimic on generated MIMIC-IV", xlim=(0, None), ylim=(0, None))
+  ax_t.legend(fontsize=7, loc="upper left")
+  ax_m.plot(x, [r["rss_peak_mb"] / 1024 for r in results], "o-", label="peak RSS")
+  ax_m.axhline(MIMIC_MEMORY_BUDGET_GIB, color="k", ls=":", lw=1,
+               label=f"{MIMIC_MEMORY_BUDGET_GIB:g} GiB budget")
+  ax_m.set(xlabel="labevents rows (millions)", ylabel="GiB", title="peak resident memory",
+           xlim=(0, None), ylim=(0, None))
+  ax_m.legend(fontsize=7, loc="lower right")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  print(f"mimic: wrote {path}")
 
 
 SECTIONS: dict[str, Callable[[], list[Result]]] = {
@@ -481,6 +628,7 @@ SECTIONS: dict[str, Callable[[], list[Result]]] = {
     "rectifier": bench_rectifier,
     "featurize": bench_featurize,
     "eicu": bench_eicu,
+    "mimic": bench_mimic,
 }
 
 
