@@ -6,7 +6,9 @@ The order of operations is the honesty contract of DESIGN.md section 4:
    label), write `splits.parquet`.
 2. Seal the test labels: training, model selection and the rectifier see a copy of the
    test patients whose labels are all unknown.
-3. Train on train rows, early-stop on validation AUROC, restore the best checkpoint.
+3. Train the method (`--config.method`, see `methods.py`) on train rows, early-stop on
+   validation AUROC and restore the best checkpoint; or, for a direct method (logistic
+   regression, boosted trees), fit on train rows and select on validation rows.
 4. Fit the rectifier (κ, λ, τ̂) on validation predictions only; apply it to test.
 5. Open the test labels once, compute every test metric, write the outputs.
 """
@@ -18,7 +20,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import ml_collections
@@ -31,6 +33,9 @@ from crl_mmnar_jax import rectifier as rectifier_lib
 from crl_mmnar_jax import sharding, splits as splits_lib
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.tables import DataError
+
+if TYPE_CHECKING:
+  from crl_mmnar_jax.methods import Method, MethodData
 
 SPLITS = ("train", "val", "test")
 _NOT_HASHED = ("train.progress", "eval.plots")   # change nothing in the results
@@ -200,10 +205,38 @@ def _jsonable(x: Any) -> Any:
 # ----------------------------------------------------------------------------- main
 
 
+def fit_and_predict(config: ml_collections.ConfigDict, method: Method, data: MethodData,
+                    predict_rows: dict[str, np.ndarray], workdir: str,
+                    mesh: jax.sharding.Mesh, config_hash: str,
+                    log: Callable[[str], None]) -> tuple[dict[str, np.ndarray], dict]:
+  """Trains (neural) or fits (direct) `method` on `data`; returns its probabilities per
+  row set and the `training` record of results.json."""
+  from crl_mmnar_jax import train as train_lib
+  from crl_mmnar_jax.methods import DirectMethod
+  if isinstance(method, DirectMethod):
+    probs, fitted = method.fit_predict(config, data, predict_rows)
+    score = train_lib.mean_auroc(data.cohort.labels[data.val_rows], probs["val"])
+    log(f"fitted {method.name}: val mean AUROC {score:.4f}")
+    train_lib.MetricsWriter(os.path.join(workdir, "metrics.jsonl"), None).write(
+        {"step": 0, "epoch": 0, "phase": "fit", "val/mean_auroc": score})
+    return probs, {"kind": "direct", "model": method.summary, "fitted": fitted,
+                   "best_epoch": None, "best_step": None, "best_val_mean_auroc": score,
+                   "history": [], "resumed": False, "devices": 1}
+  fit = train_lib.fit(config, method, data, workdir, mesh, config_hash, log)
+  bs = int(config.train.eval_batch_size)
+  probs = {s: train_lib.predict(fit.predict_fn, fit.state, data.cohort, r, bs, mesh)
+           for s, r in predict_rows.items()}
+  return probs, {"kind": "neural", "model": method.summary, "best_epoch": fit.best_epoch + 1,
+                 "best_step": fit.best_step, "best_val_mean_auroc": fit.best_score,
+                 "history": fit.history, "resumed": fit.resumed,
+                 "devices": int(mesh.devices.size)}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        log: Callable[[str], None] = print) -> dict:
   """Runs one experiment end to end; returns the results dict (also in results.json)."""
-  from crl_mmnar_jax import train as train_lib   # after config checks: imports are slow
+  from crl_mmnar_jax import methods as methods_lib   # imports are slow: not at module level
+  method = methods_lib.get_method(config.method)     # a bad name fails before loading data
   t_start = time.perf_counter()
   loaded = data_lib.load(config)
   cohort = loaded.cohort.validate(config.data.name)
@@ -232,16 +265,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   hidden[rows["test"]] = np.nan
   cohort = dataclasses.replace(cohort, labels=hidden)
   modalities = modality_table(cohort)        # train + validation patients only
-  cohort, _ = data_lib.standardize(cohort, rows["train"])
+  cohort, stats = data_lib.standardize(cohort, rows["train"])
 
   mesh = sharding.make_mesh()
-  fit = train_lib.fit(config, cohort, rows["train"], rows["val"], workdir, mesh, h, log)
+  data = methods_lib.MethodData(cohort, rows["train"], rows["val"], stats)
+  probs, training = fit_and_predict(config, method, data, {s: rows[s] for s in ("val", "test")},
+                                    workdir, mesh, h, log)
   t_train = time.perf_counter() - t_start
 
-  predict_fn = train_lib.make_predict_fn(fit.graphdef)
-  bs = int(config.train.eval_batch_size)
-  probs = {s: train_lib.predict(predict_fn, fit.state, cohort, rows[s], bs, mesh)
-           for s in ("val", "test")}
   pattern = {s: cohort.pattern[rows[s]] for s in ("val", "test")}
   val_labels = cohort.labels[rows["val"]]
 
@@ -257,7 +288,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.eval.get("reference_logreg", True):
     from crl_mmnar_jax.baselines import logreg_mean_impute
     reference["logreg_mean_impute"] = logreg_mean_impute(
-        cohort, rows["train"], rows["val"], {"test": rows["test"]})["test"]
+        cohort, rows["train"], rows["val"], {"test": rows["test"]})[0]["test"]
 
   # ---- final evaluation: the only place test labels are read.
   test_labels = sealed.open()
@@ -271,9 +302,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  "fingerprint": data_lib.fingerprint(cohort.patient_id),
                  "modalities": list(cohort.modality_names), "tasks": list(names),
                  "modality_table": modalities},
-      "training": {"best_epoch": fit.best_epoch + 1, "best_step": fit.best_step,
-                   "best_val_mean_auroc": fit.best_score, "history": fit.history,
-                   "resumed": fit.resumed, "devices": int(mesh.devices.size)},
+      "training": training,
       "metrics": {
           "val": _with_ci(labels["val"], probs["val"], names, e.n_boot, seed),
           "val_rectified": _with_ci(labels["val"], rectified["val"], names, e.n_boot, seed),

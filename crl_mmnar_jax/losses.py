@@ -7,7 +7,7 @@ are neither positives nor negatives in InfoNCE and do not count in any denominat
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -130,3 +130,47 @@ def total_loss(out: Mapping[str, Any], batch: Batch, w: LossWeights,
     total += aux_scale * w.con * parts["con"]
   parts["total"] = total
   return total, parts
+
+
+LossFn = Callable[[Mapping[str, Any], Batch, Any, Any], tuple[Array, dict[str, Array]]]
+
+
+def objective(w: LossWeights, miss_kind: str = "bce") -> LossFn:
+  """`total_loss` with its weights bound: (out, batch, aux_scale, pred_scale) -> (loss,
+  parts). For a model whose outputs hold only `logits_BxT` it is the weighted L_pred."""
+
+  def loss(out, batch, aux_scale, pred_scale):
+    return total_loss(out, batch, w, aux_scale, pred_scale, miss_kind)
+
+  return loss
+
+
+def paired_info_nce(a_BxP: Array, b_BxP: Array, weight_B: Array, temperature: float) -> Array:
+  """Symmetric InfoNCE between two views of each patient (row i of `a` and of `b`), the
+  other real rows of the batch as negatives (MUSE's unsupervised consistency loss)."""
+  valid_Bx1 = jnp.ones((a_BxP.shape[0], 1), bool)
+  return info_nce(a_BxP[:, None], b_BxP[:, None], valid_Bx1, weight_B, temperature)
+
+
+def label_agreement_loss(u_BxP: Array, au_BxP: Array, labels_BxT: Array,
+                         label_mask_BxT: Array, weight_B: Array, temperature: float) -> Array:
+  """MUSE's supervised consistency loss: sigmoid cross-entropy of the scaled similarities
+  u_i·u_j and u_i·au_j against "patients i and j have the same label".
+
+  Per task over the pairs of real rows whose labels are both known, then averaged over
+  the tasks with at least one such pair, then over the two similarity matrices.
+  """
+  labels_TxB = labels_BxT.T
+  target_TxBxB = (labels_TxB[:, :, None] == labels_TxB[:, None, :]).astype(u_BxP.dtype)
+  known_TxB = (label_mask_BxT & (weight_B[:, None] > 0)).T
+  pair_TxBxB = known_TxB[:, :, None] & known_TxB[:, None, :]
+  n_T = pair_TxBxB.sum((1, 2))
+  has_T = n_T > 0
+
+  def mean_bce(sim_BxB):
+    ce = optax.sigmoid_binary_cross_entropy(
+        jnp.broadcast_to(sim_BxB / temperature, target_TxBxB.shape), target_TxBxB)
+    per_T = _safe_div(jnp.where(pair_TxBxB, ce, 0.0).sum((1, 2)), n_T)
+    return _safe_div(jnp.where(has_T, per_T, 0.0).sum(), has_T.sum())
+
+  return 0.5 * (mean_bce(u_BxP @ u_BxP.T) + mean_bce(u_BxP @ au_BxP.T))

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +30,11 @@ from crl_mmnar_jax import sharding
 from crl_mmnar_jax.batch import Batch, epoch_order, num_batches
 from crl_mmnar_jax.checkpoint import Checkpoints
 from crl_mmnar_jax.cohort import Cohort
-from crl_mmnar_jax.losses import LossWeights, total_loss
+from crl_mmnar_jax.losses import LossFn, LossWeights, objective
 from crl_mmnar_jax.model import CRLMMNAR, ModelConfig
+
+if TYPE_CHECKING:
+  from crl_mmnar_jax.methods import MethodData, NeuralMethod
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,16 +71,22 @@ def loss_scales(config: ml_collections.ConfigDict, epoch: int) -> tuple[float, f
   return t.aux_final + (1.0 - t.aux_final) * 0.5 * (1 + math.cos(math.pi * frac)), 1.0
 
 
-def create_state(mcfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
-                 mesh: jax.sharding.Mesh) -> tuple[nnx.GraphDef, nnx.State]:
-  """Builds model and optimizer; returns (graphdef, replicated state)."""
-  model = CRLMMNAR(mcfg, rngs=nnx.Rngs(params=seed))
+def init_state(build: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
+               seed: int, mesh: jax.sharding.Mesh) -> tuple[nnx.GraphDef, nnx.State]:
+  """Builds a model and its optimizer; returns (graphdef, replicated state)."""
+  model = build(nnx.Rngs(params=seed))
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
   return graphdef, jax.device_put(state, sharding.replicated(mesh))
 
 
-def make_train_step(graphdef: nnx.GraphDef, weights: LossWeights, miss_kind: str) -> Callable:
+def create_state(mcfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
+                 mesh: jax.sharding.Mesh) -> tuple[nnx.GraphDef, nnx.State]:
+  """`init_state` of CRL-MMNAR from a `ModelConfig`."""
+  return init_state(lambda rngs: CRLMMNAR(mcfg, rngs=rngs), tx, seed, mesh)
+
+
+def make_step(graphdef: nnx.GraphDef, loss: LossFn) -> Callable:
   """The jit-compiled step: (state, batch, key, aux_scale, pred_scale) -> (state, parts)."""
 
   def train_step(state, batch: Batch, key, aux_scale, pred_scale):
@@ -85,7 +94,7 @@ def make_train_step(graphdef: nnx.GraphDef, weights: LossWeights, miss_kind: str
 
     def loss_fn(model):
       out = model(batch.x, batch.present_BxM, deterministic=False, rngs=nnx.Rngs(dropout=key))
-      return total_loss(out, batch, weights, aux_scale, pred_scale, miss_kind)
+      return loss(out, batch, aux_scale, pred_scale)
 
     (_, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
@@ -96,6 +105,11 @@ def make_train_step(graphdef: nnx.GraphDef, weights: LossWeights, miss_kind: str
     return nnx.state((model, optimizer)), parts
 
   return jax.jit(train_step, donate_argnums=0)
+
+
+def make_train_step(graphdef: nnx.GraphDef, weights: LossWeights, miss_kind: str) -> Callable:
+  """`make_step` with CRL-MMNAR's total loss."""
+  return make_step(graphdef, objective(weights, miss_kind))
 
 
 def make_predict_fn(graphdef: nnx.GraphDef) -> Callable:
@@ -187,6 +201,7 @@ class Progress:
 class FitResult:
   graphdef: nnx.GraphDef
   state: Any               # best model + optimizer state
+  predict_fn: Callable     # `make_predict_fn(graphdef)`, compiled during training
   best_epoch: int
   best_step: int
   best_score: float
@@ -210,19 +225,21 @@ def _check_finite(pending: list[tuple[int, Any]]) -> float | None:
   return float(values[-1][0])
 
 
-def fit(config: ml_collections.ConfigDict, cohort: Cohort, train_rows: np.ndarray,
-        val_rows: np.ndarray, workdir: str, mesh: jax.sharding.Mesh, config_hash: str,
+def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodData,
+        workdir: str, mesh: jax.sharding.Mesh, config_hash: str,
         log: Callable[[str], None] = print) -> FitResult:
-  """Trains with early stopping on validation AUROC; resumes from `workdir` if possible."""
+  """Trains `method` on `data.train_rows` with early stopping on the AUROC of
+  `data.val_rows`; resumes from `workdir` if possible."""
+  cohort, train_rows, val_rows = data.cohort, data.train_rows, data.val_rows
   t = config.train
   gbs = int(t.batch_size)
   sharding.check_batch_size(gbs, mesh)
   steps_per_epoch = num_batches(len(train_rows), gbs)
   n_epochs = int(t.pretrain_epochs) + int(t.epochs)
   tx = make_optimizer(config, n_epochs * steps_per_epoch)
-  mcfg = model_config(config, cohort)
-  graphdef, state = create_state(mcfg, tx, int(config.seed), mesh)
-  train_step = make_train_step(graphdef, loss_weights(config), mcfg.miss_head)
+  graphdef, state = init_state(lambda rngs: method.build(config, data, rngs), tx,
+                               int(config.seed), mesh)
+  train_step = make_step(graphdef, method.make_loss(config))
   predict_fn = make_predict_fn(graphdef)
   eval_bs = int(t.eval_batch_size)
   sharding.check_batch_size(eval_bs, mesh)
@@ -307,6 +324,7 @@ def fit(config: ml_collections.ConfigDict, cohort: Cohort, train_rows: np.ndarra
   if best is None:
     raise ValueError("no joint-training epoch ran, so there is no best checkpoint "
                      "(train.epochs must be >= 1)")
-  return FitResult(graphdef=graphdef, state=best[0], best_epoch=int(meta["best_epoch"]),
+  return FitResult(graphdef=graphdef, state=best[0], predict_fn=predict_fn,
+                   best_epoch=int(meta["best_epoch"]),
                    best_step=int(meta["best_step"]), best_score=float(meta["best_score"]),
                    history=list(meta["history"]), resumed=resumed)

@@ -12,7 +12,7 @@ SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..
 def get_base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.method = "crl_mmnar"
+  c.method = "crl_mmnar"        # or a baseline: experiments.configs.METHODS
 
   c.data = ml_collections.ConfigDict()
   c.data.name = ""              # set by each config
@@ -57,6 +57,22 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 50        # steps between metrics.jsonl lines
   c.train.checkpoint_every = 0  # steps between mid-epoch checkpoints (0: epoch ends only)
   c.train.progress = True
+
+  # Baselines (`crl_mmnar_jax/baselines.py`); the neural ones share c.model's width,
+  # depth, heads and dropout and c.train's schedule.
+  c.baseline = ml_collections.ConfigDict()
+  c.baseline.reference_size = 512       # MUSE, M3Care: training patients read at evaluation
+  c.baseline.muse_layers = 2
+  c.baseline.muse_edge_dropout = 0.5    # P(a patient's edges are dropped in the second view)
+  c.baseline.muse_con_weight = 0.5      # weight of each consistency loss
+  c.baseline.muse_temperature = 0.07
+  c.baseline.m3care_temperature = 0.1   # initial (learned) similarity temperature
+  c.baseline.logreg_l2_grid = (1e-4, 1e-3, 1e-2, 1e-1)
+  c.baseline.gbt_n_estimators = 1000
+  c.baseline.gbt_learning_rate = 0.05
+  c.baseline.gbt_num_leaves = 31
+  c.baseline.gbt_min_child_samples = 20
+  c.baseline.gbt_early_stopping = 50    # rounds without validation-AUROC improvement
 
   c.rectifier = ml_collections.ConfigDict()
   c.rectifier.n_folds = 5

@@ -1,0 +1,209 @@
+"""Every method `--config.method=NAME` accepts, behind one interface.
+
+A method is either
+
+* neural (`NeuralMethod`): `build(config, data, rngs)` returns an NNX module whose
+  `__call__(x, present_BxM, *, deterministic, rngs, with_aux)` returns a dict with at least
+  `logits_BxT`, and `make_loss(config)` returns its loss
+  `(out, batch, aux_scale, pred_scale) -> (total, parts)`. It is trained by `train.fit`
+  (early stopping on validation AUROC, checkpoints, resume) exactly like CRL-MMNAR; or
+* direct (`DirectMethod`): `fit_predict(config, data, predict_rows)` fits on the training
+  rows, selects on the validation rows and returns probabilities per row set plus a
+  JSON-able record of what was selected; no training loop, no checkpoints.
+
+Either way `experiment.train_and_evaluate` runs it on the same splits, fits the same
+rectifier on its validation predictions and writes the same outputs. What each baseline
+is, and how it follows its paper, is documented in `baselines.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from crl_mmnar_jax import baselines
+from crl_mmnar_jax.cohort import Cohort
+from crl_mmnar_jax.losses import LossFn, label_agreement_loss, objective, paired_info_nce
+from crl_mmnar_jax.model import CRLMMNAR
+from crl_mmnar_jax.train import loss_weights, model_config
+
+Config = ml_collections.ConfigDict
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodData:
+  """What a method may learn from.
+
+  cohort:     standardised (`data.standardize`), test labels hidden (NaN).
+  train_rows: rows to fit on; val_rows: rows for model selection.
+  stats:      `data.standardize`'s per-modality statistics of the training rows.
+  """
+
+  cohort: Cohort
+  train_rows: np.ndarray
+  val_rows: np.ndarray
+  stats: Mapping[str, dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuralMethod:
+  name: str
+  summary: str
+  build: Callable[[Config, MethodData, nnx.Rngs], nnx.Module]
+  make_loss: Callable[[Config], LossFn]
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectMethod:
+  name: str
+  summary: str
+  fit_predict: Callable[[Config, MethodData, dict[str, np.ndarray]],
+                        tuple[dict[str, np.ndarray], dict[str, Any]]]
+  check: Callable[[], Any] | None = None   # raises ValueError if it cannot run here
+
+
+Method = NeuralMethod | DirectMethod
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def _crl_mmnar(config: Config, data: MethodData, rngs: nnx.Rngs) -> CRLMMNAR:
+  return CRLMMNAR(model_config(config, data.cohort), rngs=rngs)
+
+
+def _transformer(config: Config, data: MethodData, rngs: nnx.Rngs) -> CRLMMNAR:
+  """CRL-MMNAR's encoders, modality embeddings, masked fusion and heads; nothing else."""
+  cfg = dataclasses.replace(model_config(config, data.cohort), use_missingness_embedding=False,
+                            use_reconstruction=False, use_contrastive=False)
+  return CRLMMNAR(cfg, rngs=rngs)
+
+
+def _impute_mlp(indicators: bool) -> Callable[[Config, MethodData, nnx.Rngs], nnx.Module]:
+  """Zero imputation in the raw scale without indicators, or mean imputation with them."""
+
+  def build(config: Config, data: MethodData, rngs: nnx.Rngs) -> nnx.Module:
+    c = data.cohort
+    if indicators:   # the training mean: a standardised 0
+      fill_F = np.zeros(sum(c.input_dims), np.float32)
+    else:            # a raw 0, standardised with the training statistics
+      fill_F = np.concatenate([-data.stats[n]["mean"] / data.stats[n]["sd"]
+                               for n in c.modality_names])
+    return baselines.ImputeMLP(c.input_dims, c.n_tasks, int(config.model.dim),
+                               float(config.model.dropout), fill_F, indicators, rngs=rngs)
+
+  return build
+
+
+def _reference(config: Config, data: MethodData) -> baselines.ReferencePatients:
+  rows = baselines.reference_rows(data.train_rows, int(config.baseline.reference_size),
+                                  int(config.seed))
+  return baselines.ReferencePatients(data.cohort, rows)
+
+
+def _muse(config: Config, data: MethodData, rngs: nnx.Rngs) -> baselines.MUSE:
+  c, b = data.cohort, config.baseline
+  return baselines.MUSE(c.input_dims, c.n_tasks, int(config.model.dim), int(b.muse_layers),
+                        float(config.model.dropout), float(b.muse_edge_dropout),
+                        _reference(config, data), rngs=rngs)
+
+
+def _m3care(config: Config, data: MethodData, rngs: nnx.Rngs) -> baselines.M3Care:
+  return baselines.M3Care(model_config(config, data.cohort),
+                          float(config.baseline.m3care_temperature), _reference(config, data),
+                          rngs=rngs)
+
+
+def _missing_token(config: Config, data: MethodData,
+                   rngs: nnx.Rngs) -> baselines.MissingToken:
+  return baselines.MissingToken(model_config(config, data.cohort), rngs=rngs)
+
+
+def _late_fusion(config: Config, data: MethodData, rngs: nnx.Rngs) -> baselines.LateFusion:
+  c = data.cohort
+  return baselines.LateFusion(c.input_dims, c.n_tasks, int(config.model.dim),
+                              float(config.model.dropout), rngs=rngs)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def _objective(config: Config) -> LossFn:
+  """CRL-MMNAR's total loss; for prediction-only models, the weighted L_pred."""
+  return objective(loss_weights(config), str(config.model.miss_head))
+
+
+def _muse_loss(config: Config) -> LossFn:
+  """L_pred on the full graph + weight · (two-view InfoNCE + label-agreement loss)."""
+  supervised = _objective(config)
+  b = config.baseline
+  weight, temperature = float(b.muse_con_weight), float(b.muse_temperature)
+
+  def loss(out, batch, aux_scale, pred_scale):
+    total, parts = supervised(out, batch, aux_scale, pred_scale)
+    u, au = out["con_u_BxP"], out["con_au_BxP"]
+    parts["con_unsup"] = paired_info_nce(u, au, batch.weight_B, temperature)
+    parts["con_sup"] = label_agreement_loss(u, au, batch.labels_BxT, batch.label_mask_BxT,
+                                            batch.weight_B, temperature)
+    parts["total"] = total + weight * (parts["con_unsup"] + parts["con_sup"])
+    return parts["total"], parts
+
+  return loss
+
+
+# ----------------------------------------------------------------------------- direct
+
+
+def _logreg(config: Config, data: MethodData, predict_rows: dict[str, np.ndarray]):
+  probs, l2 = baselines.logreg_mean_impute(data.cohort, data.train_rows, data.val_rows,
+                                           predict_rows, tuple(config.baseline.logreg_l2_grid))
+  return probs, {"l2": dict(zip(data.cohort.task_names, l2))}
+
+
+def _gbt(config: Config, data: MethodData, predict_rows: dict[str, np.ndarray]):
+  return baselines.gbt_nan_missing(data.cohort, data.train_rows, data.val_rows, predict_rows,
+                                   config.baseline, int(config.seed))
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+_REGISTRY: dict[str, Method] = {m.name: m for m in (
+    NeuralMethod("crl_mmnar", "CRL-MMNAR (DESIGN.md section 2)", _crl_mmnar, _objective),
+    NeuralMethod("zero_impute_mlp", "raw-scale zero imputation, concatenation, MLP",
+                 _impute_mlp(indicators=False), _objective),
+    NeuralMethod("mean_impute_mlp", "mean imputation + missingness indicators, MLP",
+                 _impute_mlp(indicators=True), _objective),
+    DirectMethod("logreg", "L2 logistic regression per task on [mean-imputed features, "
+                 "missingness indicators], L2 chosen on validation AUROC", _logreg),
+    NeuralMethod("late_fusion", "per-modality models, logits averaged over observed ones",
+                 _late_fusion, _objective),
+    NeuralMethod("masked_transformer", "masked transformer fusion, no missingness embedding",
+                 _transformer, _objective),
+    NeuralMethod("muse", "MUSE: patient-modality graph, edge dropout, contrastive (ICLR 2024)",
+                 _muse, _muse_loss),
+    NeuralMethod("m3care", "M3Care: similar-patient imputation in latent space (KDD 2022)",
+                 _m3care, _objective),
+    NeuralMethod("missing_token", "a learned token per absent modality, transformer fusion",
+                 _missing_token, _objective),
+    DirectMethod("gbt", "gradient-boosted trees per task on features with NaN for missing "
+                 "modalities, early stopping on validation AUROC", _gbt,
+                 check=baselines.gbt_backend),
+)}
+
+METHODS: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+  """The method called `name`; a ValueError naming the valid ones otherwise, or if the
+  method needs a package that is not installed."""
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
+  method = _REGISTRY[name]
+  if isinstance(method, DirectMethod) and method.check is not None:
+    method.check()
+  return method
