@@ -1,0 +1,418 @@
+r"""Sweep: methods x variants x seeds on identical splits, one comparison table.
+
+  python -m experiments.sweep --config=synthetic --workdir=/tmp/sweep --seeds=5 \
+      --methods=crl_mmnar,logreg,mean_impute_mlp,late_fusion
+  python -m experiments.sweep --config=synthetic --workdir=/tmp/ablate --seeds=5 \
+      --variants=ablations
+  python -m experiments.sweep --config=synthetic --workdir=/tmp/sens --seeds=3 \
+      --grid=loss.con=0,0.1,0.3,1.0 --kappas=0,0.01,0.02,0.05,0.1
+
+Every run is `python -m experiments.run --config=CONFIG --workdir=WORKDIR/runs/NAME/seedK
+--config.seed=K --config.method=METHOD [overrides]` in its own process (a failing run is
+recorded and the sweep goes on). A run whose `results.json` exists is reused; an
+unfinished one resumes; a workdir that holds another config is refused by the runner
+and reported. The seed fixes the patient-level split and the initialisation, so every
+method and variant of seed K sees the same train/validation/test patients (the sweep
+checks that the `splits.parquet` files agree).
+
+Variants (`--variants`, comma-separated, applied to `crl_mmnar`): the paper's Table 2
+ablations are `ablations` = crl_mmnar (the full model), no_missingness (no z, no gating, no L_miss),
+no_reconstruction (L_rec weight 0; the decoders are still trained by L_con),
+no_contrastive (no L_con); "without the rectifier" is the unrectified column of every
+row. `--grid=a.b=v1,v2` (repeatable) adds one run per value (cartesian product over
+several grids). `--kappas` adds the post-hoc rectifier sensitivity: the rectifier is
+refitted on each run's validation predictions with κ fixed to each value (λ still
+chosen on validation) and evaluated on test.
+
+Outputs in WORKDIR: `comparison.md` and `comparison.csv` (per run, task and
+with/without rectifier: mean ± sd over seeds of test AUROC, AUPRC, Brier and ECE, the
+mean bootstrap 95% interval of the AUROC, and the paired AUROC difference to the first
+run), `comparison.png`, `kappa.md`/`kappa.csv` with `--kappas`, and `sweep.json`
+(the run list and each run's status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ABLATIONS = {   # "crl_mmnar" (the full model) is also the run of --methods=crl_mmnar
+    "crl_mmnar": {},
+    "no_missingness": {"model.use_missingness_embedding": "False"},
+    "no_reconstruction": {"loss.rec": "0.0"},
+    "no_contrastive": {"model.use_contrastive": "False", "loss.con": "0.0"},
+}
+METRICS = ("auroc", "auprc", "brier", "ece")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  name: str
+  method: str
+  overrides: tuple[tuple[str, str], ...] = ()
+
+  def args(self, config: str, workdir: str, seed: int, common: tuple[tuple[str, str], ...]
+           ) -> list[str]:
+    sets = dict(common)
+    sets.update(self.overrides)
+    return ([sys.executable, "-m", "experiments.run", f"--config={config}",
+             f"--workdir={workdir}", f"--config.seed={seed}", f"--config.method={self.method}"]
+            + [f"--config.{k}={v}" for k, v in sets.items()])
+
+
+def _pairs(items: list[str], what: str) -> tuple[tuple[str, str], ...]:
+  out = []
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise SystemExit(f"error: {what} {item!r} must look like a.b=value")
+    out.append((key.removeprefix("config."), value))
+  return tuple(out)
+
+
+def plan(methods: list[str], variants: list[str], grids: list[str]) -> list[Run]:
+  """The runs of a sweep, in table order (duplicates removed)."""
+  runs = [Run(m, m) for m in methods]
+  for v in variants:
+    names = list(ABLATIONS) if v == "ablations" else [v]
+    for name in names:
+      if name not in ABLATIONS:
+        raise SystemExit(f"error: unknown variant {name!r}; known: ablations, "
+                         f"{', '.join(ABLATIONS)}")
+      run_name = name if name == "crl_mmnar" else f"crl_mmnar/{name}"
+      runs.append(Run(run_name, "crl_mmnar", tuple(ABLATIONS[name].items())))
+  if grids:
+    axes = []
+    for g in grids:
+      key, sep, values = g.partition("=")
+      if not sep or not values:
+        raise SystemExit(f"error: --grid {g!r} must look like a.b=v1,v2,...")
+      axes.append([(key.removeprefix("config."), v) for v in values.split(",")])
+    for combo in itertools.product(*axes):
+      label = ",".join(f"{k}={v}" for k, v in combo)
+      runs.append(Run(f"crl_mmnar[{label}]", "crl_mmnar", tuple(combo)))
+  seen, unique = set(), []
+  for r in runs:
+    if r.name not in seen:
+      seen.add(r.name)
+      unique.append(r)
+  if not unique:
+    raise SystemExit("error: nothing to run: give --methods, --variants or --grid")
+  return unique
+
+
+def run_dir(workdir: str, run: Run, seed: int) -> str:
+  return os.path.join(workdir, "runs", run.name.replace("/", "__"), f"seed{seed}")
+
+
+def expected_hash(args: list[str]) -> str:
+  """The config hash `experiments.run` would compute for these arguments, parsed by the
+  same absl/ml_collections machinery (so a reused run is exactly this config)."""
+  from absl import flags
+  from ml_collections import config_flags
+  from experiments.run import _resolve_config_name
+  from crl_mmnar_jax.experiment import config_hash
+  argv = ["sweep"] + [a for a in _resolve_config_name(args[3:])
+                      if a.startswith("--config")]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  fv(argv)
+  return config_hash(fv.config)
+
+
+def execute(run: Run, seed: int, config: str, workdir: str,
+            common: tuple[tuple[str, str], ...]) -> dict:
+  """Runs (or reuses) one run; returns its status record."""
+  d = run_dir(workdir, run, seed)
+  record = {"run": run.name, "seed": seed, "workdir": d}
+  args = run.args(config, d, seed, common)
+  if os.path.exists(os.path.join(d, "results.json")):
+    with open(os.path.join(d, "config.json")) as f:
+      found = json.load(f).get("_config_hash")
+    if found != expected_hash(args):
+      return dict(record, status="failed",
+                  error=f"{d} holds results of another config (hash {found}); delete it "
+                        f"or use another --workdir")
+    return dict(record, status="reused")
+  os.makedirs(d, exist_ok=True)
+  t0 = time.perf_counter()
+  with open(os.path.join(d, "run.log"), "ab") as log:
+    proc = subprocess.run(args, stdout=log,
+                          stderr=subprocess.STDOUT, cwd=_repo_root())
+  record["seconds"] = round(time.perf_counter() - t0, 1)
+  if proc.returncode != 0:
+    with open(os.path.join(d, "run.log"), errors="replace") as f:
+      tail = [l.strip() for l in f if l.strip()]
+    return dict(record, status="failed", error=tail[-1] if tail else f"exit {proc.returncode}")
+  return dict(record, status="done")
+
+
+def _repo_root() -> str:
+  return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def load_results(workdir: str, runs: list[Run], seeds: list[int]) -> dict[str, dict[int, dict]]:
+  out = {}
+  for r in runs:
+    for s in seeds:
+      path = os.path.join(run_dir(workdir, r, s), "results.json")
+      if os.path.exists(path):
+        with open(path) as f:
+          out.setdefault(r.name, {})[s] = json.load(f)
+  return out
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+  a = np.asarray(values, dtype=float)
+  a = a[~np.isnan(a)]
+  if len(a) == 0:
+    return float("nan"), float("nan")
+  return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else float("nan")
+
+
+def comparison_rows(results: dict[str, dict[int, dict]], tasks: list[str]) -> list[dict]:
+  """Per run, view (test / test_rectified) and task: mean and sd over seeds, the mean
+  bootstrap CI of the AUROC and the paired AUROC difference to the first run."""
+  names = list(results)
+  rows = []
+  for name in names:
+    by_seed = results[name]
+    for view in ("test", "test_rectified"):
+      for task in tasks:
+        get = lambda r: r["metrics"][view][task]
+        row = {"run": name, "rectifier": view == "test_rectified", "task": task,
+               "n_seeds": len(by_seed)}
+        for m in METRICS:
+          row[m] = _mean_sd([get(r).get(m, float("nan")) for r in by_seed.values()])
+        cis = [get(r).get("ci95", {}).get("auroc") for r in by_seed.values()]
+        cis = [c for c in cis if c and c[0] is not None]
+        row["auroc_ci95"] = tuple(np.mean(cis, axis=0).tolist()) if cis else None
+        base = results[names[0]]
+        common = sorted(set(base) & set(by_seed))
+        diffs = [get(by_seed[s])["auroc"] - base[s]["metrics"][view][task]["auroc"]
+                 for s in common]
+        row["delta_auroc"] = _mean_sd(diffs) if name != names[0] else (0.0, 0.0)
+        row["n_paired"] = len(common)
+        rows.append(row)
+  return rows
+
+
+def _cell(ms: tuple[float, float], digits: int = 3) -> str:
+  mean, sd = ms
+  if np.isnan(mean):
+    return "n/a"
+  return f"{mean:.{digits}f}" if np.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def markdown(rows: list[dict], first: str) -> str:
+  lines = ["| run | rectifier | task | seeds | test AUROC | mean bootstrap 95% CI | "
+           f"Δ AUROC vs {first} (paired) | AUPRC | Brier | ECE |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    ci = (f"[{r['auroc_ci95'][0]:.3f}, {r['auroc_ci95'][1]:.3f}]" if r["auroc_ci95"]
+          else "n/a")
+    delta = "—" if r["run"] == first else f"{_cell(r['delta_auroc'])} (n={r['n_paired']})"
+    lines.append(f"| {r['run']} | {'yes' if r['rectifier'] else 'no'} | {r['task']} | "
+                 f"{r['n_seeds']} | {_cell(r['auroc'])} | {ci} | {delta} | "
+                 f"{_cell(r['auprc'])} | {_cell(r['brier'], 4)} | {_cell(r['ece'], 4)} |")
+  return "\n".join(lines)
+
+
+def to_csv(rows: list[dict]) -> str:
+  buf = io.StringIO()
+  w = csv.writer(buf)
+  w.writerow(["run", "rectifier", "task", "n_seeds"]
+             + [f"{m}_{s}" for m in METRICS for s in ("mean", "sd")]
+             + ["auroc_ci95_lo", "auroc_ci95_hi", "delta_auroc_mean", "delta_auroc_sd",
+                "n_paired"])
+  for r in rows:
+    ci = r["auroc_ci95"] or (float("nan"), float("nan"))
+    w.writerow([r["run"], r["rectifier"], r["task"], r["n_seeds"]]
+               + [v for m in METRICS for v in r[m]] + list(ci) + list(r["delta_auroc"])
+               + [r["n_paired"]])
+  return buf.getvalue()
+
+
+def plot(rows: list[dict], task: str, path: str) -> None:
+  from matplotlib.figure import Figure
+  runs = list(dict.fromkeys(r["run"] for r in rows))
+  fig = Figure(figsize=(max(5.0, 0.9 * len(runs) + 2), 3.6))
+  ax = fig.subplots()
+  for k, (rect, marker) in enumerate(((False, "o"), (True, "s"))):
+    sel = [next(r for r in rows if r["run"] == name and r["rectifier"] == rect
+                and r["task"] == task) for name in runs]
+    x = np.arange(len(runs)) + (k - 0.5) * 0.2
+    ax.errorbar(x, [r["auroc"][0] for r in sel],
+                yerr=[0 if np.isnan(r["auroc"][1]) else r["auroc"][1] for r in sel],
+                fmt=marker, capsize=3, label="rectified" if rect else "raw")
+  ax.set_xticks(np.arange(len(runs)), runs, rotation=30, ha="right", fontsize=8)
+  ax.set_ylabel(f"test AUROC ({task}), mean ± sd")
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+# ----------------------------------------------------------------------------- κ sensitivity
+
+
+def kappa_rows(results: dict[str, dict[int, dict]], kappas: list[float], workdir: str,
+               runs: list[Run]) -> list[dict]:
+  """Test Brier and AUROC (mean over tasks) with the rectifier refitted on validation
+  predictions at each fixed κ; mean ± sd over seeds."""
+  import polars as pl
+  from crl_mmnar_jax import metrics as metrics_lib
+  from crl_mmnar_jax import rectifier as rectifier_lib
+  out = []
+  by_name = {r.name: r for r in runs}
+  for name, by_seed in results.items():
+    for kappa in kappas:
+      brier, auc = [], []
+      for seed, res in by_seed.items():
+        pred = pl.read_parquet(os.path.join(run_dir(workdir, by_name[name], seed),
+                                            "predictions.parquet"))
+        cfg = json.load(open(os.path.join(run_dir(workdir, by_name[name], seed),
+                                          "config.json")))["rectifier"]
+        tasks = res["cohort"]["tasks"]
+        val, test = pred.filter(pl.col("split") == "val"), pred.filter(pl.col("split") == "test")
+        arr = lambda df, suffix: np.stack(
+            [df[f"{t}_{suffix}"].cast(pl.Float64).fill_null(np.nan).to_numpy() for t in tasks], 1)
+        rect = rectifier_lib.fit(
+            arr(val, "prob"), arr(val, "label"), val["pattern_id"].to_numpy(),
+            n_folds=int(cfg["n_folds"]), kappa_grid=(kappa,),
+            lambda_grid=tuple(cfg["lambda_grid"]), z=float(cfg["z"]),
+            min_count=int(cfg["min_count"]), shrinkage=float(cfg["shrinkage"]), seed=seed)
+        p = rect.apply(arr(test, "prob"), test["pattern_id"].to_numpy())
+        m = metrics_lib.task_metrics(arr(test, "label"), p, tasks)["mean"]
+        brier.append(m["brier"])
+        auc.append(m["auroc"])
+      out.append({"run": name, "kappa": kappa, "n_seeds": len(by_seed),
+                  "brier": _mean_sd(brier), "auroc": _mean_sd(auc)})
+  return out
+
+
+def kappa_markdown(rows: list[dict]) -> str:
+  lines = ["| run | κ | seeds | test Brier (mean over tasks) | test AUROC (mean over tasks) |",
+           "|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['run']} | {r['kappa']:g} | {r['n_seeds']} | {_cell(r['brier'], 4)} | "
+                 f"{_cell(r['auroc'])} |")
+  return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _check_same_splits(workdir: str, runs: list[Run], seeds: list[int]) -> list[str]:
+  """Names of runs whose splits.parquet differs from the first run's for some seed."""
+  import polars as pl
+  bad = []
+  for s in seeds:
+    ref = None
+    for r in runs:
+      path = os.path.join(run_dir(workdir, r, s), "splits.parquet")
+      if not os.path.exists(path):
+        continue
+      df = pl.read_parquet(path).sort("patient_id")
+      if ref is None:
+        ref = df
+      elif not df.equals(ref):
+        bad.append(f"{r.name} (seed {s})")
+  return bad
+
+
+def _write(path: str, text: str) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", default="synthetic", help="NAME[:ARGS] as for experiments.run")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--methods", default="", help="comma-separated names (experiments.configs.METHODS)")
+  p.add_argument("--variants", default="", help="'ablations' or some of: " + ", ".join(ABLATIONS))
+  p.add_argument("--grid", action="append", default=[], help="a.b=v1,v2 (repeatable)")
+  p.add_argument("--set", action="append", default=[], help="a.b=value for every run (repeatable)")
+  p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+  p.add_argument("--first_seed", type=int, default=0)
+  p.add_argument("--kappas", default="", help="post-hoc κ sensitivity values, e.g. 0,0.02,0.05")
+  p.add_argument("--dry_run", action="store_true", help="print the commands only")
+  return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+  a = parse_args(argv)
+  methods = [m for m in a.methods.split(",") if m]
+  from crl_mmnar_jax.methods import METHODS
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown:
+    raise SystemExit(f"error: unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+  runs = plan(methods, [v for v in a.variants.split(",") if v], a.grid)
+  common = _pairs(a.set, "--set")
+  seeds = list(range(a.first_seed, a.first_seed + a.seeds))
+  kappas = [float(k) for k in a.kappas.split(",") if k]
+  if a.dry_run:
+    for r in runs:
+      for s in seeds:
+        print(" ".join(r.args(a.config, run_dir(a.workdir, r, s), s, common)))
+    return 0
+  os.makedirs(a.workdir, exist_ok=True)
+  status = []
+  # Seed-major: an interrupted sweep has every run for its first seeds.
+  for i, (s, r) in enumerate(itertools.product(seeds, runs)):
+    rec = execute(r, s, a.config, a.workdir, common)
+    status.append(rec)
+    print(f"[{i + 1}/{len(runs) * len(seeds)}] {r.name} seed {s}: {rec['status']}"
+          + (f" ({rec['seconds']} s)" if "seconds" in rec else "")
+          + (f": {rec['error']}" if "error" in rec else ""), flush=True)
+    _write(os.path.join(a.workdir, "sweep.json"), json.dumps(
+        {"config": a.config, "set": dict(common), "seeds": seeds,
+         "runs": [dataclasses.asdict(x) for x in runs], "status": status}, indent=2))
+  results = load_results(a.workdir, runs, seeds)
+  if not results:
+    print("no finished runs: nothing to summarise", file=sys.stderr)
+    return 1
+  mismatched = _check_same_splits(a.workdir, runs, seeds)
+  if mismatched:
+    raise SystemExit(f"error: splits differ from the first run's for {mismatched}: the "
+                     f"runs are not comparable (different data or splits settings)")
+  tasks = ["mean"] + next(iter(next(iter(results.values())).values()))["cohort"]["tasks"]
+  rows = comparison_rows(results, tasks)
+  first = next(iter(results))
+  _write(os.path.join(a.workdir, "comparison.md"), markdown(rows, first) + "\n")
+  _write(os.path.join(a.workdir, "comparison.csv"), to_csv(rows))
+  plot(rows, "mean", os.path.join(a.workdir, "comparison.png"))
+  print(markdown([r for r in rows if r["task"] == "mean"], first))
+  if kappas:
+    krows = kappa_rows(results, kappas, a.workdir, runs)
+    _write(os.path.join(a.workdir, "kappa.md"), kappa_markdown(krows) + "\n")
+    with open(os.path.join(a.workdir, "kappa.csv"), "w") as f:
+      f.write("run,kappa,n_seeds,brier_mean,brier_sd,auroc_mean,auroc_sd\n")
+      for r in krows:
+        f.write(f"{r['run']},{r['kappa']},{r['n_seeds']},{r['brier'][0]},{r['brier'][1]},"
+                f"{r['auroc'][0]},{r['auroc'][1]}\n")
+    print(kappa_markdown(krows))
+  failed = [s for s in status if s["status"] == "failed"]
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
