@@ -156,11 +156,15 @@ def write_report(workdir: str, results: dict, predictions: pl.DataFrame,
                  modality_names: Sequence[str], plots: bool = True) -> str:
   """Writes WORKDIR/report.md (and PNGs); returns its path."""
   c, tr = results["cohort"], results["training"]
+  if tr.get("best_epoch") is None:    # a direct method: no training loop
+    fitted = f"Fitted without a training loop: {tr.get('model', '')} ({tr.get('fitted', {})})"
+  else:
+    fitted = f"Best epoch {tr['best_epoch']}"
   lines = [f"# {results['method']} on {c['name']} (seed {results['seed']})", "",
            f"Cohort: {c['n']} patients (train {c['n_train']}, val {c['n_val']}, test "
            f"{c['n_test']}), fingerprint `{c['fingerprint']}`, modalities "
-           f"{', '.join(c['modalities'])}. Best epoch {tr['best_epoch']} (validation mean "
-           f"AUROC {_f(tr['best_val_mean_auroc'], 4)}), {tr['devices']} device(s).", "",
+           f"{', '.join(c['modalities'])}. {fitted} (validation mean AUROC "
+           f"{_f(tr['best_val_mean_auroc'], 4)}), {tr['devices']} device(s).", "",
            "## Results", "", *results_table(results), ""]
   for key, title in (("reference", "Reference baselines (test)"),
                      ("oracle", "Oracle: the true probabilities (synthetic data only)")):

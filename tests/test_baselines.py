@@ -125,6 +125,7 @@ def test_every_method_trains_and_writes_the_output_contract(method, run):
   assert training["model"] == methods.get_method(method).summary
   if method not in NEURAL:     # what was selected on validation data
     assert set(training["fitted"]) == ({"l2"} if method == "logreg" else {"backend", "n_trees"})
+    assert "Fitted without a training loop" in (workdir / "report.md").read_text()
   lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert any("val/mean_auroc" in l for l in lines)
 
