@@ -24,7 +24,8 @@ several grids). `--kappas` adds the post-hoc rectifier sensitivity: the rectifie
 refitted on each run's validation predictions with κ fixed to each value (λ still
 chosen on validation) and evaluated on test.
 
-Outputs in WORKDIR: `comparison.md` and `comparison.csv` (per run, task and
+Outputs in WORKDIR: `summary.md` (per task, one line per run), `comparison.md` and
+`comparison.csv` (per run, task and
 with/without rectifier: mean ± sd over seeds of test AUROC, AUPRC, Brier and ECE, the
 mean bootstrap 95% interval of the AUROC, and the paired AUROC difference to the first
 run), `comparison.png`, `kappa.md`/`kappa.csv` with `--kappas`, and `sweep.json`
@@ -232,6 +233,21 @@ def markdown(rows: list[dict], first: str) -> str:
   return "\n".join(lines)
 
 
+def summary_markdown(rows: list[dict], task: str, first: str) -> str:
+  """One line per run for one task: AUROC without and with the rectifier, the paired
+  AUROC difference to the first run, AUPRC, Brier (without -> with) and ECE."""
+  by = {(r["run"], r["rectifier"]): r for r in rows if r["task"] == task}
+  lines = [f"| run | seeds | test AUROC | + rectifier | Δ AUROC vs {first} (paired) | AUPRC | "
+           "Brier (→ rectified) | ECE |", "|---|---|---|---|---|---|---|---|"]
+  for name in dict.fromkeys(r["run"] for r in rows):
+    raw, rect = by[(name, False)], by[(name, True)]
+    delta = "—" if name == first else _cell(raw["delta_auroc"])
+    lines.append(f"| {name} | {raw['n_seeds']} | {_cell(raw['auroc'])} | {_cell(rect['auroc'])} | "
+                 f"{delta} | {_cell(raw['auprc'])} | {_cell(raw['brier'], 4)} → "
+                 f"{rect['brier'][0]:.4f} | {_cell(raw['ece'], 4)} |")
+  return "\n".join(lines)
+
+
 def to_csv(rows: list[dict]) -> str:
   buf = io.StringIO()
   w = csv.writer(buf)
@@ -400,7 +416,10 @@ def main(argv: list[str]) -> int:
   _write(os.path.join(a.workdir, "comparison.md"), markdown(rows, first) + "\n")
   _write(os.path.join(a.workdir, "comparison.csv"), to_csv(rows))
   plot(rows, "mean", os.path.join(a.workdir, "comparison.png"))
-  print(markdown([r for r in rows if r["task"] == "mean"], first))
+  summary = "\n\n".join(f"### {task}\n\n" + summary_markdown(rows, task, first)
+                         for task in tasks)
+  _write(os.path.join(a.workdir, "summary.md"), summary + "\n")
+  print(summary_markdown(rows, "mean", first))
   if kappas:
     krows = kappa_rows(results, kappas, a.workdir, runs)
     _write(os.path.join(a.workdir, "kappa.md"), kappa_markdown(krows) + "\n")

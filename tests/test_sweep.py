@@ -52,6 +52,9 @@ def test_comparison_rows_against_numpy():
   assert lr["n_paired"] == 2 and lr["auroc_ci95"] is None
   table = sweep.markdown(rows, "crl_mmnar")
   assert "| crl_mmnar | no | mean | 2 | 0.820 ± 0.028 | [0.720, 0.920] | — |" in table
+  summary = sweep.summary_markdown(rows, "mean", "crl_mmnar")
+  assert "| crl_mmnar | 2 | 0.820 ± 0.028 | 0.820 ± 0.014 | — |" in summary
+  assert f"| logreg | 3 | {np.mean([0.78, 0.79, 0.70]):.3f} ± " in summary
   csv_lines = sweep.to_csv(rows).splitlines()
   assert len(csv_lines) == 1 + len(rows) and csv_lines[0].startswith("run,rectifier,task")
 
@@ -63,7 +66,8 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys):
           "--variants=no_contrastive", "--set=data.n=300", "--set=train.epochs=1",
           "--set=eval.n_boot=0", "--set=eval.plots=False", "--kappas=0,0.05"]
   assert sweep.main(argv) == 0
-  for name in ("comparison.md", "comparison.csv", "comparison.png", "kappa.md", "sweep.json"):
+  for name in ("summary.md", "comparison.md", "comparison.csv", "comparison.png", "kappa.md",
+               "sweep.json"):
     assert os.path.exists(os.path.join(work, name)), name
   runs = sweep.plan(["crl_mmnar"], ["no_contrastive"], [])
   # Both runs used the same patient-level split.
