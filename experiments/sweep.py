@@ -41,6 +41,7 @@ import io
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -113,7 +114,11 @@ def plan(methods: list[str], variants: list[str], grids: list[str]) -> list[Run]
 
 
 def run_dir(workdir: str, run: Run, seed: int) -> str:
-  return os.path.join(workdir, "runs", run.name.replace("/", "__"), f"seed{seed}")
+  """WORKDIR/runs/NAME/seedK, NAME with every character but [A-Za-z0-9._-] replaced by
+  "_" ("crl_mmnar[loss.con=0.1]" -> "crl_mmnar_loss.con_0.1_"): checkpoint paths must
+  not hold glob characters."""
+  return os.path.join(workdir, "runs", re.sub(r"[^A-Za-z0-9._-]", "_", run.name),
+                      f"seed{seed}")
 
 
 def expected_hash(args: list[str]) -> str:

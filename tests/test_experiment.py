@@ -246,6 +246,15 @@ def test_bad_command_line_gives_clear_error(args, expected, tmp_path):
   assert not (tmp_path / "work").exists()
 
 
+@pytest.mark.parametrize("name", ["run[lr=1e-3]", "run*", "run?"])
+def test_workdir_with_glob_characters_is_refused_before_anything_runs(name, tmp_path):
+  # orbax/tensorstore saves below such a path but cannot restore: it must fail up front.
+  from crl_mmnar_jax.experiment import train_and_evaluate
+  with pytest.raises(ValueError, match="checkpoints cannot be restored"):
+    train_and_evaluate(synthetic_config.get_config("tiny"), str(tmp_path / name))
+  assert list(tmp_path.iterdir()) == []
+
+
 def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
   import re
   import jax

@@ -24,6 +24,10 @@ def test_plan_names_overrides_and_dedup():
   args = by["logreg"].args("synthetic:tiny", "/w", 3, (("train.epochs", "2"),))
   assert args[2:] == ["experiments.run", "--config=synthetic:tiny", "--workdir=/w",
                       "--config.seed=3", "--config.method=logreg", "--config.train.epochs=2"]
+  assert sweep.run_dir("/w", by["crl_mmnar[loss.con=1.0]"], 2) == \
+      "/w/runs/crl_mmnar_loss.con_1.0_/seed2"
+  assert sweep.run_dir("/w", by["crl_mmnar/no_reconstruction"], 0) == \
+      "/w/runs/crl_mmnar_no_reconstruction/seed0"
   with pytest.raises(SystemExit, match="unknown variant 'no_such'"):
     sweep.plan([], ["no_such"], [])
   with pytest.raises(SystemExit, match="nothing to run"):
