@@ -416,18 +416,6 @@ def run_experiment(workdir: str, cells: Sequence[Cell], methods: Sequence[str],
   return collect(workdir, cells, methods, setting.target_pattern)
 
 
-def _resolve_config_name(argv: list[str]) -> list[str]:
-  """--config=NAME[:ARGS] (a file in experiments/configs) -> the path ml_collections reads."""
-  out = []
-  for a in argv:
-    if a.startswith("--config="):
-      name, sep, args = a.split("=", 1)[1].partition(":")
-      if not name.endswith(".py"):
-        a = f"--config={os.path.join(CONFIG_DIR, name + '.py')}{sep}{args}"
-    out.append(a)
-  return out
-
-
 def main(argv: list[str]) -> None:
   from absl import app, flags, logging
   from ml_collections import config_flags
@@ -474,7 +462,8 @@ def main(argv: list[str]) -> None:
     with open(os.path.join(workdir.value, "injection.md")) as f:
       print(f.read())
 
-  app.run(_main, argv=_resolve_config_name(argv))
+  from experiments.configs import resolve_config_argv
+  app.run(_main, argv=resolve_config_argv(argv))
 
 
 if __name__ == "__main__":

@@ -15,31 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-_NOT_CONFIGS = {"__init__", "base"}
-
-
-def available_configs() -> list[str]:
-  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
-                if f.endswith(".py") and f[:-3] not in _NOT_CONFIGS)
-
-
-def _resolve_config_name(argv: list[str]) -> list[str]:
-  """Turns --config=NAME[:ARGS] into the path ml_collections expects; checks NAME."""
-  out = []
-  for i, a in enumerate(argv):
-    if a.startswith("--config=") or (a == "--config" and i + 1 < len(argv)):
-      value = a.split("=", 1)[1] if "=" in a else None
-      if value is not None:
-        name, sep, args = value.partition(":")
-        if not name.endswith(".py"):
-          if name not in available_configs():
-            sys.exit(f"error: unknown config {name!r}; available: "
-                     f"{', '.join(available_configs())}")
-          a = f"--config={os.path.join(CONFIG_DIR, name + '.py')}{sep}{args}"
-    out.append(a)
-  return out
-
+from experiments.configs import CONFIG_DIR, resolve_config_argv
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(CONFIG_DIR, "synthetic.py"),
@@ -96,7 +72,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run() -> None:
-  sys.argv = _resolve_config_name(sys.argv)
+  sys.argv = resolve_config_argv(sys.argv)
   app.run(main, flags_parser=_parse_flags)
 
 

@@ -126,9 +126,9 @@ def expected_hash(args: list[str]) -> str:
   same absl/ml_collections machinery (so a reused run is exactly this config)."""
   from absl import flags
   from ml_collections import config_flags
-  from experiments.run import _resolve_config_name
+  from experiments.configs import resolve_config_argv
   from crl_mmnar_jax.experiment import config_hash
-  argv = ["sweep"] + [a for a in _resolve_config_name(args[3:])
+  argv = ["sweep"] + [a for a in resolve_config_argv(args[3:])
                       if a.startswith("--config")]
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, flag_values=fv, lock_config=True,
