@@ -142,7 +142,7 @@ import numpy as np
 import polars as pl
 
 from crl_mmnar_jax.cohort import Cohort
-from crl_mmnar_jax.featurize import featurize
+from crl_mmnar_jax.featurize import featurize_batched
 from crl_mmnar_jax.featurize import ModalityGroup
 from crl_mmnar_jax.tables import DataError, check_tasks
 
@@ -360,36 +360,24 @@ def _series_stage(directory: str, table: str, offset: str, variables: Sequence[s
               .join(per_stay, on=_STAY, how="left")["len"].fill_null(0).to_numpy())
   values_S = n_rows_S.astype(np.int64) * (1 if long is not None else len(variables))
   batch_S = (np.cumsum(values_S) - values_S) // BATCH_VALUES
-  present, features, report = [], [], {"n_measurements": 0, "n_used": 0,
-                                       "n_out_of_range": 0, "out_of_range": {}}
-  names: tuple[str, ...] = ()
-  for b in np.unique(batch_S):
-    batch = sorted_S[batch_S == b]
+
+  def load_batch(batch: np.ndarray) -> pl.DataFrame:
     blf = pl.scan_parquet(rows_path).filter(
         pl.col(_STAY).is_between(int(batch[0]), int(batch[-1])) &
         pl.col(_STAY).is_in(pl.Series(batch).implode()))
     if long is None:
       blf = blf.unpivot(index=[_STAY, offset], on=list(variables),
                         variable_name="variable", value_name="value")
-    blf = blf.filter(pl.col("value").is_not_null()).select(
+    return blf.filter(pl.col("value").is_not_null()).select(
         pl.col(_STAY).alias("stay_id"),
         (pl.col(offset).cast(pl.Float64) / 60.0).alias("time"),
-        "variable", pl.col("value").cast(pl.Float64))
-    feats = featurize(blf.collect(), group, stays=batch,
-                      window=(0.0, window_min / 60.0), valid_ranges=VALID_RANGES,
-                      out_of_range="drop", unknown_variables="ignore")
-    present.append(feats.present[:, 0])
-    features.append(feats.features[0])
-    names = feats.feature_names[0]
-    for k in ("n_measurements", "n_used", "n_out_of_range"):
-      report[k] += int(feats.report[k])
-    for var, c in feats.report["out_of_range"].items():
-      report["out_of_range"][var] = report["out_of_range"].get(var, 0) + int(c)
+        "variable", pl.col("value").cast(pl.Float64)).collect()
+
+  df, report = featurize_batched(load_batch, group, sorted_S, batch_S, _STAY,
+                                 window=(0.0, window_min / 60.0), valid_ranges=VALID_RANGES,
+                                 out_of_range="drop", unknown_variables="ignore")
   os.remove(rows_path)
-  back_N = np.searchsorted(sorted_S, stays)          # sorted order -> `stays` order
-  df = pl.DataFrame({_STAY: stays, "present": np.concatenate(present)[back_N]})
-  df = df.hstack(pl.DataFrame(np.concatenate(features)[back_N], schema=list(names),
-                              orient="row"))
+  df = df[np.searchsorted(sorted_S, stays)]          # sorted order -> `stays` order
   return df, report
 
 

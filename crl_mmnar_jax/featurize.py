@@ -44,7 +44,7 @@ the aggregation cache-friendly (`experiments/bench.py`, section "featurize").
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
 import numpy as np
@@ -393,3 +393,33 @@ def _report(report_df: pl.DataFrame, variables: Sequence[str], unknown: dict[str
     logging.info("featurize: ignored %d measurement(s) with a null or non-finite time or "
                  "value", report["n_invalid"])
   return report
+
+
+def featurize_batched(load_batch: Callable[[np.ndarray], pl.DataFrame],
+                      groups: Sequence[ModalityGroup], ids_N: np.ndarray, batch_N: np.ndarray,
+                      id_col: str, **kwargs) -> tuple[pl.DataFrame, dict[str, Any]]:
+  """`featurize` of one group over batches of stays, in bounded memory.
+
+  `ids_N` are the stays (any order), `batch_N` the batch index of each; `load_batch(ids)`
+  returns the measurements of those stays. Returns one frame in `ids_N` order
+  (`id_col`, `present`, the features) and the batches' reports summed.
+  """
+  present, features, names = [], [], ()
+  report = {"n_measurements": 0, "n_used": 0, "n_out_of_range": 0, "out_of_range": {}}
+  order_N = np.argsort(batch_N, kind="stable")
+  for b in np.unique(batch_N):
+    batch = ids_N[batch_N == b]
+    feats = featurize(load_batch(batch), groups, stays=batch, **kwargs)
+    present.append(feats.present[:, 0])
+    features.append(feats.features[0])
+    names = feats.feature_names[0]
+    for k in ("n_measurements", "n_used", "n_out_of_range"):
+      report[k] += int(feats.report[k])
+    for var, c in feats.report["out_of_range"].items():
+      report["out_of_range"][var] = report["out_of_range"].get(var, 0) + int(c)
+  back_N = np.empty_like(order_N)
+  back_N[order_N] = np.arange(len(order_N))        # batch-concatenated order -> ids_N order
+  df = pl.DataFrame({id_col: ids_N, "present": np.concatenate(present)[back_N]})
+  return df.hstack(pl.DataFrame(np.concatenate(features)[back_N], schema=list(names),
+                                orient="row")), report
+

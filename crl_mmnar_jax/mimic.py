@@ -181,7 +181,7 @@ from crl_mmnar_jax.data import fingerprint
 from crl_mmnar_jax.eicu import _header
 from crl_mmnar_jax.eicu import _stage
 from crl_mmnar_jax.featurize import ModalityGroup
-from crl_mmnar_jax.featurize import featurize
+from crl_mmnar_jax.featurize import featurize_batched
 from crl_mmnar_jax.tables import DataError, check_tasks
 from crl_mmnar_jax.text_embed import ENCODERS
 from crl_mmnar_jax.text_embed import get_encoder
@@ -756,28 +756,18 @@ def _series_stage(rows: pl.LazyFrame, path: str, items: dict[int, str], name: st
   n_S = (pl.DataFrame({"subject_id": sorted_S}).join(per, on="subject_id", how="left")
          ["len"].fill_null(0).to_numpy().astype(np.int64))
   batch_S = (np.cumsum(n_S) - n_S) // BATCH_VALUES
-  present, features, names = [], [], ()
-  report = {"n_measurements": 0, "n_used": 0, "n_out_of_range": 0, "out_of_range": {}}
-  for b in np.unique(batch_S):
-    batch = sorted_S[batch_S == b]
-    blf = pl.scan_parquet(rows_path).filter(
+
+  def load_batch(batch: np.ndarray) -> pl.DataFrame:
+    return pl.scan_parquet(rows_path).filter(
         pl.col("subject_id").is_between(int(batch[0]), int(batch[-1]))
-        & pl.col("subject_id").is_in(pl.Series(batch).implode()))
-    feats = featurize(blf.collect(), group, stays=batch, window=(0.0, float("inf")),
-                      valid_ranges=VALID_RANGES, out_of_range="drop",
-                      stay_col="subject_id", time_col="hours", unknown_variables="ignore")
-    present.append(feats.present[:, 0])
-    features.append(feats.features[0])
-    names = feats.feature_names[0]
-    for k in ("n_measurements", "n_used", "n_out_of_range"):
-      report[k] += int(feats.report[k])
-    for var, c in feats.report["out_of_range"].items():
-      report["out_of_range"][var] = report["out_of_range"].get(var, 0) + int(c)
+        & pl.col("subject_id").is_in(pl.Series(batch).implode())).collect()
+
+  df, report = featurize_batched(load_batch, group, sorted_S, batch_S, "subject_id",
+                                 window=(0.0, float("inf")), valid_ranges=VALID_RANGES,
+                                 out_of_range="drop", stay_col="subject_id",
+                                 time_col="hours", unknown_variables="ignore")
   os.remove(rows_path)
-  back_N = np.searchsorted(sorted_S, subjects)
-  df = pl.DataFrame({"subject_id": subjects, "present": np.concatenate(present)[back_N]})
-  return df.hstack(pl.DataFrame(np.concatenate(features)[back_N], schema=list(names),
-                                orient="row")), report
+  return df[np.searchsorted(sorted_S, subjects)], report    # sorted -> `subjects` order
 
 
 def _count_stage(rows: pl.LazyFrame, path: str, key: str, prefix: str,
