@@ -15,6 +15,18 @@ import jax
 import orbax.checkpoint as ocp
 
 
+_GLOB_CHARACTERS = "[]*?"
+
+
+def check_directory(workdir: str) -> None:
+  """orbax/tensorstore saves below a path with glob characters but cannot restore from
+  it (the failure would come after training): refuse such a path up front."""
+  bad = sorted(set(_GLOB_CHARACTERS) & set(os.path.abspath(workdir)))
+  if bad:
+    raise ValueError(f"workdir {workdir!r} contains {''.join(bad)!r}: checkpoints cannot be "
+                     f"restored below such a path (orbax/tensorstore); choose another name")
+
+
 def _manager(directory: str) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       preservation_policy=ocp.checkpoint_managers.LatestN(1),
@@ -29,6 +41,7 @@ class Checkpoints:
   """The run's two checkpoint managers under `WORKDIR/checkpoints/`."""
 
   def __init__(self, workdir: str):
+    check_directory(workdir)
     self.latest = _manager(os.path.join(workdir, "checkpoints", "latest"))
     self.best = _manager(os.path.join(workdir, "checkpoints", "best"))
 

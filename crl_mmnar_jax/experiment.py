@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 import polars as pl
 
+from crl_mmnar_jax import checkpoint
 from crl_mmnar_jax import data as data_lib
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax import rectifier as rectifier_lib
@@ -80,18 +81,6 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     else:
       out[f"{prefix}{k}"] = v
   return out
-
-
-_GLOB_CHARACTERS = "[]*?"
-
-
-def check_workdir_name(workdir: str) -> None:
-  """orbax/tensorstore cannot restore a checkpoint below a path with glob characters (the
-  save succeeds, the restore fails after training): refuse such a workdir up front."""
-  bad = sorted(set(_GLOB_CHARACTERS) & set(os.path.abspath(workdir)))
-  if bad:
-    raise ValueError(f"workdir {workdir!r} contains {''.join(bad)!r}: checkpoints cannot be "
-                     f"restored below such a path (orbax/tensorstore); choose another name")
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -249,7 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Runs one experiment end to end; returns the results dict (also in results.json)."""
   from crl_mmnar_jax import methods as methods_lib   # imports are slow: not at module level
   method = methods_lib.get_method(config.method)     # a bad name fails before loading data
-  check_workdir_name(workdir)
+  checkpoint.check_directory(workdir)    # before any data is read
   t_start = time.perf_counter()
   loaded = data_lib.load(config)
   cohort = loaded.cohort.validate(config.data.name)

@@ -36,6 +36,8 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
+from experiments.sweep import fmt, mean_sd
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "injection.py")
 REFERENCE = "logreg_reference"
@@ -240,14 +242,6 @@ def collect(workdir: str, cells: Sequence[Cell], methods: Sequence[str],
   return rows
 
 
-def _mean_sd(values) -> tuple[float, float]:
-  v = np.asarray([np.nan if x is None else x for x in values], dtype=float)
-  v = v[~np.isnan(v)]
-  if v.size == 0:
-    return float("nan"), float("nan")
-  return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
-
-
 def _task_means(rows: list[dict], key: str) -> dict[tuple, float]:
   """(strength, seed, method) -> mean over tasks of rows[key]."""
   acc: dict[tuple, list] = {}
@@ -274,12 +268,12 @@ def summarize(rows: list[dict], methods: Sequence[str]) -> dict[str, Any]:
     seeds = sorted({r["seed"] for r in rows if r["strength"] == s})
     entry: dict[str, Any] = {"strength": s, "seeds": len(seeds)}
     for m in all_methods:
-      entry[m] = _mean_sd([auc[(s, k, m)] for k in seeds])
-      entry[f"{m}+rect"] = _mean_sd([auc_r[(s, k, m)] for k in seeds])
+      entry[m] = mean_sd([auc[(s, k, m)] for k in seeds])
+      entry[f"{m}+rect"] = mean_sd([auc_r[(s, k, m)] for k in seeds])
     for m in _baselines(methods):
-      entry[f"gain_vs_{m}"] = _mean_sd([auc[(s, k, MAIN_METHOD)] - auc[(s, k, m)]
+      entry[f"gain_vs_{m}"] = mean_sd([auc[(s, k, MAIN_METHOD)] - auc[(s, k, m)]
                                         for k in seeds])
-      entry[f"gain_rect_vs_{m}"] = _mean_sd(
+      entry[f"gain_rect_vs_{m}"] = mean_sd(
           [auc_r[(s, k, MAIN_METHOD)] - auc_r[(s, k, m)] for k in seeds])
     out["auroc"].append(entry)
     for m in all_methods:
@@ -288,22 +282,15 @@ def summarize(rows: list[dict], methods: Sequence[str]) -> dict[str, Any]:
            if r["tau"] is not None and r["se"]]
       out["target"].append({
           "strength": s, "method": m, "cells": len(sel),
-          "truth_val": _mean_sd([r["truth_val"] for r in sel])[0],
-          "tau": _mean_sd([r["tau"] for r in sel]),
-          "se": _mean_sd([r["se"] for r in sel])[0],
+          "truth_val": mean_sd([r["truth_val"] for r in sel])[0],
+          "tau": mean_sd([r["tau"] for r in sel]),
+          "se": mean_sd([r["se"] for r in sel])[0],
           "within_2se": float(np.mean(np.abs(z) < 2)) if z else float("nan"),
-          "shift": _mean_sd([r["shift"] for r in sel])[0],
-          "resid_test": _mean_sd([r["resid_test"] for r in sel]),
-          "resid_test_rectified": _mean_sd([r["resid_test_rectified"] for r in sel]),
+          "shift": mean_sd([r["shift"] for r in sel])[0],
+          "resid_test": mean_sd([r["resid_test"] for r in sel]),
+          "resid_test_rectified": mean_sd([r["resid_test_rectified"] for r in sel]),
       })
   return out
-
-
-def _pm(x: tuple[float, float], d: int = 3) -> str:
-  mean, sd = x
-  if np.isnan(mean):
-    return "n/a"
-  return f"{mean:.{d}f}" if np.isnan(sd) else f"{mean:.{d}f} ± {sd:.{d}f}"
 
 
 def markdown(summary: dict, methods: Sequence[str], setting: Setting, command: str) -> str:
@@ -325,8 +312,8 @@ def markdown(summary: dict, methods: Sequence[str], setting: Setting, command: s
       "|---|---|" + "---|---|" * len(all_methods) + "---|" * len(others),
   ]
   for e in summary["auroc"]:
-    cells = " | ".join(f"{_pm(e[m])} | {_pm(e[m + '+rect'])}" for m in all_methods)
-    gains = "".join(f" | {_pm(e['gain_vs_' + m])}" for m in others)
+    cells = " | ".join(f"{fmt(e[m])} | {fmt(e[m + '+rect'])}" for m in all_methods)
+    gains = "".join(f" | {fmt(e['gain_vs_' + m])}" for m in others)
     lines.append(f"| {e['strength']:g} | {e['seeds']} | {cells}{gains} |")
   lines += [
       "", f"## Target pattern {setting.target_pattern}: τ̂ vs the injected effect", "",
@@ -342,9 +329,9 @@ def markdown(summary: dict, methods: Sequence[str], setting: Setting, command: s
   ]
   for e in summary["target"]:
     lines.append(
-        f"| {e['strength']:g} | {e['method']} | {e['truth_val']:.3f} | {_pm(e['tau'])} | "
+        f"| {e['strength']:g} | {e['method']} | {e['truth_val']:.3f} | {fmt(e['tau'])} | "
         f"{e['se']:.3f} | {e['within_2se']:.2f} | {e['shift']:+.3f} | "
-        f"{_pm(e['resid_test'])} | {_pm(e['resid_test_rectified'])} |")
+        f"{fmt(e['resid_test'])} | {fmt(e['resid_test_rectified'])} |")
   return "\n".join(lines) + "\n"
 
 

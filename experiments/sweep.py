@@ -182,7 +182,8 @@ def load_results(workdir: str, runs: list[Run], seeds: list[int]) -> dict[str, d
   return out
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
+def mean_sd(values) -> tuple[float, float]:
+  """Mean and sample sd of the non-missing values (None and NaN are skipped)."""
   a = np.asarray(values, dtype=float)
   a = a[~np.isnan(a)]
   if len(a) == 0:
@@ -203,7 +204,7 @@ def comparison_rows(results: dict[str, dict[int, dict]], tasks: list[str]) -> li
         row = {"run": name, "rectifier": view == "test_rectified", "task": task,
                "n_seeds": len(by_seed)}
         for m in METRICS:
-          row[m] = _mean_sd([get(r).get(m, float("nan")) for r in by_seed.values()])
+          row[m] = mean_sd([get(r).get(m, float("nan")) for r in by_seed.values()])
         cis = [get(r).get("ci95", {}).get("auroc") for r in by_seed.values()]
         cis = [c for c in cis if c and c[0] is not None]
         row["auroc_ci95"] = tuple(np.mean(cis, axis=0).tolist()) if cis else None
@@ -211,13 +212,14 @@ def comparison_rows(results: dict[str, dict[int, dict]], tasks: list[str]) -> li
         common = sorted(set(base) & set(by_seed))
         diffs = [get(by_seed[s])["auroc"] - base[s]["metrics"][view][task]["auroc"]
                  for s in common]
-        row["delta_auroc"] = _mean_sd(diffs) if name != names[0] else (0.0, 0.0)
+        row["delta_auroc"] = mean_sd(diffs) if name != names[0] else (0.0, 0.0)
         row["n_paired"] = len(common)
         rows.append(row)
   return rows
 
 
-def _cell(ms: tuple[float, float], digits: int = 3) -> str:
+def fmt(ms: tuple[float, float], digits: int = 3) -> str:
+  """'mean ± sd', 'mean' when sd is undefined, 'n/a' when the mean is."""
   mean, sd = ms
   if np.isnan(mean):
     return "n/a"
@@ -231,10 +233,10 @@ def markdown(rows: list[dict], first: str) -> str:
   for r in rows:
     ci = (f"[{r['auroc_ci95'][0]:.3f}, {r['auroc_ci95'][1]:.3f}]" if r["auroc_ci95"]
           else "n/a")
-    delta = "—" if r["run"] == first else f"{_cell(r['delta_auroc'])} (n={r['n_paired']})"
+    delta = "—" if r["run"] == first else f"{fmt(r['delta_auroc'])} (n={r['n_paired']})"
     lines.append(f"| {r['run']} | {'yes' if r['rectifier'] else 'no'} | {r['task']} | "
-                 f"{r['n_seeds']} | {_cell(r['auroc'])} | {ci} | {delta} | "
-                 f"{_cell(r['auprc'])} | {_cell(r['brier'], 4)} | {_cell(r['ece'], 4)} |")
+                 f"{r['n_seeds']} | {fmt(r['auroc'])} | {ci} | {delta} | "
+                 f"{fmt(r['auprc'])} | {fmt(r['brier'], 4)} | {fmt(r['ece'], 4)} |")
   return "\n".join(lines)
 
 
@@ -246,10 +248,10 @@ def summary_markdown(rows: list[dict], task: str, first: str) -> str:
            "Brier (→ rectified) | ECE |", "|---|---|---|---|---|---|---|---|"]
   for name in dict.fromkeys(r["run"] for r in rows):
     raw, rect = by[(name, False)], by[(name, True)]
-    delta = "—" if name == first else _cell(raw["delta_auroc"])
-    lines.append(f"| {name} | {raw['n_seeds']} | {_cell(raw['auroc'])} | {_cell(rect['auroc'])} | "
-                 f"{delta} | {_cell(raw['auprc'])} | {_cell(raw['brier'], 4)} → "
-                 f"{rect['brier'][0]:.4f} | {_cell(raw['ece'], 4)} |")
+    delta = "—" if name == first else fmt(raw["delta_auroc"])
+    lines.append(f"| {name} | {raw['n_seeds']} | {fmt(raw['auroc'])} | {fmt(rect['auroc'])} | "
+                 f"{delta} | {fmt(raw['auprc'])} | {fmt(raw['brier'], 4)} → "
+                 f"{rect['brier'][0]:.4f} | {fmt(raw['ece'], 4)} |")
   return "\n".join(lines)
 
 
@@ -304,10 +306,10 @@ def kappa_rows(results: dict[str, dict[int, dict]], kappas: list[float], workdir
     for kappa in kappas:
       brier, auc = [], []
       for seed, res in by_seed.items():
-        pred = pl.read_parquet(os.path.join(run_dir(workdir, by_name[name], seed),
-                                            "predictions.parquet"))
-        cfg = json.load(open(os.path.join(run_dir(workdir, by_name[name], seed),
-                                          "config.json")))["rectifier"]
+        d = run_dir(workdir, by_name[name], seed)
+        pred = pl.read_parquet(os.path.join(d, "predictions.parquet"))
+        with open(os.path.join(d, "config.json")) as f:
+          cfg = json.load(f)["rectifier"]
         tasks = res["cohort"]["tasks"]
         val, test = pred.filter(pl.col("split") == "val"), pred.filter(pl.col("split") == "test")
         arr = lambda df, suffix: np.stack(
@@ -322,7 +324,7 @@ def kappa_rows(results: dict[str, dict[int, dict]], kappas: list[float], workdir
         brier.append(m["brier"])
         auc.append(m["auroc"])
       out.append({"run": name, "kappa": kappa, "n_seeds": len(by_seed),
-                  "brier": _mean_sd(brier), "auroc": _mean_sd(auc)})
+                  "brier": mean_sd(brier), "auroc": mean_sd(auc)})
   return out
 
 
@@ -330,8 +332,8 @@ def kappa_markdown(rows: list[dict]) -> str:
   lines = ["| run | κ | seeds | test Brier (mean over tasks) | test AUROC (mean over tasks) |",
            "|---|---|---|---|---|"]
   for r in rows:
-    lines.append(f"| {r['run']} | {r['kappa']:g} | {r['n_seeds']} | {_cell(r['brier'], 4)} | "
-                 f"{_cell(r['auroc'])} |")
+    lines.append(f"| {r['run']} | {r['kappa']:g} | {r['n_seeds']} | {fmt(r['brier'], 4)} | "
+                 f"{fmt(r['auroc'])} |")
   return "\n".join(lines)
 
 
@@ -368,7 +370,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", default="synthetic", help="NAME[:ARGS] as for experiments.run")
   p.add_argument("--workdir", required=True)
-  p.add_argument("--methods", default="", help="comma-separated names (experiments.configs.METHODS)")
+  p.add_argument("--methods", default="",
+                 help="comma-separated names (experiments.configs.METHODS)")
   p.add_argument("--variants", default="", help="'ablations' or some of: " + ", ".join(ABLATIONS))
   p.add_argument("--grid", action="append", default=[], help="a.b=v1,v2 (repeatable)")
   p.add_argument("--set", action="append", default=[], help="a.b=value for every run (repeatable)")

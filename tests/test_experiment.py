@@ -255,6 +255,13 @@ def test_workdir_with_glob_characters_is_refused_before_anything_runs(name, tmp_
   assert list(tmp_path.iterdir()) == []
 
 
+def test_checkpoints_refuse_a_directory_with_glob_characters(tmp_path):
+  from crl_mmnar_jax.checkpoint import Checkpoints
+  with pytest.raises(ValueError, match=r"contains '\[\]'"):
+    Checkpoints(str(tmp_path / "run[1]"))
+  assert list(tmp_path.iterdir()) == []
+
+
 def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
   import re
   import jax
