@@ -103,6 +103,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from crl_mmnar_jax import shards
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.model import Fusion, MLPBlock, ModelConfig
 
@@ -169,7 +170,8 @@ class ReferencePatients(nnx.Module):
   at evaluation instead of the other evaluated patients."""
 
   def __init__(self, cohort: Cohort, rows: np.ndarray):
-    self.x_RxF = Constant(jnp.asarray(np.concatenate([f[rows] for f in cohort.features], 1)))
+    x = [shards.gather_rows(f, rows) for f in cohort.features]   # wherever they are held
+    self.x_RxF = Constant(jnp.asarray(np.concatenate(x, 1)))
     self.present_RxM = Constant(jnp.asarray(cohort.present[rows]))
     self.split_at = _split_points(cohort.input_dims)
 

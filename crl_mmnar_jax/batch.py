@@ -7,8 +7,6 @@ absent and whose labels are all unknown; they contribute nothing to any loss or 
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import flax.struct
 import jax
 import numpy as np
@@ -44,45 +42,35 @@ class Batch:
 
 
 def make_batch(cohort: Cohort, rows: np.ndarray, batch_size: int | None = None) -> Batch:
-  """Gathers `rows` of the cohort into a numpy Batch padded to `batch_size` rows."""
+  """Gathers `rows` of the cohort into a numpy Batch of `batch_size` rows.
+
+  A row -1 is a padding row in place; `rows` shorter than `batch_size` is padded at
+  its end. Only the real rows' features are read.
+  """
   rows = np.asarray(rows, dtype=np.int64)
   b = len(rows) if batch_size is None else batch_size
   if len(rows) > b:
     raise ValueError(f"{len(rows)} rows do not fit a batch of {b}")
-  pad = b - len(rows)
+  rows = np.concatenate([rows, np.full(b - len(rows), -1, np.int64)])
+  real = rows >= 0
+  sel = rows[real]
 
-  def padded(a: np.ndarray, fill) -> np.ndarray:
-    if pad == 0:
+  def placed(a: np.ndarray, fill) -> np.ndarray:
+    if real.all():
       return a
-    return np.concatenate([a, np.full((pad,) + a.shape[1:], fill, a.dtype)])
+    out = np.full((b,) + a.shape[1:], fill, a.dtype)
+    out[real] = a
+    return out
 
-  present = cohort.present[rows]
-  labels = cohort.labels[rows]
+  present = cohort.present[sel]
+  labels = cohort.labels[sel]
   known = ~np.isnan(labels)
   return Batch(
-      x=tuple(padded(f[rows], 0.0) for f in cohort.features),
-      present_BxM=padded(present, False),
-      labels_BxT=padded(np.where(known, labels, 0.0).astype(np.float32), 0.0),
-      label_mask_BxT=padded(known, False),
-      pattern_B=padded(pattern_ids(present), 0),
-      patient_B=padded(rows.astype(np.int32), -1),
-      weight_B=padded(np.ones(len(rows), np.float32), 0.0),
+      x=tuple(placed(f[sel], 0.0) for f in cohort.features),
+      present_BxM=placed(present, False),
+      labels_BxT=placed(np.where(known, labels, 0.0).astype(np.float32), 0.0),
+      label_mask_BxT=placed(known, False),
+      pattern_B=placed(pattern_ids(present), 0),
+      patient_B=rows.astype(np.int32),
+      weight_B=real.astype(np.float32),
   )
-
-
-def epoch_order(rows: np.ndarray, seed: int, epoch: int) -> np.ndarray:
-  """The shuffled order of `rows` for one epoch, a pure function of (seed, epoch)."""
-  rng = np.random.default_rng([seed, epoch])
-  return np.asarray(rows)[rng.permutation(len(rows))]
-
-
-def iterate_batches(cohort: Cohort, rows: np.ndarray, batch_size: int,
-                    start: int = 0) -> Iterator[Batch]:
-  """Yields padded batches over `rows` in order, from batch index `start` on."""
-  rows = np.asarray(rows)
-  for i in range(start * batch_size, len(rows), batch_size):
-    yield make_batch(cohort, rows[i:i + batch_size], batch_size)
-
-
-def num_batches(n_rows: int, batch_size: int) -> int:
-  return -(-n_rows // batch_size)

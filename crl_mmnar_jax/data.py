@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from typing import Callable
 
 import ml_collections
 import numpy as np
 
+from crl_mmnar_jax import shards
 from crl_mmnar_jax.cohort import Cohort
 
 
@@ -44,8 +46,29 @@ def _fixed_test(values_N: np.ndarray, train: list[str], test: list[str], what: s
   return keep, np.isin(values_N, test)
 
 
-def load(config: ml_collections.ConfigDict) -> LoadedData:
-  """The cohort named by `config.data.name`, validated."""
+Keep = Callable[[np.ndarray], np.ndarray]   # patient ids -> bool mask of rows to keep
+
+
+def load(config: ml_collections.ConfigDict, keep: Keep | None = None) -> LoadedData:
+  """The cohort named by `config.data.name`, validated.
+
+  `keep` (see `shards.keep_fn`) restricts it to some patients: the generic tables and
+  PhysioNet 2012 never read the other patients' rows or files; the synthetic generator
+  and the MIMIC-IV, eICU and YAIB pipelines build the whole cohort and drop the rest.
+  """
+  loaded = _load(config, keep)
+  if keep is None:
+    return loaded
+  mask = np.asarray(keep(loaded.cohort.patient_id), bool)
+  if mask.all():
+    return loaded
+  pick = lambda a: None if a is None else a[mask]
+  return dataclasses.replace(loaded, cohort=loaded.cohort.subset(mask),
+                             true_prob_NxT=pick(loaded.true_prob_NxT),
+                             test_mask_N=pick(loaded.test_mask_N))
+
+
+def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
   d = config.data
   if d.name == "synthetic":
     from crl_mmnar_jax.synthetic import make_synthetic
@@ -60,14 +83,14 @@ def load(config: ml_collections.ConfigDict) -> LoadedData:
     if not d.dir:
       raise DataError("--config=tables needs --config.data.dir=DIR (the cohort directory)")
     tasks = [s for s in str(d.tasks).split(",") if s] or None
-    cohort, info = load_tables_with_info(d.dir, tasks=tasks)
+    cohort, info = load_tables_with_info(d.dir, tasks=tasks, keep=keep)
     return LoadedData(cohort, None, info)
   if d.name == "physionet2012":
     from crl_mmnar_jax.physionet2012 import load_physionet2012
     train, test = _csv(d.train_sets), _csv(d.test_sets)
     sets = (train + test) or None
     cohort, info = load_physionet2012(d.dir, sets=sets, tasks=tuple(_csv(d.tasks)),
-                                      window_hours=float(d.window_hours))
+                                      window_hours=float(d.window_hours), keep=keep)
     if not test:
       return LoadedData(cohort, None, _summary(info))
     keep, is_test = _fixed_test(info["set"], train, test, "set", d.dir)
@@ -109,7 +132,8 @@ def load(config: ml_collections.ConfigDict) -> LoadedData:
   raise ValueError(f"unknown data source {d.name!r}")
 
 
-def standardize(cohort: Cohort, train_rows: np.ndarray) -> tuple[Cohort, dict]:
+def standardize(cohort: Cohort, train_rows: np.ndarray,
+                layout: shards.Layout | None = None) -> tuple[Cohort, dict]:
   """Z-scores every feature with mean/sd over the OBSERVED training rows of its modality
   and imputes NaN ("not measured" inside an observed row) with the training mean (0).
 
@@ -117,23 +141,41 @@ def standardize(cohort: Cohort, train_rows: np.ndarray) -> tuple[Cohort, dict]:
   exactly zero. Features constant (or never measured) on the training rows get mean 0
   and sd 1. Returns the new cohort and, per modality, counts (for the record) and the
   per-feature training `mean` and `sd` (float64 arrays of shape (d_m,)).
+
+  With a sharded `layout` the sums are taken per shard, then over shards in order
+  (`Layout.sum_per_shard`), so one process and several give the same statistics.
   """
+  layout = shards.Layout.single(cohort.n) if layout is None else layout
+  train_rows = np.asarray(train_rows)
   feats, stats = [], {}
   for m, (name, x) in enumerate(zip(cohort.modality_names, cohort.features)):
-    obs = cohort.present[train_rows, m]
-    xt = x[train_rows][obs].astype(np.float64)
-    measured_D = (~np.isnan(xt)).sum(0)
+
+    def observed(rows: np.ndarray) -> np.ndarray:
+      return x[rows[cohort.present[rows, m]]].astype(np.float64)
+
+    def first(rows: np.ndarray) -> np.ndarray:        # [measured count; sum] per feature
+      xt = observed(rows)
+      return np.stack([(~np.isnan(xt)).sum(0), np.nansum(xt, 0)])
+
+    measured_D, sum_D = layout.sum_per_shard(train_rows, first)
     with np.errstate(invalid="ignore", divide="ignore"):
-      mean = np.where(measured_D > 0, np.nansum(xt, 0) / np.maximum(measured_D, 1), 0.0)
-      var = np.where(measured_D > 0,
-                     np.nansum((xt - mean) ** 2, 0) / np.maximum(measured_D, 1), 1.0)
+      mean = np.where(measured_D > 0, sum_D / np.maximum(measured_D, 1), 0.0)
+      ss_D = layout.sum_per_shard(train_rows,
+                                  lambda rows: np.nansum((observed(rows) - mean) ** 2, 0))
+      var = np.where(measured_D > 0, ss_D / np.maximum(measured_D, 1), 1.0)
     sd = np.sqrt(var)
     sd = np.where(sd > 1e-8, sd, 1.0)
-    z = np.nan_to_num((x - mean) / sd, nan=0.0).astype(np.float32)
-    feats.append(np.where(cohort.present[:, m:m + 1], z, 0.0).astype(np.float32))
-    stats[name] = {"n_train_observed": int(obs.sum()),
-                   "imputed_cells": int(np.isnan(x[cohort.present[:, m]]).sum()),
-                   "mean": mean, "sd": sd}
+
+    def transform(x_local: np.ndarray, held: slice) -> np.ndarray:
+      z = np.nan_to_num((x_local - mean) / sd, nan=0.0).astype(np.float32)
+      return np.where(cohort.present[held, m:m + 1], z, 0.0).astype(np.float32)
+
+    feats.append(shards.map_rows(x, transform))
+    all_rows = np.arange(cohort.n)
+    imputed = layout.sum_per_shard(
+        all_rows, lambda rows: np.isnan(x[rows[cohort.present[rows, m]]]).sum())
+    stats[name] = {"n_train_observed": int(cohort.present[train_rows, m].sum()),
+                   "imputed_cells": int(imputed), "mean": mean, "sd": sd}
   return dataclasses.replace(cohort, features=tuple(feats)), stats
 
 

@@ -31,7 +31,7 @@ from crl_mmnar_jax import checkpoint
 from crl_mmnar_jax import data as data_lib
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax import rectifier as rectifier_lib
-from crl_mmnar_jax import sharding, splits as splits_lib
+from crl_mmnar_jax import sharding, shards, splits as splits_lib
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.tables import DataError
 
@@ -225,7 +225,8 @@ def fit_and_predict(config: ml_collections.ConfigDict, method: Method, data: Met
                    "history": [], "resumed": False, "devices": 1}
   fit = train_lib.fit(config, method, data, workdir, mesh, config_hash, log)
   bs = int(config.train.eval_batch_size)
-  probs = {s: train_lib.predict(fit.predict_fn, fit.state, data.cohort, r, bs, mesh)
+  probs = {s: train_lib.predict(fit.predict_fn, fit.state, data.cohort, r, bs, mesh,
+                                data.layout)
            for s, r in predict_rows.items()}
   return probs, {"kind": "neural", "model": method.summary, "best_epoch": fit.best_epoch + 1,
                  "best_step": fit.best_step, "best_val_mean_auroc": fit.best_score,
@@ -239,10 +240,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   from crl_mmnar_jax import methods as methods_lib   # imports are slow: not at module level
   method = methods_lib.get_method(config.method)     # a bad name fails before loading data
   checkpoint.check_directory(workdir)    # before any data is read
+  n_shards = int(config.train.data_shards)
+  held = shards.held_shards(n_shards)                # a bad shard count fails here too
+  if n_shards > 1 and isinstance(method, methods_lib.DirectMethod):
+    raise ValueError(f"method {config.method!r} fits on one host from every patient's "
+                     f"features; it needs train.data_shards=1")
   t_start = time.perf_counter()
-  loaded = data_lib.load(config)
-  cohort = loaded.cohort.validate(config.data.name)
-  split = make_splits(config, cohort, loaded.test_mask_N)
+  info: dict = {}
+
+  def load_local():
+    loaded = data_lib.load(config, keep=shards.keep_fn(n_shards, held))
+    info.update(loaded.info)
+    return loaded.cohort.validate(config.data.name), {"test_mask": loaded.test_mask_N,
+                                                      "true_prob": loaded.true_prob_NxT}
+
+  cohort, layout, extras = shards.assemble(load_local, n_shards)
+  if n_shards > 1:
+    log(shards.describe(layout, shards.n_local(cohort), cohort.n))
+  split = make_splits(config, cohort, extras["test_mask"])
   rows = {s: np.flatnonzero(split == s) for s in SPLITS}
   for s in SPLITS:
     if len(rows[s]) == 0:
@@ -255,8 +270,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                          os.path.join(workdir, "splits.parquet"))
     # The loader's description of the input data (counts, dropped rows, attrition; it may
     # count labels over ALL patients) stays out of results.json, which holds evaluation.
+    if n_shards > 1:   # the loader counted the patients of process 0's shards only
+      info = {**info, "counts_cover_shards": list(layout.held), "data_shards": n_shards}
     write_atomic(os.path.join(workdir, "data_info.json"),
-                 json.dumps(_jsonable(loaded.info), indent=2))
+                 json.dumps(_jsonable(info), indent=2))
   log(f"cohort '{config.data.name}': {cohort.n} patients, modalities "
       f"{list(cohort.modality_names)}, tasks {list(cohort.task_names)}; split "
       + ", ".join(f"{s} {len(rows[s])}" for s in SPLITS))
@@ -267,10 +284,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   hidden[rows["test"]] = np.nan
   cohort = dataclasses.replace(cohort, labels=hidden)
   modalities = modality_table(cohort)        # train + validation patients only
-  cohort, stats = data_lib.standardize(cohort, rows["train"])
+  cohort, stats = data_lib.standardize(cohort, rows["train"], layout)
 
   mesh = sharding.make_mesh()
-  data = methods_lib.MethodData(cohort, rows["train"], rows["val"], stats)
+  data = methods_lib.MethodData(cohort, rows["train"], rows["val"], stats, layout)
   probs, training = fit_and_predict(config, method, data, {s: rows[s] for s in ("val", "test")},
                                     workdir, mesh, h, log)
   t_train = time.perf_counter() - t_start
@@ -287,7 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   rectified = {"val": rect.oof_probs_NxT, "test": rect.apply(probs["test"], pattern["test"])}
 
   reference = {}
-  if config.eval.get("reference_logreg", True):
+  if config.eval.get("reference_logreg", True) and n_shards == 1:   # needs every row
     from crl_mmnar_jax.baselines import logreg_mean_impute
     reference["logreg_mean_impute"] = logreg_mean_impute(
         cohort, rows["train"], rows["val"], {"test": rows["test"]})[0]["test"]
@@ -324,8 +341,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   for ref_name, ref_probs in reference.items():
     results.setdefault("reference", {})[ref_name] = metrics_lib.task_metrics(
         test_labels, ref_probs, names)
-  if loaded.true_prob_NxT is not None:
-    true_test = loaded.true_prob_NxT[rows["test"]]
+  if extras["true_prob"] is not None:
+    true_test = extras["true_prob"][rows["test"]]
     results["oracle"] = {"test": metrics_lib.task_metrics(test_labels, true_test, names)}
   results["timing"] = {"train_s": t_train, "total_s": time.perf_counter() - t_start}
 

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from crl_mmnar_jax import baselines
+from crl_mmnar_jax import baselines, shards
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.losses import LossFn, label_agreement_loss, objective, paired_info_nce
 from crl_mmnar_jax.model import CRLMMNAR
@@ -41,12 +41,14 @@ class MethodData:
   cohort:     standardised (`data.standardize`), test labels hidden (NaN).
   train_rows: rows to fit on; val_rows: rows for model selection.
   stats:      `data.standardize`'s per-modality statistics of the training rows.
+  layout:     which process holds which rows (`shards`); None: one process holds all.
   """
 
   cohort: Cohort
   train_rows: np.ndarray
   val_rows: np.ndarray
   stats: Mapping[str, dict]
+  layout: shards.Layout | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -125,7 +125,7 @@ on 2 cores).
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import logging
 import numpy as np
@@ -424,6 +424,16 @@ def _record_files(directory: str, set_name: str) -> list[str]:
   return [os.path.join(folder, f) for f in files]
 
 
+def _keep_files(paths: Sequence[str], keep: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+  """`keep` of the RecordIDs named by the files; True for a file not named <integer>.txt."""
+  stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+  numeric = np.asarray([s.isdigit() for s in stems], bool)
+  out = np.ones(len(paths), bool)
+  if numeric.any():
+    out[numeric] = keep(np.asarray([int(s) for s, n in zip(stems, numeric) if n], np.int64))
+  return out
+
+
 def _labels(outcomes: pl.DataFrame, tasks: Sequence[str]) -> np.ndarray:
   cols = []
   for t in tasks:
@@ -437,7 +447,9 @@ def _labels(outcomes: pl.DataFrame, tasks: Sequence[str]) -> np.ndarray:
 
 def load_physionet2012(directory: str | os.PathLike, *, sets: Sequence[str] | None = None,
                        tasks: Sequence[str] = ("in_hospital_death",),
-                       window_hours: float = 48.0) -> tuple[Cohort, dict[str, Any]]:
+                       window_hours: float = 48.0,
+                       keep: Callable[[np.ndarray], np.ndarray] | None = None
+                       ) -> tuple[Cohort, dict[str, Any]]:
   """Reads the challenge files into a validated `Cohort` plus a load report.
 
   Args:
@@ -445,6 +457,9 @@ def load_physionet2012(directory: str | os.PathLike, *, sets: Sequence[str] | No
     sets: set names to read, e.g. ``("a", "b")`` (default: every ``set-*`` present).
     tasks: any of `TASKS`, in this order.
     window_hours: time-series values at 0 <= time <= window_hours count.
+    keep: RecordIDs -> bool mask (`shards.keep_fn`): read only those records (selected by
+      file name; files not named by an integer are read, and fail the usual check) and
+      their outcome lines. The counts in `info` are then this subset's.
 
   Returns:
     (cohort, info). Cohort modalities: ``descriptors`` then `GROUPS`; patient_id =
@@ -472,6 +487,8 @@ def load_physionet2012(directory: str | os.PathLike, *, sets: Sequence[str] | No
     if not os.path.isfile(outcome_path):
       raise DataError(f"{outcome_path}: outcomes file not found for set-{s}")
     files = _record_files(directory, s)
+    if keep is not None:
+      files = [f for f, k in zip(files, _keep_files(files, keep)) if k]
     paths += files
     set_of_F += [s] * len(files)
   desc, series = _parse_records(paths)
@@ -482,7 +499,11 @@ def load_physionet2012(directory: str | os.PathLike, *, sets: Sequence[str] | No
   for s in set_names:
     k = int((set_of_F == s).sum())
     outcome_path = os.path.join(directory, f"Outcomes-{s}.txt")
-    outcome_rows.append(_match_outcomes(_parse_outcomes(outcome_path), outcome_path,
+    outcomes_s = _parse_outcomes(outcome_path)
+    if keep is not None:
+      outcomes_s = outcomes_s.filter(
+          pl.Series(np.asarray(keep(outcomes_s["RecordID"].to_numpy()), bool)))
+    outcome_rows.append(_match_outcomes(outcomes_s, outcome_path,
                                         ids_F[start:start + k], paths[start:start + k]))
     start += k
   outcomes = pl.concat(outcome_rows)          # in file order, like ids_F

@@ -44,7 +44,10 @@ def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> int:
 
 
 def local_batch(cohort: Cohort, global_rows: np.ndarray, global_batch_size: int) -> Batch:
-  """This process's slice of one global batch (padded to its fixed local size)."""
+  """This process's slice of one global batch (padded to its fixed local size).
+
+  `global_rows` lists the batch's cohort rows, -1 for padding; shorter than
+  `global_batch_size` means padded at the end."""
   n_proc, pid = jax.process_count(), jax.process_index()
   local = global_batch_size // n_proc
   return make_batch(cohort, np.asarray(global_rows)[pid * local:(pid + 1) * local], local)
@@ -62,6 +65,19 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(x)
   from jax.experimental import multihost_utils
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def allgather_bytes(data: bytes) -> list[bytes]:
+  """Every process's `data` (any length), in process order, on every process."""
+  if jax.process_count() == 1:
+    return [data]
+  from jax.experimental import multihost_utils
+  sizes = np.asarray(multihost_utils.process_allgather(np.array([len(data)], np.int32)))
+  sizes = sizes.reshape(-1)
+  buf = np.zeros(max(int(sizes.max()), 1), np.uint8)
+  buf[:len(data)] = np.frombuffer(data, np.uint8)
+  table = np.asarray(multihost_utils.process_allgather(buf)).reshape(len(sizes), -1)
+  return [table[p, :int(k)].tobytes() for p, k in enumerate(sizes)]
 
 
 def initialize_distributed(coordinator_address: str | None = None,

@@ -31,7 +31,7 @@ non-zero.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import logging
 import numpy as np
@@ -64,6 +64,29 @@ def _read_parquet(path: str) -> pl.DataFrame:
   try:
     return pl.read_parquet(path)
   except Exception as e:  # pylint: disable=broad-except  (any reader error is bad input)
+    raise DataError(f"{path}: cannot read as parquet ({type(e).__name__}: {e})") from None
+
+
+def _read_kept_rows(path: str, keep: Callable[[np.ndarray], np.ndarray]) -> pl.DataFrame:
+  """The rows of a parquet file whose patient_id `keep` selects (a scan filtered on the
+  id column: the other rows' features are not materialised). Files with an unusable id
+  column are read whole, so that the usual checks name the problem."""
+  try:
+    ids = pl.read_parquet(path, columns=[ID_COLUMN])[ID_COLUMN]
+  except Exception:  # pylint: disable=broad-except  (no id column, unreadable: report below)
+    return _read_parquet(path)
+  kind = id_kind(ids.dtype)
+  if kind is None or ids.null_count():
+    return _read_parquet(path)
+  cast = pl.Int64 if kind == "int" else pl.String
+  try:
+    ids = ids.cast(cast)
+  except Exception:  # pylint: disable=broad-except
+    return _read_parquet(path)
+  wanted = ids.filter(pl.Series(np.asarray(keep(_ids_to_numpy(ids)), bool)))
+  try:
+    return pl.scan_parquet(path).filter(pl.col(ID_COLUMN).cast(cast).is_in(wanted)).collect()
+  except Exception as e:  # pylint: disable=broad-except
     raise DataError(f"{path}: cannot read as parquet ({type(e).__name__}: {e})") from None
 
 
@@ -211,10 +234,11 @@ def _modality_files(directory: str, modalities: Sequence[str] | None) -> list[st
   return names
 
 
-def _load_modality(path: str, label_rows: pl.DataFrame, ids_kind: str, n: int
+def _load_modality(path: str, label_rows: pl.DataFrame, ids_kind: str, n: int,
+                   keep: Callable[[np.ndarray], np.ndarray] | None = None
                    ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], dict[str, Any]]:
   """One modality file -> (features (N, d) float32, present (N,), names, info)."""
-  df = _read_parquet(path)
+  df = _read_parquet(path) if keep is None else _read_kept_rows(path, keep)
   ids = _id_series(df, path, want_kind=ids_kind)
   _check_unique_ids(ids, path)
   columns = [c for c in df.columns if c != ID_COLUMN]
@@ -272,7 +296,8 @@ def _load_modality(path: str, label_rows: pl.DataFrame, ids_kind: str, n: int
 
 
 def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] | None = None,
-                          modalities: Sequence[str] | None = None
+                          modalities: Sequence[str] | None = None,
+                          keep: Callable[[np.ndarray], np.ndarray] | None = None
                           ) -> tuple[Cohort, dict[str, Any]]:
   """Reads a generic-layout directory into a validated `Cohort`, plus a load report.
 
@@ -282,6 +307,9 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
       of labels.parquet, in file order).
     modalities: modality names (file stems) in this order (default: every other
       ``*.parquet`` file, sorted by name).
+    keep: patient ids -> bool mask (`shards.keep_fn`): load only those patients. Modality
+      rows of other patients are not materialised; the counts in `info` are then this
+      subset's.
 
   Returns:
     (cohort, info). `info` is JSON-friendly: ``n_patients``, ``tasks``,
@@ -306,6 +334,9 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
     raise DataError(f"{labels_path}: no rows (no patients)")
   _check_unique_ids(ids, labels_path)
   ids_kind = "int" if ids.dtype == pl.Int64 else "str"
+  if keep is not None:
+    mask = pl.Series(np.asarray(keep(_ids_to_numpy(ids)), bool))
+    labels_df, ids = labels_df.filter(mask), ids.filter(mask)
   n = len(ids)
 
   task_names = _task_columns(labels_df, labels_path, tasks)
@@ -321,7 +352,7 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
   features, present, feature_names, mod_info = [], [], [], {}
   for name in names:
     x_NxD, present_N, cols, info = _load_modality(
-        os.path.join(directory, f"{name}{_SUFFIX}"), label_rows, ids_kind, n)
+        os.path.join(directory, f"{name}{_SUFFIX}"), label_rows, ids_kind, n, keep)
     features.append(x_NxD)
     present.append(present_N)
     feature_names.append(cols)

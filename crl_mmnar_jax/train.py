@@ -2,7 +2,7 @@
 
 The loop never sees test patients: it gets a cohort and the rows to train and validate
 on. Everything that varies between steps is a pure function of (config, step): the
-epoch's data order (`batch.epoch_order`), the dropout key (`fold_in(key, step)`) and
+epoch's data order (`shards.Layout.epoch_order`), the dropout key (`fold_in(key, step)`) and
 the annealed loss scales. Together with orbax checkpoints of the model, the optimizer
 and the position in the epoch, a run killed at any moment and rerun reproduces the
 uninterrupted run exactly (on CPU).
@@ -27,7 +27,8 @@ from flax import nnx
 
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax import sharding
-from crl_mmnar_jax.batch import Batch, epoch_order, num_batches
+from crl_mmnar_jax import shards
+from crl_mmnar_jax.batch import Batch
 from crl_mmnar_jax.checkpoint import Checkpoints
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.losses import LossFn, LossWeights, objective
@@ -124,16 +125,21 @@ def make_predict_fn(graphdef: nnx.GraphDef) -> Callable:
 
 
 def predict(predict_fn: Callable, state: Any, cohort: Cohort, rows: np.ndarray,
-            batch_size: int, mesh: jax.sharding.Mesh) -> np.ndarray:
-  """Probabilities (len(rows), T) for `rows` of the cohort, in row order."""
+            batch_size: int, mesh: jax.sharding.Mesh,
+            layout: shards.Layout | None = None) -> np.ndarray:
+  """Probabilities (len(rows), T) for `rows` of the cohort, in row order, on every
+  process (each process feeds the rows it holds; see `shards`)."""
   rows = np.asarray(rows)
-  out = []
-  for i in range(0, len(rows), batch_size):
-    chunk = rows[i:i + batch_size]
-    batch = sharding.put_batch(sharding.local_batch(cohort, chunk, batch_size), mesh)
+  layout = shards.Layout.single(cohort.n) if layout is None else layout
+  out = np.zeros((len(rows), cohort.n_tasks), np.float32)
+  items = shards.batch_layout(layout.shard_N[rows], layout.n_shards, batch_size)
+  for items_B in items:
+    real = items_B >= 0
+    global_rows = np.where(real, rows[np.maximum(items_B, 0)], -1)
+    batch = sharding.put_batch(sharding.local_batch(cohort, global_rows, batch_size), mesh)
     probs = sharding.to_host(predict_fn(state, batch.x, batch.present_BxM))
-    out.append(probs[:len(chunk)])
-  return np.concatenate(out) if out else np.zeros((0, cohort.n_tasks), np.float32)
+    out[items_B[real]] = probs[real]
+  return out
 
 
 def mean_auroc(labels_NxT: np.ndarray, probs_NxT: np.ndarray) -> float:
@@ -231,10 +237,12 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
   """Trains `method` on `data.train_rows` with early stopping on the AUROC of
   `data.val_rows`; resumes from `workdir` if possible."""
   cohort, train_rows, val_rows = data.cohort, data.train_rows, data.val_rows
+  layout = data.layout or shards.Layout.single(cohort.n)
   t = config.train
   gbs = int(t.batch_size)
   sharding.check_batch_size(gbs, mesh)
-  steps_per_epoch = num_batches(len(train_rows), gbs)
+  layout.check_batch_size(gbs, "train.batch_size")
+  steps_per_epoch = layout.n_batches(train_rows, gbs)
   n_epochs = int(t.pretrain_epochs) + int(t.epochs)
   tx = make_optimizer(config, n_epochs * steps_per_epoch)
   graphdef, state = init_state(lambda rngs: method.build(config, data, rngs), tx,
@@ -243,6 +251,7 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
   predict_fn = make_predict_fn(graphdef)
   eval_bs = int(t.eval_batch_size)
   sharding.check_batch_size(eval_bs, mesh)
+  layout.check_batch_size(eval_bs, "train.eval_batch_size")
   base_key = jax.random.key(int(config.seed))
   val_labels = cohort.labels[val_rows]
 
@@ -265,7 +274,7 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
   step = int(meta["step"])
   epoch = int(meta["epoch"])
   while not meta["done"] and epoch < n_epochs:
-    order = epoch_order(train_rows, int(config.seed), epoch)
+    batches = layout.batches(layout.epoch_order(train_rows, int(config.seed), epoch), gbs)
     aux, pred = loss_scales(config, epoch)
     aux_a, pred_a = jnp.float32(aux), jnp.float32(pred)
     phase = "pretrain" if epoch < t.pretrain_epochs else "joint"
@@ -273,11 +282,10 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
     pending: list[tuple[int, Any]] = []
     t0, n_seen, last_loss = time.perf_counter(), 0, None
     for b in range(int(meta["batch_in_epoch"]), steps_per_epoch):
-      rows = order[b * gbs:(b + 1) * gbs]
-      batch = sharding.put_batch(sharding.local_batch(cohort, rows, gbs), mesh)
+      batch = sharding.put_batch(sharding.local_batch(cohort, batches[b], gbs), mesh)
       state, parts = train_step(state, batch, jax.random.fold_in(base_key, step), aux_a, pred_a)
       step += 1
-      n_seen += len(rows)
+      n_seen += int((batches[b] >= 0).sum())
       pending.append((step, (parts["total"], parts["finite"])))
       if step % t.log_every == 0:
         last_loss = _check_finite(pending)
@@ -297,7 +305,7 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
     record = {"step": step, "epoch": epoch, "phase": phase,
               "train/patients_per_s": n_seen / max(train_time, 1e-9)}
     if phase == "joint":
-      probs = predict(predict_fn, state, cohort, val_rows, eval_bs, mesh)
+      probs = predict(predict_fn, state, cohort, val_rows, eval_bs, mesh, layout)
       score = mean_auroc(val_labels, probs)
       if math.isnan(score):
         raise ValueError("validation AUROC is undefined for every task (one class only)")

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from crl_mmnar_jax import sharding, train  # noqa: E402
-from crl_mmnar_jax.batch import epoch_order  # noqa: E402
+from crl_mmnar_jax.shards import Layout  # noqa: E402
 from crl_mmnar_jax.synthetic import make_synthetic  # noqa: E402
 from experiments.configs import synthetic  # noqa: E402
 
@@ -29,7 +29,7 @@ def run(devices, config, cohort, n_steps=4):
   mcfg = train.model_config(config, cohort)
   graphdef, state = train.create_state(mcfg, tx, 0, mesh)
   step_fn = train.make_train_step(graphdef, train.loss_weights(config), mcfg.miss_head)
-  order = epoch_order(np.arange(cohort.n), 0, 0)
+  order = Layout.single(cohort.n).epoch_order(np.arange(cohort.n), 0, 0)
   bs = config.train.batch_size
   losses = []
   for s in range(n_steps):

@@ -57,6 +57,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 50        # steps between metrics.jsonl lines
   c.train.checkpoint_every = 0  # steps between mid-epoch checkpoints (0: epoch ends only)
   c.train.progress = True
+  c.train.data_shards = 1       # >1: each process loads only its shards' patients (shards.py)
 
   # Baselines (`crl_mmnar_jax/baselines.py`); the neural ones share c.model's width,
   # depth, heads and dropout and c.train's schedule.
