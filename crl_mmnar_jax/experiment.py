@@ -242,6 +242,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   checkpoint.check_directory(workdir)    # before any data is read
   n_shards = int(config.train.data_shards)
   held = shards.held_shards(n_shards)                # a bad shard count fails here too
+  for key in ("batch_size", "eval_batch_size"):
+    shards.check_batch_size(int(config.train[key]), n_shards, f"train.{key}")
   if n_shards > 1 and isinstance(method, methods_lib.DirectMethod):
     raise ValueError(f"method {config.method!r} fits on one host from every patient's "
                      f"features; it needs train.data_shards=1")

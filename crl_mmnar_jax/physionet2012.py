@@ -491,6 +491,9 @@ def load_physionet2012(directory: str | os.PathLike, *, sets: Sequence[str] | No
       files = [f for f, k in zip(files, _keep_files(files, keep)) if k]
     paths += files
     set_of_F += [s] * len(files)
+  if not paths:
+    raise DataError(f"{directory}: none of the records of sets {set_names} belongs to this "
+                    f"process's patients (keep); use fewer train.data_shards")
   desc, series = _parse_records(paths)
   ids_F = _record_ids(desc, paths)
   set_of_F = np.asarray(set_of_F)

@@ -85,7 +85,7 @@ def _read_kept_rows(path: str, keep: Callable[[np.ndarray], np.ndarray]) -> pl.D
     return _read_parquet(path)
   wanted = ids.filter(pl.Series(np.asarray(keep(_ids_to_numpy(ids)), bool)))
   try:
-    return pl.scan_parquet(path).filter(pl.col(ID_COLUMN).cast(cast).is_in(wanted)).collect()
+    return pl.scan_parquet(path).filter(pl.col(ID_COLUMN).cast(cast).is_in(wanted.implode())).collect()
   except Exception as e:  # pylint: disable=broad-except
     raise DataError(f"{path}: cannot read as parquet ({type(e).__name__}: {e})") from None
 
@@ -337,6 +337,9 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
   if keep is not None:
     mask = pl.Series(np.asarray(keep(_ids_to_numpy(ids)), bool))
     labels_df, ids = labels_df.filter(mask), ids.filter(mask)
+    if len(ids) == 0:
+      raise DataError(f"{labels_path}: none of its patients belongs to this process "
+                      f"(keep); use fewer train.data_shards")
   n = len(ids)
 
   task_names = _task_columns(labels_df, labels_path, tasks)

@@ -5,6 +5,7 @@ Usage::
   python -m experiments.bench                       # every section
   python -m experiments.bench --only=rectifier --out=/tmp/bench.json
   python -m experiments.bench --only=mimic --out=docs/bench_mimic.json   # figure in docs/
+  python -m experiments.bench --only=shards   # what one process reads with data_shards
 
 Each section is a function returning a list of flat result dicts (one per case);
 `SECTIONS` maps section names to them. Timings separate the first call (tracing and
@@ -236,6 +237,21 @@ PHYSIONET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
                              "..", "shared", "data", "physionet2012")
 SET_A_MEASUREMENTS = 1_733_980   # time-series values in PhysioNet 2012 set A
 SET_A_STAYS = 4_000
+
+
+def _peak_rss_bytes() -> int:
+  """This process's peak resident set size: VmHWM of /proc/self/status, which starts
+  afresh at exec. (getrusage's ru_maxrss does not: a child started by a large parent
+  reports at least the parent's size at fork.) Elsewhere, ru_maxrss."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _rss_bytes() -> int:
@@ -472,7 +488,7 @@ def _load_case(loader: str, folder: str, **kwargs: Any) -> Result:
   wall = time.perf_counter() - start
   usage = resource.getrusage(resource.RUSAGE_SELF)
   cpu = usage.ru_utime + usage.ru_stime - cpu0.ru_utime - cpu0.ru_stime
-  return {"load_s": wall, "cpu_s": cpu, "rss_peak_mb": usage.ru_maxrss * 1024 / 2**20,
+  return {"load_s": wall, "cpu_s": cpu, "rss_peak_mb": _peak_rss_bytes() / 2**20,
           "rss_before_mb": rss0 / 2**20, "patients_kept": cohort.n}
 
 
@@ -561,6 +577,40 @@ def bench_mimic() -> list[Result]:
   return results
 
 
+def shard_load_case(source: str, folder: str, n_shards: int) -> Result:
+  """Loads shard 0 of `n_shards` (what process 0 of a sharded run reads) in this fresh
+  process: `_load_case` with `shards.keep_fn`."""
+  from crl_mmnar_jax import shards
+  kwargs = {"keep": shards.keep_fn(n_shards, (0,))} if n_shards > 1 else {}
+  if source == "physionet2012":
+    kwargs["sets"] = ("a",)
+  loader = {"tables": "tables.load_tables_with_info",
+            "physionet2012": "physionet2012.load_physionet2012"}[source]
+  return _load_case(loader, folder, **kwargs)
+
+
+def bench_shards() -> list[Result]:
+  """Loading with `train.data_shards`: what one process reads when it loads only its
+  shard, for 1 to 8 shards, from the generic tables (a synthetic cohort with the paper's
+  MIMIC-IV shapes, CRL_BENCH_SHARD_N patients) and from PhysioNet 2012 set A."""
+  import tempfile
+  from crl_mmnar_jax import tables
+  n = int(os.environ.get("CRL_BENCH_SHARD_N", "20000"))
+  results = []
+  with tempfile.TemporaryDirectory() as folder:
+    tables.write_tables(_random_cohort(n, PAPER_DIMS), folder)
+    size = _folder_mb(folder)
+    for s in (1, 2, 4, 8):
+      r = _child(f"bench.shard_load_case('tables', {folder!r}, {s})")
+      results.append({"section": "shards", "name": "tables", "n": n, "files_mb": size,
+                      "data_shards": s, **r})
+  if os.path.isdir(os.path.join(PHYSIONET_DIR, "set-a")):
+    for s in (1, 4):
+      r = _child(f"bench.shard_load_case('physionet2012', {PHYSIONET_DIR!r}, {s})")
+      results.append({"section": "shards", "name": "physionet2012_a", "data_shards": s, **r})
+  return results
+
+
 def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
   """Least-squares y = a + b·x: (a, b, R²)."""
   b, a = np.polyfit(x, y, 1)
@@ -629,6 +679,7 @@ SECTIONS: dict[str, Callable[[], list[Result]]] = {
     "featurize": bench_featurize,
     "eicu": bench_eicu,
     "mimic": bench_mimic,
+    "shards": bench_shards,
 }
 
 

@@ -405,3 +405,27 @@ def test_split_by_set_through_the_config(tmp_path):
   config.data.test_sets = "a"                          # a set both for training and test
   with pytest.raises(DataError, match=r"sets=\['a', 'a'\] must name at least one set, each once"):
     data_lib.load(config)
+
+
+def test_keep_reads_only_those_records(tmp_path):
+  root = _write(tmp_path)
+  full, _ = pn.load_physionet2012(root)
+  for parity in (0, 1):
+    keep = lambda ids, parity=parity: np.asarray(ids) % 2 == parity
+    part, info = pn.load_physionet2012(root, keep=keep)
+    want = full.patient_id % 2 == parity
+    np.testing.assert_array_equal(part.patient_id, full.patient_id[want])
+    for a, b in zip(part.features, full.features):
+      np.testing.assert_array_equal(a, b[want])
+    np.testing.assert_array_equal(part.labels, full.labels[want])
+    assert info["n_stays_read"]["total"] == sum(rid % 2 == parity for _, rid in RECORDS)
+  with pytest.raises(DataError, match="fewer train.data_shards"):
+    pn.load_physionet2012(root, keep=lambda ids: np.zeros(len(ids), bool))
+
+
+def test_keep_still_reports_an_outcome_without_record(tmp_path):
+  outcomes = {**OUTCOMES, "b": OUTCOMES["b"] + ["142999,10,2,7,-1,0"]}
+  root = _write(tmp_path, outcomes=outcomes)
+  with pytest.raises(DataError, match="142999"):   # 142999 is odd: the odd ids' loader
+    pn.load_physionet2012(root, keep=lambda ids: np.asarray(ids) % 2 == 1)
+  pn.load_physionet2012(root, keep=lambda ids: np.asarray(ids) % 2 == 0)

@@ -173,3 +173,42 @@ def test_load_keep_selects_patients():
   np.testing.assert_array_equal(part.true_prob_NxT, full.true_prob_NxT[mask])
   np.testing.assert_array_equal(part.cohort.features[0], full.cohort.features[0][mask])
   assert shards.keep_fn(1, (0,)) is None
+
+
+def test_two_real_processes():
+  """Index gathering, held rows, gather_rows, standardisation and error propagation
+  across two jax.distributed processes on localhost (tests/multiprocess_shards_check.py)."""
+  import os
+  import socket
+  import subprocess
+  import sys
+  here = os.path.dirname(os.path.abspath(__file__))
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  procs = [subprocess.Popen([sys.executable, os.path.join(here, "multiprocess_shards_check.py"),
+                             str(port), str(i)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for i, (p, (out, err)) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0, err[-3000:]
+    assert f"process {i}: ok" in out
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"method": "logreg", "train.data_shards": 2}, "needs train.data_shards=1"),
+    ({"train.data_shards": 3, "train.batch_size": 64}, "batch_size=64 must be a multiple"),
+    ({"train.data_shards": -1}, "data_shards=-1"),
+])
+def test_bad_shard_settings_are_refused(overrides, match, tmp_path):
+  from crl_mmnar_jax.experiment import train_and_evaluate
+  from experiments.configs import synthetic
+  config = synthetic.get_config("tiny")
+  config.data.n = 200
+  config.train.epochs = 1
+  for k, v in overrides.items():
+    head, _, tail = k.rpartition(".")
+    (config[head] if head else config)[tail] = v
+  with pytest.raises(ValueError, match=match):
+    train_and_evaluate(config, str(tmp_path / "run"), log=lambda s: None)
+  assert not (tmp_path / "run").exists()       # refused before anything is written

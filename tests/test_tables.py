@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -271,3 +272,40 @@ def test_missing_directory_labels_or_modalities(tmp_path):
 
 def test_data_error_is_value_error():
   assert issubclass(DataError, ValueError)
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_keep_loads_only_those_patients(tmp_path, string_ids):
+  from crl_mmnar_jax import shards
+  from crl_mmnar_jax.synthetic import make_synthetic
+  c = make_synthetic(120, n_modalities=3, n_tasks=2, seed=4).cohort
+  if string_ids:
+    c = dataclasses.replace(c, patient_id=np.array([f"p{i:04d}" for i in c.patient_id]))
+  tables.write_tables(c, tmp_path)
+  full = tables.load_tables(tmp_path)
+  parts = []
+  for s in range(3):
+    part, info = tables.load_tables_with_info(tmp_path, keep=shards.keep_fn(3, (s,)))
+    want = shards.shard_of(full.patient_id, 3) == s
+    np.testing.assert_array_equal(part.patient_id, full.patient_id[want])
+    for a, b in zip(part.features, full.features):
+      np.testing.assert_array_equal(a, b[want])
+    np.testing.assert_array_equal(part.labels, full.labels[want])
+    assert info["modalities"][c.modality_names[0]]["rows"] == int(
+        full.present[want, 0].sum())                          # only these rows were read
+    parts.append(part.n)
+  assert sum(parts) == full.n
+
+
+def test_keep_still_reports_a_modality_row_of_an_unknown_patient(tmp_path):
+  """The process whose shard the stray id falls in names it; the others never see it."""
+  from crl_mmnar_jax import shards
+  mods = _modalities()
+  mods["labs"] = {"patient_id": ["p05", "p99"], "na": [140, 141], "k": [4, 5]}
+  _write(tmp_path, modalities=mods)
+  stray = int(shards.shard_of(np.array(["p99"]), 2)[0])
+  with pytest.raises(DataError, match="p99"):
+    tables.load_tables(tmp_path)
+  with pytest.raises(DataError, match="p99"):
+    tables.load_tables_with_info(tmp_path, keep=shards.keep_fn(2, (stray,)))
+  tables.load_tables_with_info(tmp_path, keep=shards.keep_fn(2, (1 - stray,)))
