@@ -240,6 +240,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   from crl_mmnar_jax import methods as methods_lib   # imports are slow: not at module level
   method = methods_lib.get_method(config.method)     # a bad name fails before loading data
   checkpoint.check_directory(workdir)    # before any data is read
+  # Before any collective (the sharded loading is one): the same config everywhere.
+  sharding.assert_same_on_all_processes(f"{config_hash(config)}:{config.seed}",
+                                        "the config or seed")
   n_shards = int(config.train.data_shards)
   held = shards.held_shards(n_shards)                # a bad shard count fails here too
   for key in ("batch_size", "eval_batch_size"):
@@ -266,7 +269,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       raise DataError(f"the {s} split is empty ({cohort.n} patients)")
   check_validation_classes(cohort, rows["val"])
   h = prepare_workdir(config, workdir)
-  sharding.assert_same_on_all_processes(f"{h}:{config.seed}", "the config or seed")
   if jax.process_index() == 0:
     write_parquet_atomic(splits_lib.splits_frame(cohort.patient_id, split),
                          os.path.join(workdir, "splits.parquet"))

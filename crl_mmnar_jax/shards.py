@@ -99,10 +99,14 @@ class Layout:
     block = batch_size // self.n_shards
     return int(-(-counts.max(initial=0) // block))
 
+  def batch_items(self, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """(n_batches, batch_size) positions in `rows`, -1 for padding (`batch_layout`)."""
+    return batch_layout(self.shard_N[np.asarray(rows)], self.n_shards, batch_size)
+
   def batches(self, rows: np.ndarray, batch_size: int) -> np.ndarray:
-    """(n_batches, batch_size) cohort rows, -1 for padding: see `batch_layout`."""
+    """(n_batches, batch_size) cohort rows, -1 for padding."""
     rows = np.asarray(rows)
-    items = batch_layout(self.shard_N[rows], self.n_shards, batch_size)
+    items = self.batch_items(rows, batch_size)
     return np.where(items >= 0, rows[np.maximum(items, 0)], -1)
 
   def epoch_order(self, rows: np.ndarray, seed: int, epoch: int) -> np.ndarray:

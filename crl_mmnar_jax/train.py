@@ -132,11 +132,10 @@ def predict(predict_fn: Callable, state: Any, cohort: Cohort, rows: np.ndarray,
   rows = np.asarray(rows)
   layout = shards.Layout.single(cohort.n) if layout is None else layout
   out = np.zeros((len(rows), cohort.n_tasks), np.float32)
-  items = shards.batch_layout(layout.shard_N[rows], layout.n_shards, batch_size)
-  for items_B in items:
+  for items_B, rows_B in zip(layout.batch_items(rows, batch_size),
+                             layout.batches(rows, batch_size)):
     real = items_B >= 0
-    global_rows = np.where(real, rows[np.maximum(items_B, 0)], -1)
-    batch = sharding.put_batch(sharding.local_batch(cohort, global_rows, batch_size), mesh)
+    batch = sharding.put_batch(sharding.local_batch(cohort, rows_B, batch_size), mesh)
     probs = sharding.to_host(predict_fn(state, batch.x, batch.present_BxM))
     out[items_B[real]] = probs[real]
   return out
