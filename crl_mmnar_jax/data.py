@@ -52,9 +52,9 @@ Keep = Callable[[np.ndarray], np.ndarray]   # patient ids -> bool mask of rows t
 def load(config: ml_collections.ConfigDict, keep: Keep | None = None) -> LoadedData:
   """The cohort named by `config.data.name`, validated.
 
-  `keep` (see `shards.keep_fn`) restricts it to some patients: the generic tables and
-  PhysioNet 2012 never read the other patients' rows or files; the synthetic generator
-  and the MIMIC-IV, eICU and YAIB pipelines build the whole cohort and drop the rest.
+  `keep` (see `shards.keep_fn`) restricts it to some patients: the generic tables, YAIB
+  and PhysioNet 2012 never read the other patients' rows or files; the synthetic
+  generator and the MIMIC-IV and eICU pipelines build the whole cohort and drop the rest.
   """
   loaded = _load(config, keep)
   if keep is None:
@@ -98,7 +98,7 @@ def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
   if d.name == "yaib":
     from crl_mmnar_jax.yaib import load_yaib
     cohort, info = load_yaib(d.dir, databases=tuple(_csv(d.databases)), task=str(d.task),
-                             window_hours=float(d.window_hours))
+                             window_hours=float(d.window_hours), keep=keep)
     if not d.test_database:
       return LoadedData(cohort, None, _summary(info))
     keep, is_test = _fixed_test(info["database"], [], [str(d.test_database)], "database",

@@ -67,12 +67,14 @@ def _read_parquet(path: str) -> pl.DataFrame:
     raise DataError(f"{path}: cannot read as parquet ({type(e).__name__}: {e})") from None
 
 
-def _read_kept_rows(path: str, keep: Callable[[np.ndarray], np.ndarray]) -> pl.DataFrame:
-  """The rows of a parquet file whose patient_id `keep` selects (a scan filtered on the
-  id column: the other rows' features are not materialised). Files with an unusable id
-  column are read whole, so that the usual checks name the problem."""
+def read_kept_rows(path: str, keep: Callable[[np.ndarray], np.ndarray],
+                   id_column: str = ID_COLUMN) -> pl.DataFrame:
+  """The rows of a parquet file whose `id_column` value `keep` selects: a scan filtered
+  on the id column, so the other rows' features are not materialised. Files with an
+  unusable id column are read whole, so that the loader's usual checks name the
+  problem."""
   try:
-    ids = pl.read_parquet(path, columns=[ID_COLUMN])[ID_COLUMN]
+    ids = pl.read_parquet(path, columns=[id_column])[id_column]
   except Exception:  # pylint: disable=broad-except  (no id column, unreadable: report below)
     return _read_parquet(path)
   kind = id_kind(ids.dtype)
@@ -85,7 +87,8 @@ def _read_kept_rows(path: str, keep: Callable[[np.ndarray], np.ndarray]) -> pl.D
     return _read_parquet(path)
   wanted = ids.filter(pl.Series(np.asarray(keep(_ids_to_numpy(ids)), bool)))
   try:
-    return pl.scan_parquet(path).filter(pl.col(ID_COLUMN).cast(cast).is_in(wanted.implode())).collect()
+    return pl.scan_parquet(path).filter(
+        pl.col(id_column).cast(cast).is_in(wanted.implode())).collect()
   except Exception as e:  # pylint: disable=broad-except
     raise DataError(f"{path}: cannot read as parquet ({type(e).__name__}: {e})") from None
 
@@ -238,7 +241,7 @@ def _load_modality(path: str, label_rows: pl.DataFrame, ids_kind: str, n: int,
                    keep: Callable[[np.ndarray], np.ndarray] | None = None
                    ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], dict[str, Any]]:
   """One modality file -> (features (N, d) float32, present (N,), names, info)."""
-  df = _read_parquet(path) if keep is None else _read_kept_rows(path, keep)
+  df = _read_parquet(path) if keep is None else read_kept_rows(path, keep)
   ids = _id_series(df, path, want_kind=ids_kind)
   _check_unique_ids(ids, path)
   columns = [c for c in df.columns if c != ID_COLUMN]

@@ -76,7 +76,7 @@ All problems with the input raise `tables.DataError` naming the file and column.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import logging
 import numpy as np
@@ -85,7 +85,7 @@ import polars as pl
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.featurize import ModalityGroup
 from crl_mmnar_jax.featurize import featurize
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.tables import DataError, read_kept_rows
 
 DATABASES = ("mimic_demo", "eicu_demo")
 STA_FILE = "sta.parquet"
@@ -125,9 +125,14 @@ def _few(series: pl.Series, k: int = 5) -> list:
   return series.unique().sort().head(k).to_list()
 
 
-def _read(path: str) -> pl.DataFrame:
+Keep = Callable[[np.ndarray], np.ndarray]   # stay ids -> bool mask of stays to read
+
+
+def _read(path: str, keep: Keep | None = None) -> pl.DataFrame:
   if not os.path.isfile(path):
     raise DataError(f"{path}: file not found")
+  if keep is not None:
+    return read_kept_rows(path, keep, STAY_COLUMN)
   try:
     return pl.read_parquet(path)
   except Exception as e:  # pylint: disable=broad-except  (any reader error is bad input)
@@ -182,10 +187,13 @@ def _not_in(ids: pl.Series, other: pl.Series) -> pl.Series:
 # ----------------------------------------------------------------------------- files
 
 
-def _read_outc(path: str) -> tuple[pl.Series, np.ndarray]:
+def _read_outc(path: str, keep: Keep | None = None) -> tuple[pl.Series, np.ndarray]:
   """outc.parquet -> (stay ids, labels float32 0/1)."""
-  df = _read(path)
+  df = _read(path, keep)
   ids = _stay_ids(df, path, unique=True)
+  if len(ids) == 0 and keep is not None:
+    raise DataError(f"{path}: none of its stays belongs to this process (keep); use "
+                    f"fewer train.data_shards")
   if len(ids) == 0:
     raise DataError(f"{path}: no rows (no stays)")
   _require_columns(df, path, [LABEL_COLUMN])
@@ -203,9 +211,10 @@ def _read_outc(path: str) -> tuple[pl.Series, np.ndarray]:
   return ids, y.to_numpy().astype(np.float32)
 
 
-def _read_sta(path: str, outc_ids: pl.Series, outc_path: str) -> np.ndarray:
+def _read_sta(path: str, outc_ids: pl.Series, outc_path: str, keep: Keep | None = None
+              ) -> np.ndarray:
   """sta.parquet -> (N, 4) float32 in the row order of `outc_ids`, NaN = not recorded."""
-  df = _read(path)
+  df = _read(path, keep)
   ids = _stay_ids(df, path, unique=True)
   _require_columns(df, path, STATIC_FEATURES)
   extra = [c for c in df.columns if c not in (STAY_COLUMN, *STATIC_FEATURES)]
@@ -246,10 +255,10 @@ def _read_sta(path: str, outc_ids: pl.Series, outc_path: str) -> np.ndarray:
   return ordered.select(STATIC_FEATURES).to_numpy().astype(np.float32)
 
 
-def _read_dyn(path: str, outc_ids: pl.Series, outc_path: str, window_hours: float
-              ) -> tuple[pl.DataFrame, dict[str, Any]]:
+def _read_dyn(path: str, outc_ids: pl.Series, outc_path: str, window_hours: float,
+              keep: Keep | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
   """dyn.parquet -> long (stay_id, time [h], variable, value) inside the window."""
-  df = _read(path)
+  df = _read(path, keep)
   ids = _stay_ids(df, path, unique=False)
   _require_columns(df, path, [TIME_COLUMN])
   variables = [c for c in df.columns if c not in (STAY_COLUMN, TIME_COLUMN)]
@@ -300,8 +309,8 @@ def _read_dyn(path: str, outc_ids: pl.Series, outc_path: str, window_hours: floa
 # ----------------------------------------------------------------------------- loading
 
 
-def _load_database(directory: str, database: str, task: str, window_hours: float
-                   ) -> dict[str, Any]:
+def _load_database(directory: str, database: str, task: str, window_hours: float,
+                   keep: Keep | None = None) -> dict[str, Any]:
   """One database folder -> arrays in the row order of outc.parquet, plus a report."""
   outc_path = os.path.join(directory, OUTC_FILE)
   sta_path = os.path.join(directory, STA_FILE)
@@ -309,9 +318,9 @@ def _load_database(directory: str, database: str, task: str, window_hours: float
   if not os.path.isdir(directory):
     raise DataError(f"{directory}: YAIB folder for task '{task}' and database "
                     f"'{database}' not found")
-  stay_ids, labels_N = _read_outc(outc_path)
-  static_Nx4 = _read_sta(sta_path, stay_ids, outc_path)
-  long, dyn_info = _read_dyn(dyn_path, stay_ids, outc_path, window_hours)
+  stay_ids, labels_N = _read_outc(outc_path, keep)
+  static_Nx4 = _read_sta(sta_path, stay_ids, outc_path, keep)
+  long, dyn_info = _read_dyn(dyn_path, stay_ids, outc_path, window_hours, keep)
 
   # `long` is already cut to [0, window_hours): featurize's window is closed at both
   # ends and would otherwise keep the row at t = window_hours (the next hour's data).
@@ -348,7 +357,8 @@ def _rate(y: np.ndarray) -> float | None:
 
 
 def load_yaib(root: str | os.PathLike, *, databases: Sequence[str] = DATABASES,
-              task: str = "mortality24", window_hours: float = 24.0
+              task: str = "mortality24", window_hours: float = 24.0,
+              keep: Callable[[np.ndarray], np.ndarray] | None = None
               ) -> tuple[Cohort, dict[str, Any]]:
   """Reads YAIB task folders into one validated `Cohort` (one row per ICU stay).
 
@@ -358,6 +368,9 @@ def load_yaib(root: str | os.PathLike, *, databases: Sequence[str] = DATABASES,
     task: the task folder; its ``outc.parquet`` must hold one 0/1 label per stay.
     window_hours: hourly rows with 0 <= time < window_hours are summarised (the row
       at time t holds hour [t, t + 1)).
+    keep: patient ids (``"<database>:<stay_id>"``) -> bool mask (`shards.keep_fn`): read
+      only those stays' rows of outc, sta and dyn. The counts in `info` are then this
+      subset's.
 
   Returns:
     (cohort, info). The cohort has modalities `MODALITY_NAMES` (``static`` first,
@@ -386,7 +399,14 @@ def load_yaib(root: str | os.PathLike, *, databases: Sequence[str] = DATABASES,
   if not os.path.isdir(root):
     raise DataError(f"{root}: YAIB data root not found")
 
-  parts = {db: _load_database(os.path.join(root, task, db), db, task, float(window_hours))
+  def stays_kept(db: str) -> Keep | None:
+    if keep is None:
+      return None
+    return lambda stays: np.asarray(keep(np.array([f"{db}:{s}" for s in stays.tolist()])),
+                                    bool)
+
+  parts = {db: _load_database(os.path.join(root, task, db), db, task, float(window_hours),
+                              stays_kept(db))
            for db in databases}
   names = {parts[db]["feature_names"] for db in databases}
   if len(names) != 1:

@@ -377,3 +377,33 @@ def test_real_features_match_a_direct_computation():
       cohort.present[take, cohort.modality_names.index("lactate")],
       lact["lact"].to_numpy())
   assert info["modalities"]["lactate"]["by_database"]["mimic_demo"]["observed"] == 50
+
+
+def test_keep_reads_only_those_stays(tmp_path):
+  root = _write(tmp_path)
+  full, _ = _load(root)
+  for want_ids in (["db_a:10", "db_b:40"], ["db_a:30", "db_a:20", "db_b:10"]):
+    keep = lambda ids, w=want_ids: np.isin(ids, w)
+    part, info = _load(root, keep=keep)
+    want = np.isin(full.patient_id, want_ids)
+    np.testing.assert_array_equal(part.patient_id, full.patient_id[want])
+    for a, b in zip(part.features, full.features):
+      np.testing.assert_array_equal(a, b[want])
+    np.testing.assert_array_equal(part.labels, full.labels[want])
+    np.testing.assert_array_equal(info["database"], np.char.partition(
+        full.patient_id[want].astype(str), ":")[:, 0])
+  with pytest.raises(DataError, match="fewer train.data_shards"):
+    _load(root, keep=lambda ids: np.char.startswith(ids.astype(str), "db_a"))
+
+
+def test_keep_on_the_real_demo_partitions_it():
+  from crl_mmnar_jax import shards
+  full, _ = _real()
+  parts = [yaib.load_yaib(YAIB_DIR, keep=shards.keep_fn(3, (s,)))[0] for s in range(3)]
+  got = np.concatenate([p.patient_id for p in parts])
+  assert sorted(got.tolist()) == sorted(full.patient_id.tolist())
+  for s, p in enumerate(parts):
+    want = shards.shard_of(full.patient_id, 3) == s
+    np.testing.assert_array_equal(p.patient_id, full.patient_id[want])
+    for a, b in zip(p.features, full.features):
+      np.testing.assert_array_equal(a, b[want])
