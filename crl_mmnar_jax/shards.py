@@ -352,8 +352,9 @@ def describe(layout: Layout, n_local: int, n: int) -> str:
 
 
 def keep_fn(n_shards: int, held: Sequence[int]) -> Callable[[np.ndarray], np.ndarray] | None:
-  """A loader's row filter: patient ids -> bool mask of this process's patients."""
-  if n_shards == 1:
+  """A loader's row filter: patient ids -> bool mask of this process's patients (None
+  when the process holds every shard)."""
+  if len(set(held)) == n_shards:
     return None
   held_arr = np.asarray(held)
   return lambda ids: np.isin(shard_of(ids, n_shards), held_arr)

@@ -172,7 +172,7 @@ def test_load_keep_selects_patients():
   np.testing.assert_array_equal(part.cohort.patient_id, full.cohort.patient_id[mask])
   np.testing.assert_array_equal(part.true_prob_NxT, full.true_prob_NxT[mask])
   np.testing.assert_array_equal(part.cohort.features[0], full.cohort.features[0][mask])
-  assert shards.keep_fn(1, (0,)) is None
+  assert shards.keep_fn(1, (0,)) is None and shards.keep_fn(2, (0, 1)) is None
 
 
 def test_two_real_processes():
