@@ -18,6 +18,7 @@ Conventions used across the library:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Sequence
 
 import numpy as np
@@ -150,3 +151,9 @@ class Cohort:
         raise ValueError(f"{source}: split values must be train/val/test, found "
                          f"{sorted(found - allowed)}")
     return self
+
+
+def fingerprint(patient_id: np.ndarray) -> str:
+  """A short hash of the sorted patient ids, to compare cohorts across runs."""
+  ids = np.sort(np.asarray(patient_id).astype(str))
+  return hashlib.sha256("\n".join(ids.tolist()).encode()).hexdigest()[:16]

@@ -27,13 +27,17 @@ import ml_collections
 import numpy as np
 import polars as pl
 
-from crl_mmnar_jax import checkpoint
 from crl_mmnar_jax import data as data_lib
+from crl_mmnar_jax import distributed
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax import rectifier as rectifier_lib
-from crl_mmnar_jax import sharding, shards, splits as splits_lib
-from crl_mmnar_jax.cohort import Cohort
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.cohort import Cohort, fingerprint
+from crl_mmnar_jax.data import shards
+from crl_mmnar_jax.data import splits as splits_lib
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.standardize import standardize
+from crl_mmnar_jax.train import checkpoint
+from crl_mmnar_jax.train import mesh as mesh_lib
 
 if TYPE_CHECKING:
   from crl_mmnar_jax.methods import Method, MethodData
@@ -212,8 +216,9 @@ def fit_and_predict(config: ml_collections.ConfigDict, method: Method, data: Met
                     log: Callable[[str], None]) -> tuple[dict[str, np.ndarray], dict]:
   """Trains (neural) or fits (direct) `method` on `data`; returns its probabilities per
   row set and the `training` record of results.json."""
-  from crl_mmnar_jax import train as train_lib
   from crl_mmnar_jax.methods import DirectMethod
+  from crl_mmnar_jax.train import loop as train_lib
+  from crl_mmnar_jax.train import step as step_lib
   if isinstance(method, DirectMethod):
     probs, fitted = method.fit_predict(config, data, predict_rows)
     score = train_lib.mean_auroc(data.cohort.labels[data.val_rows], probs["val"])
@@ -225,7 +230,7 @@ def fit_and_predict(config: ml_collections.ConfigDict, method: Method, data: Met
                    "history": [], "resumed": False, "devices": 1}
   fit = train_lib.fit(config, method, data, workdir, mesh, config_hash, log)
   bs = int(config.train.eval_batch_size)
-  probs = {s: train_lib.predict(fit.predict_fn, fit.state, data.cohort, r, bs, mesh,
+  probs = {s: step_lib.predict(fit.predict_fn, fit.state, data.cohort, r, bs, mesh,
                                 data.layout)
            for s, r in predict_rows.items()}
   return probs, {"kind": "neural", "model": method.summary, "best_epoch": fit.best_epoch + 1,
@@ -237,11 +242,11 @@ def fit_and_predict(config: ml_collections.ConfigDict, method: Method, data: Met
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        log: Callable[[str], None] = print) -> dict:
   """Runs one experiment end to end; returns the results dict (also in results.json)."""
-  from crl_mmnar_jax import methods as methods_lib   # imports are slow: not at module level
+  from crl_mmnar_jax import methods as methods_lib  # imports are slow: not at module level
   method = methods_lib.get_method(config.method)     # a bad name fails before loading data
   checkpoint.check_directory(workdir)    # before any data is read
   # Before any collective (the sharded loading is one): the same config everywhere.
-  sharding.assert_same_on_all_processes(f"{config_hash(config)}:{config.seed}",
+  distributed.assert_same_on_all_processes(f"{config_hash(config)}:{config.seed}",
                                         "the config or seed")
   n_shards = int(config.train.data_shards)
   held = shards.held_shards(n_shards)                # a bad shard count fails here too
@@ -288,9 +293,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   hidden[rows["test"]] = np.nan
   cohort = dataclasses.replace(cohort, labels=hidden)
   modalities = modality_table(cohort)        # train + validation patients only
-  cohort, stats = data_lib.standardize(cohort, rows["train"], layout)
+  cohort, stats = standardize(cohort, rows["train"], layout)
 
-  mesh = sharding.make_mesh()
+  mesh = mesh_lib.make_mesh()
   data = methods_lib.MethodData(cohort, rows["train"], rows["val"], stats, layout)
   probs, training = fit_and_predict(config, method, data, {s: rows[s] for s in ("val", "test")},
                                     workdir, mesh, h, log)
@@ -309,7 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   reference = {}
   if config.eval.get("reference_logreg", True) and n_shards == 1:   # needs every row
-    from crl_mmnar_jax.baselines import logreg_mean_impute
+    from crl_mmnar_jax.methods.baselines import logreg_mean_impute
     reference["logreg_mean_impute"] = logreg_mean_impute(
         cohort, rows["train"], rows["val"], {"test": rows["test"]})[0]["test"]
 
@@ -322,7 +327,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "method": config.method, "seed": seed, "config_hash": h,
       "cohort": {"name": config.data.name, "n": cohort.n,
                  **{f"n_{s}": int(len(rows[s])) for s in SPLITS},
-                 "fingerprint": data_lib.fingerprint(cohort.patient_id),
+                 "fingerprint": fingerprint(cohort.patient_id),
                  "modalities": list(cohort.modality_names), "tasks": list(names),
                  "modality_table": modalities},
       "training": training,

@@ -21,15 +21,15 @@ import statistics
 import time
 from typing import Any, Callable
 
-from absl import app
-from absl import flags
 import jax
 import numpy as np
+from absl import app, flags
 
-from crl_mmnar_jax import rectifier
-from crl_mmnar_jax import sharding
-from crl_mmnar_jax import train as train_lib
+from crl_mmnar_jax import methods, rectifier
 from crl_mmnar_jax.cohort import Cohort
+from crl_mmnar_jax.train import mesh as mesh_lib
+from crl_mmnar_jax.train import optim
+from crl_mmnar_jax.train import step as step_lib
 
 _ONLY = flags.DEFINE_list("only", None, "Comma-separated section names (default: all).")
 _OUT = flags.DEFINE_string("out", None, "Optional path of a JSON file with the results.")
@@ -139,12 +139,12 @@ def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int |
   config = get_base_config()
   config.train.batch_size = batch_size
   cohort = _random_cohort(max(4 * batch_size, 1024), dims)
-  mesh = sharding.make_mesh(devices)
-  tx = train_lib.make_optimizer(config, 1000)
-  mcfg = train_lib.model_config(config, cohort)
-  graphdef, state = train_lib.create_state(mcfg, tx, 0, mesh)
-  step = train_lib.make_train_step(graphdef, train_lib.loss_weights(config), mcfg.miss_head)
-  batches = [sharding.put_batch(sharding.local_batch(cohort, np.arange(i, i + batch_size) %
+  mesh = mesh_lib.make_mesh(devices)
+  tx = optim.make_optimizer(config, 1000)
+  mcfg = methods.model_config(config, cohort)
+  graphdef, state = step_lib.create_state(mcfg, tx, 0, mesh)
+  step = step_lib.make_train_step(graphdef, methods.loss_weights(config), mcfg.miss_head)
+  batches = [mesh_lib.put_batch(mesh_lib.local_batch(cohort, np.arange(i, i + batch_size) %
                                                      cohort.n, batch_size), mesh)
              for i in range(0, 4 * batch_size, batch_size)]
   one = np.float32(1.0)
@@ -173,7 +173,7 @@ def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int |
   start = time.perf_counter()
   for i in range(n_steps):
     rows = order[(i * batch_size) % cohort.n:][:batch_size]
-    batch = sharding.put_batch(sharding.local_batch(cohort, rows, batch_size), mesh)
+    batch = mesh_lib.put_batch(mesh_lib.local_batch(cohort, rows, batch_size), mesh)
     state, parts = step(state, batch, jax.random.key(i), one, one)
   jax.block_until_ready(parts)
   loop_s = (time.perf_counter() - start) / n_steps
@@ -269,7 +269,8 @@ def _synthetic_measurements(n: int, n_stays: int, seed: int = 0, shuffled: bool 
   (1% outside), times over 0-50 h (4% outside the 48 h window). Rows are ordered by
   stay and time, as EHR extracts are (per-stay files, MEDS, YAIB), or shuffled."""
   import polars as pl
-  from crl_mmnar_jax import physionet2012
+
+  from crl_mmnar_jax.data.sources import physionet2012
   rng = np.random.default_rng(seed)
   names = [v for g in physionet2012.GROUPS for v in g.variables]
   lo_V, hi_V = np.array([physionet2012.VALID_RANGES[v] for v in names]).T
@@ -296,8 +297,9 @@ def _featurize_case(case: str, scale: int = 1, repeats: int = 3) -> Result:
   import gc
   import threading
   import tracemalloc
-  from crl_mmnar_jax import featurize as featurize_lib
-  from crl_mmnar_jax import physionet2012
+
+  from crl_mmnar_jax.data import featurize as featurize_lib
+  from crl_mmnar_jax.data.sources import physionet2012
   if case == "physionet_set_a":
     fn = lambda: physionet2012.load_physionet2012(PHYSIONET_DIR, sets=("a",))
     n, stays = SET_A_MEASUREMENTS, SET_A_STAYS
@@ -380,7 +382,8 @@ def _write_synthetic_eicu(folder: str, n_patients: int, seed: int = 0) -> dict[s
   offsets from -6 h to 48 h. Returns rows per table.
   """
   import polars as pl
-  from crl_mmnar_jax import eicu
+
+  from crl_mmnar_jax.data.sources import eicu
   rng = np.random.default_rng(seed)
   n_stays = int(n_patients * 1.25)
   stay = np.arange(1, n_stays + 1, dtype=np.int64) + 100_000
@@ -580,7 +583,7 @@ def bench_mimic() -> list[Result]:
 def shard_load_case(source: str, folder: str, n_shards: int) -> Result:
   """Loads shard 0 of `n_shards` (what process 0 of a sharded run reads) in this fresh
   process: `_load_case` with `shards.keep_fn`."""
-  from crl_mmnar_jax import shards
+  from crl_mmnar_jax.data import shards
   kwargs = {"keep": shards.keep_fn(n_shards, (0,))} if n_shards > 1 else {}
   if source == "physionet2012":
     kwargs["sets"] = ("a",)
@@ -594,7 +597,8 @@ def bench_shards() -> list[Result]:
   shard, for 1 to 8 shards, from the generic tables (a synthetic cohort with the paper's
   MIMIC-IV shapes, CRL_BENCH_SHARD_N patients) and from PhysioNet 2012 set A."""
   import tempfile
-  from crl_mmnar_jax import tables
+
+  from crl_mmnar_jax.data.sources import tables
   n = int(os.environ.get("CRL_BENCH_SHARD_N", "20000"))
   results = []
   with tempfile.TemporaryDirectory() as folder:

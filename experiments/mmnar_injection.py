@@ -77,9 +77,9 @@ def plan(strengths: Sequence[float], seeds: int) -> list[Cell]:
 
 def make_cohort(cell: Cell, setting: Setting, cell_dir: str) -> str:
   """Writes the injected cohort (tables) and its truth once; returns the data dir."""
-  from crl_mmnar_jax.injection import inject_mmnar
-  from crl_mmnar_jax.synthetic import make_synthetic
-  from crl_mmnar_jax.tables import write_tables
+  from crl_mmnar_jax.data.sources.injection import inject_mmnar
+  from crl_mmnar_jax.data.sources.synthetic import make_synthetic
+  from crl_mmnar_jax.data.sources.tables import write_tables
   data_dir = os.path.join(cell_dir, "data")
   stamp_path = os.path.join(cell_dir, "injection.json")
   stamp = {"strength": cell.strength, "seed": cell.seed, **dataclasses.asdict(setting)}
@@ -143,8 +143,9 @@ def untrained_predictors(config, cell_dir: str) -> None:
   """`logreg_reference` and `blind_oracle` on the splits `train_and_evaluate` uses."""
   from crl_mmnar_jax import data as data_lib
   from crl_mmnar_jax import rectifier as rectifier_lib
-  from crl_mmnar_jax.baselines import logreg_mean_impute
+  from crl_mmnar_jax.data.standardize import standardize
   from crl_mmnar_jax.experiment import make_splits
+  from crl_mmnar_jax.methods.baselines import logreg_mean_impute
   todo = [m for m in (REFERENCE, ORACLE)
           if not os.path.exists(os.path.join(cell_dir, m, "results.json"))]
   if not todo:
@@ -162,7 +163,7 @@ def untrained_predictors(config, cell_dir: str) -> None:
   tasks = cohort.task_names
   probs = {ORACLE: np.stack([truth[f"{t}_base_prob"].to_numpy() for t in tasks], 1)}
   if REFERENCE in todo:
-    std, _ = data_lib.standardize(hidden, rows["train"])
+    std, _ = standardize(hidden, rows["train"])
     ref = logreg_mean_impute(std, rows["train"], rows["val"],
                              {"val": rows["val"], "test": rows["test"]})
     if isinstance(ref, tuple):                    # newer signature: (probs, chosen L2)

@@ -38,12 +38,13 @@ def main(argv):
   config = _CONFIG.value
   logging.set_verbosity(logging.WARNING)
   if _DISTRIBUTED.value:
-    from crl_mmnar_jax import sharding
-    sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+    from crl_mmnar_jax import distributed
+    distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                     _PROCESS_ID.value)
-  from crl_mmnar_jax.experiment import config_to_dict, train_and_evaluate
-  from crl_mmnar_jax.train import NonFiniteLossError
   import json
+
+  from crl_mmnar_jax.experiment import config_to_dict, train_and_evaluate
+  from crl_mmnar_jax.train.loop import NonFiniteLossError
   print(json.dumps(config_to_dict(config), indent=2, sort_keys=True))
   try:
     results = train_and_evaluate(config, _WORKDIR.value)

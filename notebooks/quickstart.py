@@ -74,12 +74,12 @@ import numpy as np
 import polars as pl
 from IPython.display import Image, Markdown, display
 
-from crl_mmnar_jax import data as data_lib
 from crl_mmnar_jax import metrics, rectifier, report
-from crl_mmnar_jax import splits as splits_lib
-from crl_mmnar_jax.cohort import pattern_label
+from crl_mmnar_jax.cohort import fingerprint, pattern_label
+from crl_mmnar_jax.data import splits as splits_lib
+from crl_mmnar_jax.data.sources.synthetic import make_synthetic
+from crl_mmnar_jax.data.standardize import standardize
 from crl_mmnar_jax.experiment import train_and_evaluate
-from crl_mmnar_jax.synthetic import make_synthetic
 from experiments.configs import synthetic as synthetic_configs
 
 pl.Config.set_tbl_rows(40)
@@ -197,7 +197,7 @@ plt.switch_backend(backend)  # the report writer renders its PNGs with Agg
 print(f"finished in {time.perf_counter() - t0:.0f} s; {workdir} holds "
       f"{sorted(os.listdir(workdir))}")
 # The run drew the same patients as section 1 (same ids, same fingerprint).
-assert results["cohort"]["fingerprint"] == data_lib.fingerprint(cohort.patient_id)
+assert results["cohort"]["fingerprint"] == fingerprint(cohort.patient_id)
 
 # %% [markdown]
 # ## 3. Results
@@ -391,7 +391,7 @@ pl.DataFrame(rows_a).with_columns(pl.col(pl.Float64).round(3))
 # fitted by Newton's method in plain numpy.
 
 # %%
-standardized, _ = data_lib.standardize(cohort, rows["train"])
+standardized, _ = standardize(cohort, rows["train"])
 x = np.concatenate(standardized.features, axis=1).astype(np.float64)   # no indicators
 y, pattern = cohort.labels.astype(np.float64), cohort.pattern
 

@@ -17,18 +17,21 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from crl_mmnar_jax import sharding, train  # noqa: E402
-from crl_mmnar_jax.shards import Layout  # noqa: E402
-from crl_mmnar_jax.synthetic import make_synthetic  # noqa: E402
+from crl_mmnar_jax import methods
+from crl_mmnar_jax.data.shards import Layout  # noqa: E402
+from crl_mmnar_jax.data.sources.synthetic import make_synthetic  # noqa: E402
+from crl_mmnar_jax.train import mesh as mesh_lib  # noqa: E402
+from crl_mmnar_jax.train import optim  # noqa: E402
+from crl_mmnar_jax.train import step as step_lib
 from experiments.configs import synthetic  # noqa: E402
 
 
 def run(devices, config, cohort, n_steps=4):
-  mesh = sharding.make_mesh(devices)
-  tx = train.make_optimizer(config, 100)
-  mcfg = train.model_config(config, cohort)
-  graphdef, state = train.create_state(mcfg, tx, 0, mesh)
-  step_fn = train.make_train_step(graphdef, train.loss_weights(config), mcfg.miss_head)
+  mesh = mesh_lib.make_mesh(devices)
+  tx = optim.make_optimizer(config, 100)
+  mcfg = methods.model_config(config, cohort)
+  graphdef, state = step_lib.create_state(mcfg, tx, 0, mesh)
+  step_fn = step_lib.make_train_step(graphdef, methods.loss_weights(config), mcfg.miss_head)
   order = Layout.single(cohort.n).epoch_order(np.arange(cohort.n), 0, 0)
   bs = config.train.batch_size
   losses = []
@@ -36,7 +39,7 @@ def run(devices, config, cohort, n_steps=4):
     rows = order[s * bs:(s + 1) * bs]
     if s == n_steps - 1:
       rows = rows[: bs - 5]    # a partial, padded batch
-    batch = sharding.put_batch(sharding.local_batch(cohort, rows, bs), mesh)
+    batch = mesh_lib.put_batch(mesh_lib.local_batch(cohort, rows, bs), mesh)
     state, parts = step_fn(state, batch, jax.random.fold_in(jax.random.key(0), s),
                            jnp.float32(1.0), jnp.float32(1.0))
     losses.append({k: float(v) for k, v in parts.items()})

@@ -17,14 +17,15 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from crl_mmnar_jax import data as data_lib  # noqa: E402
-from crl_mmnar_jax import sharding, shards  # noqa: E402
-from crl_mmnar_jax.synthetic import make_synthetic  # noqa: E402
-from crl_mmnar_jax.tables import DataError  # noqa: E402
+from crl_mmnar_jax import distributed
+from crl_mmnar_jax.data import shards  # noqa: E402
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.sources.synthetic import make_synthetic  # noqa: E402
+from crl_mmnar_jax.data.standardize import standardize  # noqa: E402
 
 
 def main(port: int, pid: int) -> None:
-  sharding.initialize_distributed(f"localhost:{port}", 2, pid)
+  distributed.initialize_distributed(f"localhost:{port}", 2, pid)
   syn = make_synthetic(300, n_modalities=3, n_tasks=2, seed=5)
   full = syn.cohort
   keep = shards.keep_fn(2, shards.held_shards(2))
@@ -60,9 +61,9 @@ def main(port: int, pid: int) -> None:
                                   emulated.features[m][rows])
 
   train = np.flatnonzero(np.arange(cohort.n) % 4 != 0)
-  std, stats = data_lib.standardize(cohort, train, layout)
+  std, stats = standardize(cohort, train, layout)
   one = shards.Layout(2, layout.shard_N, (0, 1))
-  std1, stats1 = data_lib.standardize(emulated, train, one)
+  std1, stats1 = standardize(emulated, train, one)
   for name in cohort.modality_names:
     np.testing.assert_array_equal(stats[name]["mean"], stats1[name]["mean"])
     np.testing.assert_array_equal(stats[name]["sd"], stats1[name]["sd"])

@@ -21,11 +21,14 @@ import polars as pl
 import pytest
 from flax import nnx
 
-from crl_mmnar_jax import baselines, data as data_lib, methods
+from crl_mmnar_jax import data as data_lib
+from crl_mmnar_jax import methods
 from crl_mmnar_jax.batch import make_batch
 from crl_mmnar_jax.cohort import Cohort
+from crl_mmnar_jax.data.sources.synthetic import make_synthetic
+from crl_mmnar_jax.data.standardize import standardize
 from crl_mmnar_jax.losses import label_agreement_loss
-from crl_mmnar_jax.synthetic import make_synthetic
+from crl_mmnar_jax.methods import baselines
 from experiments.configs import METHODS, synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,8 +134,8 @@ def test_every_method_trains_and_writes_the_output_contract(method, run):
 
 
 def test_all_methods_share_identical_splits(run):
+  from crl_mmnar_jax.data.splits import splits_frame
   from crl_mmnar_jax.experiment import make_splits
-  from crl_mmnar_jax.splits import splits_frame
   config = _config("crl_mmnar")
   cohort = data_lib.load(config).cohort
   crl = splits_frame(cohort.patient_id, make_splits(config, cohort))   # what CRL-MMNAR gets
@@ -149,7 +152,7 @@ def tiny():
   cohort = make_synthetic(160, seed=2).cohort
   rows = np.arange(cohort.n)
   train, val = rows[:120], rows[120:]
-  std, stats = data_lib.standardize(cohort, train)
+  std, stats = standardize(cohort, train)
   data = methods.MethodData(std, train, val, stats)
   by_count = val[np.argsort(std.present[val].sum(1), kind="stable")]
   batch_rows = np.concatenate([by_count[:12], by_count[-4:]])      # fewest and most observed
@@ -314,7 +317,7 @@ def test_zero_imputation_is_a_raw_zero_and_mean_imputation_the_training_mean():
   labels = rng.integers(0, 2, (n, 1)).astype(np.float32)
   cohort = Cohort(np.arange(n), (x0, x1), present, labels, ("a", "b"), ("y",)).validate()
   rows = np.arange(n)
-  std, stats = data_lib.standardize(cohort, rows[:150])
+  std, stats = standardize(cohort, rows[:150])
   data = methods.MethodData(std, rows[:150], rows[150:], stats)
   config = _config()
   missing = np.flatnonzero(~present[:, 1])[:8]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from crl_mmnar_jax.cohort import Cohort
-from crl_mmnar_jax.data import standardize
+from crl_mmnar_jax.data.standardize import standardize
 
 
 def _cohort():
@@ -66,8 +66,9 @@ def test_fixed_test_rows_split_mode():
   """Split by set / database: the fixed rows are exactly the test set, the rest is
   split into train and validation, none of it depending on the test rows' labels."""
   import dataclasses
+
+  from crl_mmnar_jax.data.sources.synthetic import make_synthetic
   from crl_mmnar_jax.experiment import make_splits
-  from crl_mmnar_jax.synthetic import make_synthetic
   from experiments.configs import synthetic as synthetic_config
   cohort = make_synthetic(400, seed=2).cohort
   test_mask = np.zeros(cohort.n, bool)
@@ -86,6 +87,7 @@ def test_fixed_test_rows_split_mode():
 
 def test_yaib_external_validation_mode_on_shared_data():
   import os
+
   from crl_mmnar_jax import data as data_lib
   from experiments.configs import yaib
   config = yaib.get_config()
@@ -99,7 +101,7 @@ def test_yaib_external_validation_mode_on_shared_data():
   assert loaded.test_mask_N.sum() == 99
   assert not any(isinstance(v, np.ndarray) for v in loaded.info.values())
   config.data.test_database = "nope"
-  from crl_mmnar_jax.tables import DataError
+  from crl_mmnar_jax.data.errors import DataError
   with pytest.raises(DataError, match="database 'nope' not found"):
     data_lib.load(config)
 

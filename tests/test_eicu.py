@@ -11,8 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crl_mmnar_jax import eicu
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.sources import eicu
 
 # Exact eICU-CRD v2.0 column lists (in published order) of the tables the loader reads.
 COLUMNS = {
@@ -351,7 +351,7 @@ def test_modality_never_observed_by_anyone(tmp_path):
 
 def test_eicu_config_loads_through_data_load(tmp_path):
   from crl_mmnar_jax import data as data_lib
-  from crl_mmnar_jax.tables import DataError
+  from crl_mmnar_jax.data.errors import DataError
   from experiments.configs import eicu as eicu_config
   config = eicu_config.get_config()
   with pytest.raises(DataError, match="needs --config.data.dir"):

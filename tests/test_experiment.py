@@ -12,8 +12,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crl_mmnar_jax.synthetic import make_synthetic
-from crl_mmnar_jax.tables import write_tables
+from crl_mmnar_jax.data.sources.synthetic import make_synthetic
+from crl_mmnar_jax.data.sources.tables import write_tables
 from experiments.configs import synthetic as synthetic_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -256,7 +256,7 @@ def test_workdir_with_glob_characters_is_refused_before_anything_runs(name, tmp_
 
 
 def test_checkpoints_refuse_a_directory_with_glob_characters(tmp_path):
-  from crl_mmnar_jax.checkpoint import Checkpoints
+  from crl_mmnar_jax.train.checkpoint import Checkpoints
   with pytest.raises(ValueError, match=r"contains '\[\]'"):
     Checkpoints(str(tmp_path / "run[1]"))
   assert list(tmp_path.iterdir()) == []
@@ -264,10 +264,12 @@ def test_checkpoints_refuse_a_directory_with_glob_characters(tmp_path):
 
 def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
   import re
+
   import jax
-  from crl_mmnar_jax.checkpoint import Checkpoints
+
   from crl_mmnar_jax.experiment import train_and_evaluate
-  from crl_mmnar_jax.train import NonFiniteLossError
+  from crl_mmnar_jax.train.checkpoint import Checkpoints
+  from crl_mmnar_jax.train.loop import NonFiniteLossError
   config = synthetic_config.get_config("tiny")
   config.eval.plots = False
   config.train.lr = 1e30                 # explodes within a few steps of the warmup

@@ -8,11 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crl_mmnar_jax.featurize import Featurized
-from crl_mmnar_jax.featurize import ModalityGroup
-from crl_mmnar_jax.featurize import STATS
-from crl_mmnar_jax.featurize import featurize
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.featurize import STATS, Featurized, ModalityGroup, featurize
 
 NAN = float("nan")
 GROUPS = (ModalityGroup("vitals", ("hr", "temp")),

@@ -13,8 +13,8 @@ from scipy import stats
 from sklearn.linear_model import LogisticRegression
 
 from crl_mmnar_jax import rectifier
-from crl_mmnar_jax.injection import inject_mmnar
-from crl_mmnar_jax.synthetic import make_synthetic
+from crl_mmnar_jax.data.sources.injection import inject_mmnar
+from crl_mmnar_jax.data.sources.synthetic import make_synthetic
 from experiments import mmnar_injection as mi
 from experiments.configs import injection as injection_config
 

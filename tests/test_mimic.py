@@ -16,9 +16,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crl_mmnar_jax import mimic
-from crl_mmnar_jax import text_embed
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.data import text_embed
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.sources import mimic
 
 sys.path.insert(0, os.path.dirname(__file__))
 import mimic_fixture as fx  # pylint: disable=wrong-import-position

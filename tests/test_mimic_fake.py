@@ -174,10 +174,10 @@ def test_deterministic_and_uncompressed(tmp_path, tiny):
   assert not os.path.exists(os.path.join(str(tmp_path / "other"), "note"))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("crl_mmnar_jax.mimic") is None,
+@pytest.mark.skipif(importlib.util.find_spec("crl_mmnar_jax.data.sources.mimic") is None,
                     reason="crl_mmnar_jax.mimic is not there yet")
 def test_load_mimic_runs_on_generated_data(tiny, tmp_path):
-  from crl_mmnar_jax.mimic import load_mimic
+  from crl_mmnar_jax.data.sources.mimic import load_mimic
   directory, info = tiny
   cohort, data_info = load_mimic(directory, cache_dir=str(tmp_path / "cache"),
                                  cxr_embeddings=info["cxr_embeddings"],

@@ -83,8 +83,9 @@ def test_two_processes_match_one_process(tmp_path):
 def test_two_processes_each_loading_their_shard_match_one_process(tmp_path):
   """Each process reads only its shard's rows of the tables; one process emulating the
   two shards trains the same model."""
-  from crl_mmnar_jax import shards, tables
-  from crl_mmnar_jax.synthetic import make_synthetic
+  from crl_mmnar_jax.data import shards
+  from crl_mmnar_jax.data.sources import tables
+  from crl_mmnar_jax.data.sources.synthetic import make_synthetic
   cohort = make_synthetic(600, n_modalities=4, n_tasks=3, seed=0).cohort
   tables.write_tables(cohort, tmp_path / "cohort")
   args = ["--config=tables", f"--config.data.dir={tmp_path / 'cohort'}",

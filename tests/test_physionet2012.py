@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 
-from crl_mmnar_jax import physionet2012 as pn
-from crl_mmnar_jax.featurize import STATS
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.featurize import STATS
+from crl_mmnar_jax.data.sources import physionet2012 as pn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_DIR = os.path.join(ROOT, "..", "shared", "data", "physionet2012")

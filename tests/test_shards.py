@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from crl_mmnar_jax import data as data_lib
-from crl_mmnar_jax import shards
 from crl_mmnar_jax.batch import make_batch
-from crl_mmnar_jax.synthetic import make_synthetic
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.data import shards
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.sources.synthetic import make_synthetic
+from crl_mmnar_jax.data.standardize import standardize
 
 
 def test_shard_of_is_crc32_of_the_id_text():
@@ -146,9 +147,9 @@ def test_standardize_with_shards_equals_one_shard():
   feats[1][obs[:7], 0] = np.nan
   c = dataclasses.replace(c, features=tuple(feats))
   train = np.flatnonzero(np.arange(c.n) % 3 != 0)
-  one, s1 = data_lib.standardize(c, train)
+  one, s1 = standardize(c, train)
   layout = shards.Layout(4, shards.shard_of(c.patient_id, 4), (0, 1, 2, 3))
-  four, s4 = data_lib.standardize(c, train, layout)
+  four, s4 = standardize(c, train, layout)
   for name in c.modality_names:
     np.testing.assert_allclose(s4[name]["mean"], s1[name]["mean"], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(s4[name]["sd"], s1[name]["sd"], rtol=1e-12)

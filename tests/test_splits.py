@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crl_mmnar_jax import splits
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.data import splits
+from crl_mmnar_jax.data.errors import DataError
 
 
 def _cohort(n: int = 2000, n_patterns: int = 8, n_tasks: int = 2, seed: int = 0,

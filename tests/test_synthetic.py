@@ -18,7 +18,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from crl_mmnar_jax.cohort import pattern_ids
-from crl_mmnar_jax.synthetic import SyntheticData, make_synthetic
+from crl_mmnar_jax.data.sources.synthetic import SyntheticData, make_synthetic
 
 N = 20_000
 

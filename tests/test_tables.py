@@ -10,9 +10,9 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from crl_mmnar_jax import tables
 from crl_mmnar_jax.cohort import Cohort
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.sources import tables
 
 NAN = float("nan")
 
@@ -276,8 +276,8 @@ def test_data_error_is_value_error():
 
 @pytest.mark.parametrize("string_ids", [False, True])
 def test_keep_loads_only_those_patients(tmp_path, string_ids):
-  from crl_mmnar_jax import shards
-  from crl_mmnar_jax.synthetic import make_synthetic
+  from crl_mmnar_jax.data import shards
+  from crl_mmnar_jax.data.sources.synthetic import make_synthetic
   c = make_synthetic(120, n_modalities=3, n_tasks=2, seed=4).cohort
   if string_ids:
     c = dataclasses.replace(c, patient_id=np.array([f"p{i:04d}" for i in c.patient_id]))
@@ -299,7 +299,7 @@ def test_keep_loads_only_those_patients(tmp_path, string_ids):
 
 def test_keep_still_reports_a_modality_row_of_an_unknown_patient(tmp_path):
   """The process whose shard the stray id falls in names it; the others never see it."""
-  from crl_mmnar_jax import shards
+  from crl_mmnar_jax.data import shards
   mods = _modalities()
   mods["labs"] = {"patient_id": ["p05", "p99"], "na": [140, 141], "k": [4, 5]}
   _write(tmp_path, modalities=mods)

@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crl_mmnar_jax import yaib
-from crl_mmnar_jax.featurize import STATS
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.featurize import STATS
+from crl_mmnar_jax.data.sources import yaib
 
 NAN = float("nan")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -397,7 +397,7 @@ def test_keep_reads_only_those_stays(tmp_path):
 
 
 def test_keep_on_the_real_demo_partitions_it():
-  from crl_mmnar_jax import shards
+  from crl_mmnar_jax.data import shards
   full, _ = _real()
   parts = [yaib.load_yaib(YAIB_DIR, keep=shards.keep_fn(3, (s,)))[0] for s in range(3)]
   got = np.concatenate([p.patient_id for p in parts])

@@ -103,8 +103,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from crl_mmnar_jax import shards
 from crl_mmnar_jax.cohort import Cohort
+from crl_mmnar_jax.data import shards
 from crl_mmnar_jax.model import Fusion, MLPBlock, ModelConfig
 
 Array = jax.Array

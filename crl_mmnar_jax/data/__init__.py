@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from typing import Callable
 
 import ml_collections
 import numpy as np
 
-from crl_mmnar_jax import shards
 from crl_mmnar_jax.cohort import Cohort
 
 
@@ -34,7 +32,7 @@ def _summary(info: dict) -> dict:
 def _fixed_test(values_N: np.ndarray, train: list[str], test: list[str], what: str,
                 source: str) -> tuple[np.ndarray, np.ndarray]:
   """(keep_N, test_N) for a split by `what` (set or database) names."""
-  from crl_mmnar_jax.tables import DataError
+  from crl_mmnar_jax.data.errors import DataError
   found = sorted(set(np.unique(values_N).tolist()))
   for name in train + test:
     if name not in found:
@@ -71,7 +69,7 @@ def load(config: ml_collections.ConfigDict, keep: Keep | None = None) -> LoadedD
 def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
   d = config.data
   if d.name == "synthetic":
-    from crl_mmnar_jax.synthetic import make_synthetic
+    from crl_mmnar_jax.data.sources.synthetic import make_synthetic
     syn = make_synthetic(
         int(d.n), n_modalities=int(d.n_modalities), n_tasks=int(d.n_tasks),
         mechanism=str(d.mechanism), prevalence=float(d.prevalence),
@@ -79,14 +77,15 @@ def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
         seed=int(d.seed))
     return LoadedData(syn.cohort, syn.true_prob_NxT, {"mechanism": syn.mechanism})
   if d.name == "tables":
-    from crl_mmnar_jax.tables import DataError, load_tables_with_info
+    from crl_mmnar_jax.data.errors import DataError
+    from crl_mmnar_jax.data.sources.tables import load_tables_with_info
     if not d.dir:
       raise DataError("--config=tables needs --config.data.dir=DIR (the cohort directory)")
     tasks = [s for s in str(d.tasks).split(",") if s] or None
     cohort, info = load_tables_with_info(d.dir, tasks=tasks, keep=keep)
     return LoadedData(cohort, None, info)
   if d.name == "physionet2012":
-    from crl_mmnar_jax.physionet2012 import load_physionet2012
+    from crl_mmnar_jax.data.sources.physionet2012 import load_physionet2012
     train, test = _csv(d.train_sets), _csv(d.test_sets)
     sets = (train + test) or None
     cohort, info = load_physionet2012(d.dir, sets=sets, tasks=tuple(_csv(d.tasks)),
@@ -96,7 +95,7 @@ def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
     keep, is_test = _fixed_test(info["set"], train, test, "set", d.dir)
     return LoadedData(cohort.subset(keep), None, _summary(info), is_test[keep])
   if d.name == "yaib":
-    from crl_mmnar_jax.yaib import load_yaib
+    from crl_mmnar_jax.data.sources.yaib import load_yaib
     cohort, info = load_yaib(d.dir, databases=tuple(_csv(d.databases)), task=str(d.task),
                              window_hours=float(d.window_hours), keep=keep)
     if not d.test_database:
@@ -105,8 +104,8 @@ def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
                                 d.dir)
     return LoadedData(cohort, None, _summary(info), is_test)
   if d.name == "eicu":
-    from crl_mmnar_jax.eicu import load_eicu
-    from crl_mmnar_jax.tables import DataError
+    from crl_mmnar_jax.data.errors import DataError
+    from crl_mmnar_jax.data.sources.eicu import load_eicu
     if not d.dir:
       raise DataError("--config=eicu needs --config.data.dir=DIR (the eICU-CRD v2.0 tables)")
     cohort, info = load_eicu(d.dir, tasks=tuple(_csv(d.tasks)),
@@ -114,8 +113,8 @@ def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
                              cache_dir=str(d.cache_dir) or None)
     return LoadedData(cohort, None, _summary(info))
   if d.name == "mimic":
-    from crl_mmnar_jax.mimic import load_mimic
-    from crl_mmnar_jax.tables import DataError
+    from crl_mmnar_jax.data.errors import DataError
+    from crl_mmnar_jax.data.sources.mimic import load_mimic
     directory, meds = str(d.dir), str(d.meds)
     if not directory and not meds:
       if not (d.demo_meds and os.path.isfile(d.demo_meds)):
@@ -130,56 +129,3 @@ def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
         cxr_embeddings=str(d.cxr_embeddings), cxr_metadata=str(d.cxr_metadata))
     return LoadedData(cohort, None, _summary(info))
   raise ValueError(f"unknown data source {d.name!r}")
-
-
-def standardize(cohort: Cohort, train_rows: np.ndarray,
-                layout: shards.Layout | None = None) -> tuple[Cohort, dict]:
-  """Z-scores every feature with mean/sd over the OBSERVED training rows of its modality
-  and imputes NaN ("not measured" inside an observed row) with the training mean (0).
-
-  Only training rows inform the statistics. Rows where a modality is missing stay
-  exactly zero. Features constant (or never measured) on the training rows get mean 0
-  and sd 1. Returns the new cohort and, per modality, counts (for the record) and the
-  per-feature training `mean` and `sd` (float64 arrays of shape (d_m,)).
-
-  With a sharded `layout` the sums are taken per shard, then over shards in order
-  (`Layout.sum_per_shard`), so one process and several give the same statistics.
-  """
-  layout = shards.Layout.single(cohort.n) if layout is None else layout
-  train_rows = np.asarray(train_rows)
-  feats, stats = [], {}
-  for m, (name, x) in enumerate(zip(cohort.modality_names, cohort.features)):
-
-    def observed(rows: np.ndarray) -> np.ndarray:
-      return x[rows[cohort.present[rows, m]]].astype(np.float64)
-
-    def first(rows: np.ndarray) -> np.ndarray:        # [measured count; sum] per feature
-      xt = observed(rows)
-      return np.stack([(~np.isnan(xt)).sum(0), np.nansum(xt, 0)])
-
-    measured_D, sum_D = layout.sum_per_shard(train_rows, first)
-    with np.errstate(invalid="ignore", divide="ignore"):
-      mean = np.where(measured_D > 0, sum_D / np.maximum(measured_D, 1), 0.0)
-      ss_D = layout.sum_per_shard(train_rows,
-                                  lambda rows: np.nansum((observed(rows) - mean) ** 2, 0))
-      var = np.where(measured_D > 0, ss_D / np.maximum(measured_D, 1), 1.0)
-    sd = np.sqrt(var)
-    sd = np.where(sd > 1e-8, sd, 1.0)
-
-    def transform(x_local: np.ndarray, held: slice) -> np.ndarray:
-      z = np.nan_to_num((x_local - mean) / sd, nan=0.0).astype(np.float32)
-      return np.where(cohort.present[held, m:m + 1], z, 0.0).astype(np.float32)
-
-    feats.append(shards.map_rows(x, transform))
-    all_rows = np.arange(cohort.n)
-    imputed = layout.sum_per_shard(
-        all_rows, lambda rows: np.isnan(x[rows[cohort.present[rows, m]]]).sum())
-    stats[name] = {"n_train_observed": int(cohort.present[train_rows, m].sum()),
-                   "imputed_cells": int(imputed), "mean": mean, "sd": sd}
-  return dataclasses.replace(cohort, features=tuple(feats)), stats
-
-
-def fingerprint(patient_id: np.ndarray) -> str:
-  """A short hash of the sorted patient ids, to compare cohorts across runs."""
-  ids = np.sort(np.asarray(patient_id).astype(str))
-  return hashlib.sha256("\n".join(ids.tolist()).encode()).hexdigest()[:16]

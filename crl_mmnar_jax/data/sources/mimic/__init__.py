@@ -172,19 +172,16 @@ import tempfile
 import zlib
 from typing import Any, Callable, Sequence
 
-from absl import logging
 import numpy as np
 import polars as pl
+from absl import logging
 
-from crl_mmnar_jax.cohort import Cohort
-from crl_mmnar_jax.data import fingerprint
-from crl_mmnar_jax.eicu import _header
-from crl_mmnar_jax.eicu import _stage
-from crl_mmnar_jax.featurize import ModalityGroup
-from crl_mmnar_jax.featurize import featurize_batched
-from crl_mmnar_jax.tables import DataError, check_tasks
-from crl_mmnar_jax.text_embed import ENCODERS
-from crl_mmnar_jax.text_embed import get_encoder
+from crl_mmnar_jax.cohort import Cohort, fingerprint
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.featurize import ModalityGroup, featurize_batched
+from crl_mmnar_jax.data.sources.eicu import _header, _stage
+from crl_mmnar_jax.data.sources.tables import check_tasks
+from crl_mmnar_jax.data.text_embed import ENCODERS, get_encoder
 
 TASKS = ("readmission_30d", "icu_90d", "mortality_180d")
 MODALITIES = ("ehr", "cxr", "discharge_note", "radiology_note")

@@ -46,7 +46,7 @@ from typing import Sequence
 
 import numpy as np
 
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.data.errors import DataError
 
 ENCODERS = ("hashed", "bioclinicalbert")
 N_BUCKETS = 1 << 18
@@ -149,8 +149,8 @@ class BertEncoder:
 
   def __init__(self, model_path: str, dim: int = 768, batch_size: int = 8):
     try:
-      import torch   # pylint: disable=import-outside-toplevel
-      import transformers   # pylint: disable=import-outside-toplevel
+      import torch  # pylint: disable=import-outside-toplevel
+      import transformers  # pylint: disable=import-outside-toplevel
     except ImportError as e:
       raise DataError(f"text encoder 'bioclinicalbert' needs the packages transformers and "
                       f"torch ({e}); install them, or use data.text_encoder=hashed") from None

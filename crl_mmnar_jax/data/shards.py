@@ -36,9 +36,9 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
-from crl_mmnar_jax import sharding
+from crl_mmnar_jax import distributed
 from crl_mmnar_jax.cohort import Cohort
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.data.errors import DataError
 
 
 def shard_of(patient_id_N: np.ndarray, n_shards: int) -> np.ndarray:
@@ -239,7 +239,7 @@ def gather_rows(x: np.ndarray | HeldRows, rows: np.ndarray) -> np.ndarray:
 def allgather_arrays(a: np.ndarray) -> np.ndarray:
   """(P, *a.shape): every process's `a` (same shape and dtype everywhere), bit-exact."""
   a = np.ascontiguousarray(a)
-  parts = sharding.allgather_bytes(a.tobytes())
+  parts = distributed.allgather_bytes(a.tobytes())
   return np.stack([np.frombuffer(p, a.dtype).reshape(a.shape) for p in parts])
 
 
@@ -314,7 +314,7 @@ def assemble(load: Callable[[], tuple[Cohort, dict[str, np.ndarray | None]]], n_
                          **{f"extra_{k}": v for k, v in extras.items()}},
                         {"error": None, "shape": _shape_meta(local),
                          "extras": sorted(extras)}))
-  parts = [_unpack(b) for b in sharding.allgather_bytes(payload)]
+  parts = [_unpack(b) for b in distributed.allgather_bytes(payload)]
   failed = [(p, m["error"]) for p, (_, m) in enumerate(parts) if m["error"]]
   if error is not None:
     raise error

@@ -22,17 +22,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 
 from crl_mmnar_jax import metrics as metrics_lib
-from crl_mmnar_jax import sharding
-from crl_mmnar_jax import shards
-from crl_mmnar_jax.batch import Batch
-from crl_mmnar_jax.checkpoint import Checkpoints
-from crl_mmnar_jax.cohort import Cohort
-from crl_mmnar_jax.losses import LossFn, LossWeights, objective
-from crl_mmnar_jax.model import CRLMMNAR, ModelConfig
+from crl_mmnar_jax.data import shards
+from crl_mmnar_jax.train import mesh as mesh_lib
+from crl_mmnar_jax.train.checkpoint import Checkpoints
+from crl_mmnar_jax.train.optim import loss_scales, make_optimizer
+from crl_mmnar_jax.train.step import init_state, make_predict_fn, make_step, predict
 
 if TYPE_CHECKING:
   from crl_mmnar_jax.methods import MethodData, NeuralMethod
@@ -40,105 +37,6 @@ if TYPE_CHECKING:
 
 class NonFiniteLossError(RuntimeError):
   """The loss became NaN or Inf; the last good checkpoint is left intact."""
-
-
-def model_config(config: ml_collections.ConfigDict, cohort: Cohort) -> ModelConfig:
-  fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"input_dims", "n_tasks"}
-  kw = {k: v for k, v in config.model.items() if k in fields}
-  return ModelConfig(input_dims=cohort.input_dims, n_tasks=cohort.n_tasks, **kw)
-
-
-def loss_weights(config: ml_collections.ConfigDict) -> LossWeights:
-  return LossWeights(**config.loss.to_dict())
-
-
-def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-  t = config.train
-  warmup = min(int(t.warmup_steps), max(total_steps - 1, 0))
-  lr = optax.warmup_cosine_decay_schedule(0.0, t.lr, warmup, max(total_steps, warmup + 1),
-                                          end_value=t.lr * t.final_lr_fraction)
-  return optax.chain(optax.clip_by_global_norm(t.clip_norm),
-                     optax.adamw(lr, weight_decay=t.weight_decay))
-
-
-def loss_scales(config: ml_collections.ConfigDict, epoch: int) -> tuple[float, float]:
-  """(aux_scale, pred_scale) for an epoch: pre-training, then a cosine anneal of the
-  auxiliary weight from 1 to `train.aux_final` over the joint epochs."""
-  t = config.train
-  if epoch < t.pretrain_epochs:
-    return 1.0, 0.0
-  joint = max(t.epochs - 1, 1)
-  frac = min((epoch - t.pretrain_epochs) / joint, 1.0)
-  return t.aux_final + (1.0 - t.aux_final) * 0.5 * (1 + math.cos(math.pi * frac)), 1.0
-
-
-def init_state(build: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
-               seed: int, mesh: jax.sharding.Mesh) -> tuple[nnx.GraphDef, nnx.State]:
-  """Builds a model and its optimizer; returns (graphdef, replicated state)."""
-  model = build(nnx.Rngs(params=seed))
-  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-  graphdef, state = nnx.split((model, optimizer))
-  return graphdef, jax.device_put(state, sharding.replicated(mesh))
-
-
-def create_state(mcfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
-                 mesh: jax.sharding.Mesh) -> tuple[nnx.GraphDef, nnx.State]:
-  """`init_state` of CRL-MMNAR from a `ModelConfig`."""
-  return init_state(lambda rngs: CRLMMNAR(mcfg, rngs=rngs), tx, seed, mesh)
-
-
-def make_step(graphdef: nnx.GraphDef, loss: LossFn) -> Callable:
-  """The jit-compiled step: (state, batch, key, aux_scale, pred_scale) -> (state, parts)."""
-
-  def train_step(state, batch: Batch, key, aux_scale, pred_scale):
-    model, optimizer = nnx.merge(graphdef, state)
-
-    def loss_fn(model):
-      out = model(batch.x, batch.present_BxM, deterministic=False, rngs=nnx.Rngs(dropout=key))
-      return loss(out, batch, aux_scale, pred_scale)
-
-    (_, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-    optimizer.update(model, grads)
-    params = jax.tree.leaves(nnx.state(model, nnx.Param))
-    finite = jnp.isfinite(parts["total"]) & jnp.all(
-        jnp.stack([jnp.all(jnp.isfinite(p)) for p in params]))
-    parts = dict(parts, grad_norm=optax.tree.norm(grads), finite=finite)
-    return nnx.state((model, optimizer)), parts
-
-  return jax.jit(train_step, donate_argnums=0)
-
-
-def make_train_step(graphdef: nnx.GraphDef, weights: LossWeights, miss_kind: str) -> Callable:
-  """`make_step` with CRL-MMNAR's total loss."""
-  return make_step(graphdef, objective(weights, miss_kind))
-
-
-def make_predict_fn(graphdef: nnx.GraphDef) -> Callable:
-  """(state, x, present) -> probabilities (B, T), no dropout, no auxiliary branches."""
-
-  @jax.jit
-  def predict(state, x, present_BxM):
-    model, _ = nnx.merge(graphdef, state)
-    return jax.nn.sigmoid(model(x, present_BxM, with_aux=False)["logits_BxT"])
-
-  return predict
-
-
-def predict(predict_fn: Callable, state: Any, cohort: Cohort, rows: np.ndarray,
-            batch_size: int, mesh: jax.sharding.Mesh,
-            layout: shards.Layout | None = None) -> np.ndarray:
-  """Probabilities (len(rows), T) for `rows` of the cohort, in row order, on every
-  process (each process feeds the rows it holds; see `shards`)."""
-  rows = np.asarray(rows)
-  layout = shards.Layout.single(cohort.n) if layout is None else layout
-  out = np.zeros((len(rows), cohort.n_tasks), np.float32)
-  for items_B, rows_B in zip(layout.batch_items(rows, batch_size),
-                             layout.batches(rows, batch_size)):
-    real = items_B >= 0
-    batch = sharding.put_batch(sharding.local_batch(cohort, rows_B, batch_size), mesh)
-    probs = sharding.to_host(predict_fn(state, batch.x, batch.present_BxM))
-    out[items_B[real]] = probs[real]
-  return out
 
 
 def mean_auroc(labels_NxT: np.ndarray, probs_NxT: np.ndarray) -> float:
@@ -239,7 +137,7 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
   layout = data.layout or shards.Layout.single(cohort.n)
   t = config.train
   gbs = int(t.batch_size)
-  sharding.check_batch_size(gbs, mesh)
+  mesh_lib.check_batch_size(gbs, mesh)
   layout.check_batch_size(gbs, "train.batch_size")
   steps_per_epoch = layout.n_batches(train_rows, gbs)
   n_epochs = int(t.pretrain_epochs) + int(t.epochs)
@@ -249,7 +147,7 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
   train_step = make_step(graphdef, method.make_loss(config))
   predict_fn = make_predict_fn(graphdef)
   eval_bs = int(t.eval_batch_size)
-  sharding.check_batch_size(eval_bs, mesh)
+  mesh_lib.check_batch_size(eval_bs, mesh)
   layout.check_batch_size(eval_bs, "train.eval_batch_size")
   base_key = jax.random.key(int(config.seed))
   val_labels = cohort.labels[val_rows]
@@ -281,7 +179,7 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
     pending: list[tuple[int, Any]] = []
     t0, n_seen, last_loss = time.perf_counter(), 0, None
     for b in range(int(meta["batch_in_epoch"]), steps_per_epoch):
-      batch = sharding.put_batch(sharding.local_batch(cohort, batches[b], gbs), mesh)
+      batch = mesh_lib.put_batch(mesh_lib.local_batch(cohort, batches[b], gbs), mesh)
       state, parts = train_step(state, batch, jax.random.fold_in(base_key, step), aux_a, pred_a)
       step += 1
       n_seen += int((batches[b] >= 0).sum())

@@ -78,14 +78,14 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-from absl import logging
 import numpy as np
 import polars as pl
+from absl import logging
 
 from crl_mmnar_jax.cohort import Cohort
-from crl_mmnar_jax.featurize import ModalityGroup
-from crl_mmnar_jax.featurize import featurize
-from crl_mmnar_jax.tables import DataError, read_kept_rows
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.featurize import ModalityGroup, featurize
+from crl_mmnar_jax.data.sources.tables import read_kept_rows
 
 DATABASES = ("mimic_demo", "eicu_demo")
 STA_FILE = "sta.parquet"

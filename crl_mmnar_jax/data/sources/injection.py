@@ -55,7 +55,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from crl_mmnar_jax.cohort import Cohort, pattern_label
-from crl_mmnar_jax.synthetic import _calibrate_offsets, _sigmoid
+from crl_mmnar_jax.data.sources.synthetic import _calibrate_offsets, _sigmoid
 
 
 @dataclasses.dataclass(frozen=True)

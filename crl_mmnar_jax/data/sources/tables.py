@@ -33,11 +33,12 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-from absl import logging
 import numpy as np
 import polars as pl
+from absl import logging
 
 from crl_mmnar_jax.cohort import Cohort
+from crl_mmnar_jax.data.errors import DataError
 
 LABELS_FILE = "labels.parquet"
 ID_COLUMN = "patient_id"
@@ -46,10 +47,6 @@ GROUP_COLUMN = "group_id"
 _RESERVED = (ID_COLUMN, SPLIT_COLUMN, GROUP_COLUMN)
 _SPLIT_VALUES = ("train", "val", "test")
 _SUFFIX = ".parquet"
-
-
-class DataError(ValueError):
-  """Bad input data; the message names the file and the column or value at fault."""
 
 
 # ----------------------------------------------------------------------------- helpers

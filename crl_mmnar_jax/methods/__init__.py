@@ -25,11 +25,17 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from crl_mmnar_jax import baselines, shards
 from crl_mmnar_jax.cohort import Cohort
-from crl_mmnar_jax.losses import LossFn, label_agreement_loss, objective, paired_info_nce
-from crl_mmnar_jax.model import CRLMMNAR
-from crl_mmnar_jax.train import loss_weights, model_config
+from crl_mmnar_jax.data import shards
+from crl_mmnar_jax.losses import (
+  LossFn,
+  LossWeights,
+  label_agreement_loss,
+  objective,
+  paired_info_nce,
+)
+from crl_mmnar_jax.methods import baselines
+from crl_mmnar_jax.model import CRLMMNAR, ModelConfig
 
 Config = ml_collections.ConfigDict
 
@@ -72,6 +78,16 @@ Method = NeuralMethod | DirectMethod
 
 
 # ----------------------------------------------------------------------------- builders
+
+
+def model_config(config: ml_collections.ConfigDict, cohort: Cohort) -> ModelConfig:
+  fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"input_dims", "n_tasks"}
+  kw = {k: v for k, v in config.model.items() if k in fields}
+  return ModelConfig(input_dims=cohort.input_dims, n_tasks=cohort.n_tasks, **kw)
+
+
+def loss_weights(config: ml_collections.ConfigDict) -> LossWeights:
+  return LossWeights(**config.loss.to_dict())
 
 
 def _crl_mmnar(config: Config, data: MethodData, rngs: nnx.Rngs) -> CRLMMNAR:

@@ -46,11 +46,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
-from absl import logging
 import numpy as np
 import polars as pl
+from absl import logging
 
-from crl_mmnar_jax.tables import DataError
+from crl_mmnar_jax.data.errors import DataError
 
 STATS = ("last", "mean", "min", "max", "std", "count", "time_last", "slope")
 _COUNT = STATS.index("count")

@@ -14,7 +14,6 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-
 _GLOB_CHARACTERS = "[]*?"
 
 

@@ -137,14 +137,14 @@ import tempfile
 import zlib
 from typing import Any, Callable, Sequence
 
-from absl import logging
 import numpy as np
 import polars as pl
+from absl import logging
 
 from crl_mmnar_jax.cohort import Cohort
-from crl_mmnar_jax.featurize import featurize_batched
-from crl_mmnar_jax.featurize import ModalityGroup
-from crl_mmnar_jax.tables import DataError, check_tasks
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.featurize import ModalityGroup, featurize_batched
+from crl_mmnar_jax.data.sources.tables import check_tasks
 
 TASKS = ("mortality", "icu_readmission", "hospital_readmission")
 N_BUCKETS = 16

@@ -40,7 +40,8 @@ import os
 import numpy as np
 import polars as pl
 
-from crl_mmnar_jax.tables import DataError, id_kind
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.sources.tables import id_kind
 
 SPLIT_NAMES = ("train", "val", "test")
 _TRAIN, _VAL, _TEST = 0, 1, 2

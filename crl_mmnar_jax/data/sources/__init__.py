@@ -1,0 +1,1 @@
+"""Data sources: each turns one released data layout into a `Cohort`."""

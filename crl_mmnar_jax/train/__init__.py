@@ -1,0 +1,1 @@
+"""Training: the jitted step, the loop, optimiser, checkpoints and the device mesh."""
