@@ -1,6 +1,6 @@
 """`train_and_evaluate(config, workdir)`: data -> splits -> training -> rectifier -> outputs.
 
-The order of operations is the honesty contract of DESIGN.md section 4:
+The order of operations is the honesty contract (docs/design.md, Evaluation):
 
 1. Load and validate the cohort; split by patient (test carved out without reading any
    label), write `splits.parquet`.
@@ -32,10 +32,13 @@ from crl_mmnar_jax import distributed
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax import rectifier as rectifier_lib
 from crl_mmnar_jax.cohort import Cohort, fingerprint
+from crl_mmnar_jax.config_check import check_config
 from crl_mmnar_jax.data import shards
 from crl_mmnar_jax.data import splits as splits_lib
 from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.io import write_atomic, write_parquet_atomic
 from crl_mmnar_jax.data.standardize import standardize
+from crl_mmnar_jax.rectifier import bootstrap as rectifier_bootstrap
 from crl_mmnar_jax.train import checkpoint
 from crl_mmnar_jax.train import mesh as mesh_lib
 
@@ -44,25 +47,6 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "val", "test")
 _NOT_HASHED = ("train.progress", "eval.plots")   # change nothing in the results
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def write_atomic(path: str, data: bytes | str) -> None:
-  """Writes a file so that a crash leaves either the old or the new contents."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data.encode() if isinstance(data, str) else data)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def write_parquet_atomic(df: pl.DataFrame, path: str) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  df.write_parquet(tmp)
-  os.replace(tmp, path)
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
@@ -193,6 +177,20 @@ def modality_table(cohort: Cohort) -> list[dict]:
   return rows
 
 
+def rectifier_intervals(labels, probs, rectified, pattern, names, n_boot: int, seed: int,
+                        min_count: int) -> dict:
+  """Bootstrap intervals of τ̂ per pattern (validation) and paired intervals of
+  rectified − raw (test; validation too, which is in-sample for the choice of κ, λ)."""
+  def delta(s):
+    return rectifier_bootstrap.paired_delta_intervals(
+        labels[s], probs[s], rectified[s], pattern[s], n_boot=n_boot, seed=seed,
+        task_names=names, min_pattern_count=min_count)
+  return {"tau_val": rectifier_bootstrap.tau_intervals(
+              probs["val"], labels["val"], pattern["val"], n_boot=n_boot, seed=seed,
+              task_names=names),
+          "delta_test": delta("test"), "delta_val_in_sample": delta("val")}
+
+
 def _jsonable(x: Any) -> Any:
   if isinstance(x, dict):
     return {str(k): _jsonable(v) for k, v in x.items()}
@@ -244,10 +242,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Runs one experiment end to end; returns the results dict (also in results.json)."""
   from crl_mmnar_jax import methods as methods_lib  # imports are slow: not at module level
   method = methods_lib.get_method(config.method)     # a bad name fails before loading data
-  checkpoint.check_directory(workdir)    # before any data is read
+  check_config(config)                   # every setting, before anything is read or written
+  checkpoint.check_directory(workdir)
   # Before any collective (the sharded loading is one): the same config everywhere.
   distributed.assert_same_on_all_processes(f"{config_hash(config)}:{config.seed}",
-                                        "the config or seed")
+                                           "the config or seed")
   n_shards = int(config.train.data_shards)
   held = shards.held_shards(n_shards)                # a bad shard count fails here too
   for key in ("batch_size", "eval_batch_size"):
@@ -309,12 +308,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       probs["val"], val_labels, pattern["val"], n_folds=int(r.n_folds),
       kappa_grid=tuple(r.kappa_grid), lambda_grid=tuple(r.lambda_grid), z=float(r.z),
       min_count=int(r.min_count), shrinkage=float(r.shrinkage), seed=int(config.seed),
-      task_names=cohort.task_names)
+      task_names=cohort.task_names, rule=str(r.get("rule", "lcb")),
+      rule_z=float(r.get("rule_z", 1.645)))
   rectified = {"val": rect.oof_probs_NxT, "test": rect.apply(probs["test"], pattern["test"])}
 
   reference = {}
   if config.eval.get("reference_logreg", True) and n_shards == 1:   # needs every row
-    from crl_mmnar_jax.methods.baselines import logreg_mean_impute
+    from crl_mmnar_jax.methods.direct import logreg_mean_impute
     reference["logreg_mean_impute"] = logreg_mean_impute(
         cohort, rows["train"], rows["val"], {"test": rows["test"]})[0]["test"]
 
@@ -347,6 +347,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       },
       "rectifier": rect.to_dict(),
   }
+  if e.n_boot > 0:
+    results["rectifier_intervals"] = rectifier_intervals(
+        labels, probs, rectified, pattern, names, int(e.n_boot), seed,
+        int(e.min_pattern_count))
   for ref_name, ref_probs in reference.items():
     results.setdefault("reference", {})[ref_name] = metrics_lib.task_metrics(
         test_labels, ref_probs, names)

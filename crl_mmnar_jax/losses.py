@@ -14,13 +14,14 @@ import jax.numpy as jnp
 import optax
 
 from crl_mmnar_jax.batch import Batch
+from crl_mmnar_jax.layers import MASKED_LOGIT
 
 Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
 class LossWeights:
-  """Weights of the total loss (DESIGN.md section 2)."""
+  """Weights of the total loss (docs/design.md)."""
 
   pred: float = 1.0
   miss: float = 0.5
@@ -96,7 +97,7 @@ def info_nce(a_BxMxP: Array, b_BxMxP: Array, valid_BxM: Array, weight_B: Array,
   valid_MxB = (valid_BxM & (weight_B[:, None] > 0)).T
   logits_MxBxB = jnp.einsum("imp,jmp->mij", a_BxMxP, b_BxMxP) / temperature
   pair_MxBxB = valid_MxB[:, :, None] & valid_MxB[:, None, :]
-  logits_MxBxB = jnp.where(pair_MxBxB, logits_MxBxB, -1e9)
+  logits_MxBxB = jnp.where(pair_MxBxB, logits_MxBxB, MASKED_LOGIT)
   diag_MxB = jnp.diagonal(logits_MxBxB, axis1=1, axis2=2)
   ce_rows = jax.nn.logsumexp(logits_MxBxB, axis=2) - diag_MxB   # a_i against all b_j
   ce_cols = jax.nn.logsumexp(logits_MxBxB, axis=1) - diag_MxB   # b_j against all a_i

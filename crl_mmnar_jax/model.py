@@ -1,4 +1,5 @@
-"""The CRL-MMNAR model (Flax NNX): parameters only; losses live in `losses.py`.
+"""The CRL-MMNAR model (Flax NNX): parameters only; its building blocks live in
+`layers.py`, its losses in `losses.py`.
 
 Shapes: B patients, M modalities, T tasks, D model width, P contrastive width.
 
@@ -24,8 +25,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from crl_mmnar_jax.layers import (
+  Fusion,
+  MLPBlock,
+  encode_modalities,
+  encoder_blocks,
+  l2_normalize,
+  lecun_stack,
+)
+
 Array = jax.Array
-_NEG = -1e9  # attention logit for masked keys (finite: an all-masked row stays finite)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,87 +73,16 @@ class ModelConfig:
     return len(self.input_dims)
 
 
-def _stacked(key: Array, shape: Sequence[int]) -> nnx.Param:
-  """A (G, fan_in, fan_out) kernel stack, LeCun-normal per group."""
-  init = jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
-  return nnx.Param(init(key, tuple(shape), jnp.float32))
-
-
-class MLPBlock(nnx.Module):
-  """in -> hidden (LayerNorm, GELU, dropout) -> out (LayerNorm)."""
-
-  def __init__(self, d_in: int, d_hidden: int, d_out: int, dropout: float, *, rngs: nnx.Rngs):
-    self.fc1 = nnx.Linear(d_in, d_hidden, rngs=rngs)
-    self.ln1 = nnx.LayerNorm(d_hidden, rngs=rngs)
-    self.drop = nnx.Dropout(dropout)
-    self.fc2 = nnx.Linear(d_hidden, d_out, rngs=rngs)
-    self.ln2 = nnx.LayerNorm(d_out, rngs=rngs)
-
-  def __call__(self, x: Array, *, deterministic: bool, rngs: nnx.Rngs | None) -> Array:
-    y = nnx.gelu(self.ln1(self.fc1(x)))
-    y = self.drop(y, deterministic=deterministic, rngs=rngs)
-    return self.ln2(self.fc2(y))
-
-
-class FusionLayer(nnx.Module):
-  """Pre-LN transformer layer over modality tokens; masked keys get no attention."""
-
-  def __init__(self, dim: int, n_heads: int, mlp_ratio: int, dropout: float, *, rngs: nnx.Rngs):
-    self.n_heads = n_heads
-    self.ln_attn = nnx.LayerNorm(dim, rngs=rngs)
-    self.qkv = nnx.Linear(dim, 3 * dim, rngs=rngs)
-    self.out = nnx.Linear(dim, dim, rngs=rngs)
-    self.ln_mlp = nnx.LayerNorm(dim, rngs=rngs)
-    self.fc1 = nnx.Linear(dim, mlp_ratio * dim, rngs=rngs)
-    self.fc2 = nnx.Linear(mlp_ratio * dim, dim, rngs=rngs)
-    self.drop = nnx.Dropout(dropout)
-
-  def __call__(self, x_BxMxD: Array, mask_BxM: Array, *, deterministic: bool,
-               rngs: nnx.Rngs | None) -> Array:
-    b, m, d = x_BxMxD.shape
-    h = self.n_heads
-    q, k, v = jnp.split(self.qkv(self.ln_attn(x_BxMxD)), 3, axis=-1)
-    q, k, v = (a.reshape(b, m, h, d // h) for a in (q, k, v))
-    logits_BxHxMxM = jnp.einsum("bqhc,bkhc->bhqk", q, k) / jnp.sqrt(d // h).astype(q.dtype)
-    logits_BxHxMxM = jnp.where(mask_BxM[:, None, None, :], logits_BxHxMxM, _NEG)
-    attn = jax.nn.softmax(logits_BxHxMxM, axis=-1)
-    attn = self.drop(attn, deterministic=deterministic, rngs=rngs)
-    y = jnp.einsum("bhqk,bkhc->bqhc", attn, v).reshape(b, m, d)
-    x_BxMxD = x_BxMxD + self.drop(self.out(y), deterministic=deterministic, rngs=rngs)
-    y = self.fc2(nnx.gelu(self.fc1(self.ln_mlp(x_BxMxD))))
-    return x_BxMxD + self.drop(y, deterministic=deterministic, rngs=rngs)
-
-
-class Fusion(nnx.Module):
-  """L fusion layers, final LayerNorm, masked mean over the observed tokens."""
-
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.layers = nnx.List([
-        FusionLayer(cfg.dim, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, rngs=rngs)
-        for _ in range(cfg.n_layers)])
-    self.ln = nnx.LayerNorm(cfg.dim, rngs=rngs)
-
-  def __call__(self, tokens_BxMxD: Array, mask_BxM: Array, *, deterministic: bool,
-               rngs: nnx.Rngs | None) -> Array:
-    x = tokens_BxMxD
-    for layer in self.layers:
-      x = layer(x, mask_BxM, deterministic=deterministic, rngs=rngs)
-    x = jnp.where(mask_BxM[..., None], self.ln(x), 0.0)
-    count_Bx1 = jnp.maximum(mask_BxM.sum(-1, keepdims=True), 1).astype(x.dtype)
-    return x.sum(1) / count_Bx1
-
-
 class CRLMMNAR(nnx.Module):
   """CRL-MMNAR: encoders, missingness gating, masked fusion, LOO reconstruction, heads."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     m, d, t = cfg.n_modalities, cfg.dim, cfg.n_tasks
-    self.encoders = nnx.List([MLPBlock(w, 2 * d, d, cfg.dropout, rngs=rngs)
-                              for w in cfg.input_dims])
+    self.encoders = encoder_blocks(cfg.input_dims, d, cfg.dropout, rngs=rngs)
     if cfg.use_missingness_embedding:
       self.miss_embed = MLPBlock(m, d, d, cfg.dropout, rngs=rngs)
-      self.gate_w_MxDxD = _stacked(rngs.params(), (m, d, d))
+      self.gate_w_MxDxD = nnx.Param(lecun_stack(rngs.params(), (m, d, d)))
       self.gate_b_MxD = nnx.Param(jnp.zeros((m, d)))
       n_miss_out = m if cfg.miss_head == "bce" else 2 ** m
       self.miss_out = nnx.Linear(d, n_miss_out, rngs=rngs)
@@ -152,26 +90,23 @@ class CRLMMNAR(nnx.Module):
       self.modality_emb_MxD = nnx.Param(0.02 * jax.random.normal(rngs.params(), (m, d)))
     self.fusion = Fusion(cfg, rngs=rngs)
     if cfg.use_reconstruction:
-      self.rec_w1 = _stacked(rngs.params(), (m, d, 2 * d))
+      self.rec_w1 = nnx.Param(lecun_stack(rngs.params(), (m, d, 2 * d)))
       self.rec_b1 = nnx.Param(jnp.zeros((m, 2 * d)))
-      self.rec_w2 = _stacked(rngs.params(), (m, 2 * d, d))
+      self.rec_w2 = nnx.Param(lecun_stack(rngs.params(), (m, 2 * d, d)))
       self.rec_b2 = nnx.Param(jnp.zeros((m, d)))
     if cfg.use_contrastive:
-      self.proj_e = _stacked(rngs.params(), (m, d, cfg.proj_dim))
-      self.proj_rec = _stacked(rngs.params(), (m, d, cfg.proj_dim))
-    self.head_w1 = _stacked(rngs.params(), (t, d, d // 2))
+      self.proj_e = nnx.Param(lecun_stack(rngs.params(), (m, d, cfg.proj_dim)))
+      self.proj_rec = nnx.Param(lecun_stack(rngs.params(), (m, d, cfg.proj_dim)))
+    self.head_w1 = nnx.Param(lecun_stack(rngs.params(), (t, d, d // 2)))
     self.head_b1 = nnx.Param(jnp.zeros((t, d // 2)))
-    self.head_w2 = _stacked(rngs.params(), (t, d // 2, 1))
+    self.head_w2 = nnx.Param(lecun_stack(rngs.params(), (t, d // 2, 1)))
     self.head_b2 = nnx.Param(jnp.zeros((t, 1)))
 
   def encode(self, x: Sequence[Array], present_BxM: Array, *, deterministic: bool,
              rngs: nnx.Rngs | None) -> Array:
     """Per-modality encodings e_BxMxD; missing inputs are never read."""
-    es = []
-    for j, (enc, x_BxDm) in enumerate(zip(self.encoders, x)):
-      x_BxDm = jnp.where(present_BxM[:, j:j + 1], x_BxDm, 0.0)
-      es.append(enc(x_BxDm, deterministic=deterministic, rngs=rngs))
-    return jnp.stack(es, axis=1)
+    return encode_modalities(self.encoders, x, present_BxM, deterministic=deterministic,
+                             rngs=rngs)
 
   def tokens(self, e_BxMxD: Array, present_BxM: Array, *, deterministic: bool,
              rngs: nnx.Rngs | None) -> tuple[Array, Array | None]:
@@ -233,11 +168,8 @@ class CRLMMNAR(nnx.Module):
     out = {"e_BxMxD": e_BxMxD, "rec_BxMxD": rec_BxMxD,
            "rec_valid_BxM": present_BxM & (n_obs_B >= 2)[:, None]}
     if self.cfg.use_contrastive:
-      out["con_e_BxMxP"] = _normalize(jnp.einsum("bmd,mdp->bmp", e_BxMxD, self.proj_e[...]))
-      out["con_rec_BxMxP"] = _normalize(
+      out["con_e_BxMxP"] = l2_normalize(jnp.einsum("bmd,mdp->bmp", e_BxMxD, self.proj_e[...]))
+      out["con_rec_BxMxP"] = l2_normalize(
           jnp.einsum("bmd,mdp->bmp", rec_BxMxD, self.proj_rec[...]))
     return out
 
-
-def _normalize(x: Array, eps: float = 1e-6) -> Array:
-  return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)

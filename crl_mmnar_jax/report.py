@@ -11,8 +11,10 @@ import polars as pl
 
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax.cohort import pattern_label
+from crl_mmnar_jax.rectifier import bootstrap as rectifier_bootstrap
 
-_VIEWS = (("val", "validation"), ("val_rectified", "validation, rectified (cross-fitted)"),
+_VIEWS = (("val", "validation"),
+          ("val_rectified", "validation, rectified (cross-fitted τ̂; κ, λ chosen in-sample)"),
           ("test", "test"), ("test_rectified", "test, rectified"))
 
 
@@ -67,9 +69,15 @@ def modality_table(results: dict) -> list[str]:
 
 def rectifier_table(results: dict, modality_names: Sequence[str]) -> list[str]:
   rect = results["rectifier"]
-  lines = ["| task | κ | λ |", "|---|---|---|"]
+  tested = rect.get("selection_test", {})
+  lines = ["| task | κ | λ | tested (κ, λ) | cross-fitted Δloss | bound | passed |",
+           "|---|---|---|---|---|---|---|"]
   for t in rect["task_names"]:
-    lines.append(f"| {t} | {_f(rect['kappa'][t])} | {_f(rect['lambda'][t])} |")
+    s = tested.get(t, {})
+    pair = f"({_f(s.get('kappa'))}, {_f(s.get('lambda'))})" if s else "n/a"
+    passed = {True: "yes", False: "no"}.get(s.get("passed"), "n/a")
+    lines.append(f"| {t} | {_f(rect['kappa'][t])} | {_f(rect['lambda'][t])} | {pair} | "
+                 f"{_f(s.get('cv_delta'), 5)} | {_f(s.get('bound'), 5)} | {passed} |")
   lines += ["", "| task | pattern | observed modalities | n (val) | τ̂ raw | se | τ̂ applied | "
             "corrected |", "|---|---|---|---|---|---|---|---|"]
   for r in rect["table"]:
@@ -182,6 +190,12 @@ def write_report(workdir: str, results: dict, predictions: pl.DataFrame,
             "## Per pattern (test)", "", *pattern_table(results, modality_names), "",
             "## Rectifier (fitted on validation only)", "",
             *rectifier_table(results, modality_names), ""]
+  if "rectifier_intervals" in results:
+    iv = results["rectifier_intervals"]
+    lines += ["### Rectified − raw, paired bootstrap (test)", "",
+              *rectifier_bootstrap.report_lines(delta=iv["delta_test"]), "",
+              "### τ̂ per pattern, bootstrap intervals (validation)", "",
+              *rectifier_bootstrap.report_lines(tau=iv["tau_val"]), ""]
   if plots:
     lines += ["## Plots", ""] + [f"![{f}]({f})" for f in _plots(workdir, results, predictions)]
   path = os.path.join(workdir, "report.md")

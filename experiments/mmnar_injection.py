@@ -1,8 +1,8 @@
-r"""MMNAR injection experiment (issue 6, item 4): does the rectifier recover a known effect?
+r"""MMNAR injection experiment: does the rectifier recover a known effect?
 
   python -m experiments.mmnar_injection --workdir=/tmp/injection_run \
       [--strengths=0,1,2,3] [--seeds=3] [--n=6000] [--methods=crl_mmnar] [--effect=0.1] \
-      [--config=injection[:smoke]] [--config.train.epochs=10] [--dry-run]
+      [--config=injection[:tiny]] [--config.train.epochs=10] [--dry_run]
 
 For every strength s and seed k: a synthetic cohort with random (MCAR) missingness
 (`make_synthetic(n, mechanism="mcar", seed=k)`, no pattern effect) gets severity-driven
@@ -35,10 +35,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
+from absl import flags, logging
+from ml_collections import config_flags
 
+from experiments.configs import CONFIG_DIR, cli
 from experiments.sweep import fmt, mean_sd
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "injection.py")
 REFERENCE = "logreg_reference"
 ORACLE = "blind_oracle"
@@ -124,7 +126,7 @@ def run_config(base, data_dir: str, seed: int, method: str):
 def _write_run(out_dir: str, frame: pl.DataFrame, rect, method: str, cohort) -> None:
   """predictions.parquet + results.json in the format of `train_and_evaluate`."""
   from crl_mmnar_jax import metrics as metrics_lib
-  from crl_mmnar_jax.experiment import write_atomic, write_parquet_atomic
+  from crl_mmnar_jax.data.io import write_atomic, write_parquet_atomic
   tasks = cohort.task_names
   os.makedirs(out_dir, exist_ok=True)
   frame = frame.with_columns([pl.col(f"{t}_label").fill_nan(None) for t in tasks])
@@ -145,7 +147,7 @@ def untrained_predictors(config, cell_dir: str) -> None:
   from crl_mmnar_jax import rectifier as rectifier_lib
   from crl_mmnar_jax.data.standardize import standardize
   from crl_mmnar_jax.experiment import make_splits
-  from crl_mmnar_jax.methods.baselines import logreg_mean_impute
+  from crl_mmnar_jax.methods.direct import logreg_mean_impute
   todo = [m for m in (REFERENCE, ORACLE)
           if not os.path.exists(os.path.join(cell_dir, m, "results.json"))]
   if not todo:
@@ -404,55 +406,64 @@ def run_experiment(workdir: str, cells: Sequence[Cell], methods: Sequence[str],
   return collect(workdir, cells, methods, setting.target_pattern)
 
 
-def main(argv: list[str]) -> None:
-  from absl import app, flags, logging
-  from ml_collections import config_flags
-  config = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
-                                           "Model/training settings (configs/injection.py).")
-  workdir = flags.DEFINE_string("workdir", None, "Output directory (rerun = reuse).")
-  strengths = flags.DEFINE_list("strengths", ["0", "1", "2", "3"], "Drop-logit slopes.")
-  seeds = flags.DEFINE_integer("seeds", 3, "Seeds 0..K-1 (cohort, split and training).")
-  n = flags.DEFINE_integer("n", Setting.n, "Patients per cohort.")
-  methods = flags.DEFINE_list("methods", [MAIN_METHOD], "config.method values to train.")
-  effect = flags.DEFINE_float("effect", Setting.effect, "Injected effect (probability).")
-  target = flags.DEFINE_integer("target_pattern", Setting.target_pattern, "Pattern id.")
-  drop_rate = flags.DEFINE_float("drop_rate", Setting.drop_rate, "Mean drop probability.")
-  drop = flags.DEFINE_list("drop_modalities", ["1", "2", "3"], "Modalities to drop from.")
-  dry_run = flags.DEFINE_bool("dry-run", False, "Print the planned runs and exit.")
-  flags.mark_flag_as_required("workdir")
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+  """The flags of `experiments.mmnar_injection` on `fv`; `argv` is the command line,
+  where the config flag reads its `--config.a.b=value` overrides."""
+  config_flags.DEFINE_config_file(
+      "config", DEFAULT_CONFIG, "Model/training settings: NAME[:PRESET] of "
+      "experiments/configs/ (configs/injection.py).", flag_values=fv, sys_argv=list(argv))
+  flags.DEFINE_string("workdir", None, "Output directory (rerun = reuse).", flag_values=fv,
+                      required=True)
+  flags.DEFINE_list("strengths", ["0", "1", "2", "3"], "Drop-logit slopes.", flag_values=fv)
+  flags.DEFINE_integer("seeds", 3, "Seeds 0..K-1 (cohort, split and training).",
+                       flag_values=fv)
+  flags.DEFINE_integer("n", Setting.n, "Patients per cohort.", flag_values=fv)
+  flags.DEFINE_list("methods", [MAIN_METHOD], "config.method values to train.",
+                    flag_values=fv)
+  flags.DEFINE_float("effect", Setting.effect, "Injected effect (probability).",
+                     flag_values=fv)
+  flags.DEFINE_integer("target_pattern", Setting.target_pattern, "Pattern id.",
+                       flag_values=fv)
+  flags.DEFINE_float("drop_rate", Setting.drop_rate, "Mean drop probability.",
+                     flag_values=fv)
+  flags.DEFINE_list("drop_modalities", ["1", "2", "3"], "Modalities to drop from.",
+                    flag_values=fv)
+  flags.DEFINE_bool("dry_run", False, "Print the planned runs and exit.", flag_values=fv)
 
-  def _main(_):
-    logging.set_verbosity(logging.WARNING)
-    try:
-      cells = plan([float(s) for s in strengths.value], seeds.value)
-      setting = Setting(n=n.value, drop_modalities=tuple(int(m) for m in drop.value),
-                        drop_rate=drop_rate.value, target_pattern=target.value,
-                        effect=effect.value)
-    except ValueError as e:
-      sys.exit(f"error: bad flag value: {e}")
-    if not methods.value:
-      sys.exit("error: --methods must name at least one method")
-    if dry_run.value:
-      for cell in cells:
-        for m in list(methods.value) + [REFERENCE, ORACLE]:
-          run_dir = os.path.join(cell.dir(workdir.value), m)
-          done = os.path.exists(os.path.join(run_dir, "results.json"))
-          print(f"strength={cell.strength:g} seed={cell.seed} method={m} -> {run_dir}"
-                + (" (done)" if done else ""))
-      return
-    os.makedirs(workdir.value, exist_ok=True)
-    try:
-      rows = run_experiment(workdir.value, cells, methods.value, setting, config.value)
-    except ValueError as e:
-      sys.exit(f"error: {e}")
-    command = "python -m experiments.mmnar_injection " + " ".join(argv[1:])
-    write_outputs(workdir.value, rows, methods.value, setting, command)
-    with open(os.path.join(workdir.value, "injection.md")) as f:
-      print(f.read())
 
-  from experiments.configs import resolve_config_argv
-  app.run(_main, argv=resolve_config_argv(argv))
+def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
+  cli.no_positional(argv)
+  logging.set_verbosity(logging.WARNING)
+  try:
+    cells = plan([float(s) for s in fv.strengths], fv.seeds)
+    setting = Setting(n=fv.n, drop_modalities=tuple(int(m) for m in fv.drop_modalities),
+                      drop_rate=fv.drop_rate, target_pattern=fv.target_pattern,
+                      effect=fv.effect)
+  except ValueError as e:
+    sys.exit(f"error: bad flag value: {e}")
+  methods, workdir = list(fv.methods), fv.workdir
+  if not methods:
+    sys.exit("error: --methods must name at least one method")
+  if fv.dry_run:
+    for cell in cells:
+      for m in methods + [REFERENCE, ORACLE]:
+        run_dir = os.path.join(cell.dir(workdir), m)
+        done = os.path.exists(os.path.join(run_dir, "results.json"))
+        print(f"strength={cell.strength:g} seed={cell.seed} method={m} -> {run_dir}"
+              + (" (done)" if done else ""))
+    return
+  os.makedirs(workdir, exist_ok=True)
+  try:
+    rows = run_experiment(workdir, cells, methods, setting, fv.config)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
+  write_outputs(workdir, rows, methods, setting,
+                cli.command_line("experiments.mmnar_injection", argv, fv))
+  with open(os.path.join(workdir, "injection.md")) as f:
+    print(f.read())
 
+
+SCRIPT = cli.Script(main, define_flags, __doc__, config_file=True)
 
 if __name__ == "__main__":
-  main(sys.argv)
+  SCRIPT.run()

@@ -1,4 +1,4 @@
-r"""Pattern stability of the rectifier and the long tail (issue 6, item 5).
+r"""Pattern stability of the rectifier and the long tail.
 
   python -m experiments.pattern_stability WORKDIR [WORKDIR ...] [--repeats=50] \
       [--resample=folds|half] [--rare=50] [--out=DIR]
@@ -36,7 +36,6 @@ per run, pattern and task), `stability.json`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -46,9 +45,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
+from absl import flags
 
 from crl_mmnar_jax import rectifier as rectifier_lib
 from crl_mmnar_jax.cohort import pattern_label
+from experiments.configs import cli
 
 RESAMPLING = ("folds", "half")
 _SETTINGS = ("n_folds", "kappa_grid", "lambda_grid", "z", "min_count", "shrinkage",
@@ -356,25 +357,36 @@ def write_outputs(result: dict, out: str, command: str) -> None:
     json.dump({"command": command, **result}, f, indent=2)
 
 
-def main(argv: Sequence[str]) -> None:
-  parser = argparse.ArgumentParser(prog="python -m experiments.pattern_stability",
-                                   description=__doc__.split("\n\n")[0])
-  parser.add_argument("workdirs", nargs="+", help="run directories (one per seed)")
-  parser.add_argument("--repeats", type=int, default=50, help="refits per run")
-  parser.add_argument("--resample", choices=RESAMPLING, default="folds")
-  parser.add_argument("--rare", type=int, default=50, help="rare: n val below this")
-  parser.add_argument("--out", default=None, help="output directory (default: first run)")
-  args = parser.parse_args(argv[1:])
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+  """The flags of `experiments.pattern_stability` on `fv` (`argv` unused: no config-file
+  flag); the run directories are positional arguments."""
+  del argv
+  flags.DEFINE_integer("repeats", 50, "Refits per run.", flag_values=fv)
+  flags.DEFINE_enum("resample", "folds", RESAMPLING, "What each refit redraws.",
+                    flag_values=fv)
+  flags.DEFINE_integer("rare", 50, "Rare: fewer labelled validation patients than this.",
+                       flag_values=fv)
+  flags.DEFINE_string("out", None, "Output directory (default: the first run).",
+                      flag_values=fv)
+
+
+def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
+  workdirs = argv[1:]
+  if not workdirs:
+    sys.exit("error: give at least one run directory: python -m "
+             "experiments.pattern_stability WORKDIR [WORKDIR ...] (--help lists the flags)")
   try:
-    result = analyse(args.workdirs, args.repeats, args.resample, args.rare)
+    result = analyse(workdirs, fv.repeats, fv.resample, fv.rare)
   except ValueError as e:
     sys.exit(f"error: {e}")
-  command = "python -m experiments.pattern_stability " + " ".join(argv[1:])
-  out = args.out or args.workdirs[0]
+  command = cli.command_line("experiments.pattern_stability", argv, fv)
+  out = fv.out or workdirs[0]
   write_outputs(result, out, command)
   with open(os.path.join(out, "stability.md")) as f:
     print(f.read())
 
 
+SCRIPT = cli.Script(main, define_flags, __doc__)
+
 if __name__ == "__main__":
-  main(sys.argv)
+  SCRIPT.run()

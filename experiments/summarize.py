@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+from typing import Sequence
 
 import numpy as np
+from absl import flags
+
+from experiments.configs import cli
 
 
 def load(workdirs: list[str]) -> list[dict]:
@@ -58,18 +61,26 @@ def markdown(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def main(argv: list[str]) -> None:
-  task = "mean"
-  dirs = []
-  for a in argv[1:]:
-    if a.startswith("--task="):
-      task = a.split("=", 1)[1]
-    else:
-      dirs.append(a)
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+  """The flags of `experiments.summarize` on `fv` (`argv` unused: no config-file flag)."""
+  del argv
+  flags.DEFINE_string("task", "mean", "Task to summarise (a task name, or the mean over "
+                      "tasks).", flag_values=fv)
+
+
+def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
+  dirs = argv[1:]
   if not dirs:
     raise SystemExit(__doc__)
-  print(markdown(summary_rows(load(dirs), task)))
+  results = load(dirs)
+  tasks = list(results[0]["metrics"]["test"])
+  if fv.task not in tasks:
+    raise SystemExit(f"error: --task={fv.task} is not in {dirs[0]}/results.json; "
+                     f"known: {', '.join(tasks)}")
+  print(markdown(summary_rows(results, fv.task)))
 
+
+SCRIPT = cli.Script(main, define_flags, __doc__)
 
 if __name__ == "__main__":
-  main(sys.argv)
+  SCRIPT.run()

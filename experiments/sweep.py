@@ -34,7 +34,6 @@ run), `comparison.png`, `kappa.md`/`kappa.csv` with `--kappas`, and `sweep.json`
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
@@ -45,8 +44,12 @@ import re
 import subprocess
 import sys
 import time
+from typing import Sequence
 
 import numpy as np
+from absl import flags
+
+from experiments.configs import cli
 
 ABLATIONS = {   # "crl_mmnar" (the full model) is also the run of --methods=crl_mmnar
     "crl_mmnar": {},
@@ -124,10 +127,10 @@ def run_dir(workdir: str, run: Run, seed: int) -> str:
 def expected_hash(args: list[str]) -> str:
   """The config hash `experiments.run` would compute for these arguments, parsed by the
   same absl/ml_collections machinery (so a reused run is exactly this config)."""
-  from absl import flags
   from ml_collections import config_flags
-  from experiments.configs import resolve_config_argv
+
   from crl_mmnar_jax.experiment import config_hash
+  from experiments.configs import resolve_config_argv
   argv = ["sweep"] + [a for a in resolve_config_argv(args[3:])
                       if a.startswith("--config")]
   fv = flags.FlagValues()
@@ -298,6 +301,7 @@ def kappa_rows(results: dict[str, dict[int, dict]], kappas: list[float], workdir
   """Test Brier and AUROC (mean over tasks) with the rectifier refitted on validation
   predictions at each fixed κ; mean ± sd over seeds."""
   import polars as pl
+
   from crl_mmnar_jax import metrics as metrics_lib
   from crl_mmnar_jax import rectifier as rectifier_lib
   out = []
@@ -365,73 +369,81 @@ def _write(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--config", default="synthetic", help="NAME[:ARGS] as for experiments.run")
-  p.add_argument("--workdir", required=True)
-  p.add_argument("--methods", default="",
-                 help="comma-separated names (experiments.configs.METHODS)")
-  p.add_argument("--variants", default="", help="'ablations' or some of: " + ", ".join(ABLATIONS))
-  p.add_argument("--grid", action="append", default=[], help="a.b=v1,v2 (repeatable)")
-  p.add_argument("--set", action="append", default=[], help="a.b=value for every run (repeatable)")
-  p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
-  p.add_argument("--first_seed", type=int, default=0)
-  p.add_argument("--kappas", default="", help="post-hoc κ sensitivity values, e.g. 0,0.02,0.05")
-  p.add_argument("--dry_run", action="store_true", help="print the commands only")
-  return p.parse_args(argv)
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+  """The flags of `experiments.sweep` on `fv` (`argv` unused: no config-file flag)."""
+  del argv
+  flags.DEFINE_string("config", "synthetic", "NAME[:PRESET] as for experiments.run.",
+                      flag_values=fv)
+  flags.DEFINE_string("workdir", None, "Output directory (rerun = reuse finished runs).",
+                      flag_values=fv, required=True)
+  flags.DEFINE_list("methods", [], "Method names (experiments.configs.METHODS).",
+                    flag_values=fv)
+  flags.DEFINE_list("variants", [], "'ablations' or some of: " + ", ".join(ABLATIONS),
+                    flag_values=fv)
+  flags.DEFINE_multi_string("grid", [], "a.b=v1,v2 (repeatable).", flag_values=fv)
+  flags.DEFINE_multi_string("set", [], "a.b=value for every run (repeatable).",
+                            flag_values=fv)
+  flags.DEFINE_integer("seeds", 5, "Seeds first_seed..first_seed+N-1.", flag_values=fv)
+  flags.DEFINE_integer("first_seed", 0, "The first seed.", flag_values=fv)
+  flags.DEFINE_list("kappas", [], "Post-hoc κ sensitivity values, e.g. 0,0.02,0.05.",
+                    flag_values=fv)
+  flags.DEFINE_bool("dry_run", False, "Print the commands only.", flag_values=fv)
 
 
-def main(argv: list[str]) -> int:
-  a = parse_args(argv)
-  methods = [m for m in a.methods.split(",") if m]
+def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> int:
+  cli.no_positional(argv)
+  methods = list(fv.methods)
   from crl_mmnar_jax.methods import METHODS
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     raise SystemExit(f"error: unknown method(s) {unknown}; known: {', '.join(METHODS)}")
-  runs = plan(methods, [v for v in a.variants.split(",") if v], a.grid)
-  common = _pairs(a.set, "--set")
-  seeds = list(range(a.first_seed, a.first_seed + a.seeds))
-  kappas = [float(k) for k in a.kappas.split(",") if k]
-  if a.dry_run:
+  runs = plan(methods, list(fv.variants), list(fv.grid))
+  common = _pairs(fv.set, "--set")
+  seeds = list(range(fv.first_seed, fv.first_seed + fv.seeds))
+  try:
+    kappas = [float(k) for k in fv.kappas]
+  except ValueError as e:
+    raise SystemExit(f"error: --kappas: {e}") from None
+  config, workdir = fv.config, fv.workdir
+  if fv.dry_run:
     for r in runs:
       for s in seeds:
-        print(" ".join(r.args(a.config, run_dir(a.workdir, r, s), s, common)))
+        print(" ".join(r.args(config, run_dir(workdir, r, s), s, common)))
     return 0
-  os.makedirs(a.workdir, exist_ok=True)
+  os.makedirs(workdir, exist_ok=True)
   status = []
   # Seed-major: an interrupted sweep has every run for its first seeds.
   for i, (s, r) in enumerate(itertools.product(seeds, runs)):
-    rec = execute(r, s, a.config, a.workdir, common)
+    rec = execute(r, s, config, workdir, common)
     status.append(rec)
     print(f"[{i + 1}/{len(runs) * len(seeds)}] {r.name} seed {s}: {rec['status']}"
           + (f" ({rec['seconds']} s)" if "seconds" in rec else "")
           + (f": {rec['error']}" if "error" in rec else ""), flush=True)
-    _write(os.path.join(a.workdir, "sweep.json"), json.dumps(
-        {"config": a.config, "set": dict(common), "seeds": seeds,
+    _write(os.path.join(workdir, "sweep.json"), json.dumps(
+        {"config": config, "set": dict(common), "seeds": seeds,
          "runs": [dataclasses.asdict(x) for x in runs], "status": status}, indent=2))
-  results = load_results(a.workdir, runs, seeds)
+  results = load_results(workdir, runs, seeds)
   if not results:
     print("no finished runs: nothing to summarise", file=sys.stderr)
     return 1
-  mismatched = _check_same_splits(a.workdir, runs, seeds)
+  mismatched = _check_same_splits(workdir, runs, seeds)
   if mismatched:
     raise SystemExit(f"error: splits differ from the first run's for {mismatched}: the "
                      f"runs are not comparable (different data or splits settings)")
   tasks = ["mean"] + next(iter(next(iter(results.values())).values()))["cohort"]["tasks"]
   rows = comparison_rows(results, tasks)
   first = next(iter(results))
-  _write(os.path.join(a.workdir, "comparison.md"), markdown(rows, first) + "\n")
-  _write(os.path.join(a.workdir, "comparison.csv"), to_csv(rows))
-  plot(rows, "mean", os.path.join(a.workdir, "comparison.png"))
+  _write(os.path.join(workdir, "comparison.md"), markdown(rows, first) + "\n")
+  _write(os.path.join(workdir, "comparison.csv"), to_csv(rows))
+  plot(rows, "mean", os.path.join(workdir, "comparison.png"))
   summary = "\n\n".join(f"### {task}\n\n" + summary_markdown(rows, task, first)
                          for task in tasks)
-  _write(os.path.join(a.workdir, "summary.md"), summary + "\n")
+  _write(os.path.join(workdir, "summary.md"), summary + "\n")
   print(summary_markdown(rows, "mean", first))
   if kappas:
-    krows = kappa_rows(results, kappas, a.workdir, runs)
-    _write(os.path.join(a.workdir, "kappa.md"), kappa_markdown(krows) + "\n")
-    with open(os.path.join(a.workdir, "kappa.csv"), "w") as f:
+    krows = kappa_rows(results, kappas, workdir, runs)
+    _write(os.path.join(workdir, "kappa.md"), kappa_markdown(krows) + "\n")
+    with open(os.path.join(workdir, "kappa.csv"), "w") as f:
       f.write("run,kappa,n_seeds,brier_mean,brier_sd,auroc_mean,auroc_sd\n")
       for r in krows:
         f.write(f"{r['run']},{r['kappa']},{r['n_seeds']},{r['brier'][0]},{r['brier'][1]},"
@@ -441,5 +453,7 @@ def main(argv: list[str]) -> int:
   return 1 if failed else 0
 
 
+SCRIPT = cli.Script(main, define_flags, __doc__, extra_help=cli.configs_and_methods)
+
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  SCRIPT.run()

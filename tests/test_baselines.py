@@ -28,7 +28,8 @@ from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data.sources.synthetic import make_synthetic
 from crl_mmnar_jax.data.standardize import standardize
 from crl_mmnar_jax.losses import label_agreement_loss
-from crl_mmnar_jax.methods import baselines
+from crl_mmnar_jax.methods.muse import muse_edge_dropout
+from crl_mmnar_jax.methods.reference import reference_rows
 from experiments.configs import METHODS, synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -243,7 +244,7 @@ def test_muse_has_edges_only_for_observed_modalities(tiny, built):
   assert not np.any(aug & ~present)                              # never a missing modality
   # MUSE's edge dropout: a perturbed patient keeps 1..n-1 of its n edges, uniformly.
   present_NxM = np.random.default_rng(0).random((4000, 5)) < 0.6
-  kept = np.asarray(baselines.muse_edge_dropout(jnp.asarray(present_NxM), jax.random.key(0), 1.0))
+  kept = np.asarray(muse_edge_dropout(jnp.asarray(present_NxM), jax.random.key(0), 1.0))
   n, k = present_NxM.sum(1), kept.sum(1)
   assert not np.any(kept & ~present_NxM)
   np.testing.assert_array_equal(k[n <= 1], n[n <= 1])
@@ -251,7 +252,7 @@ def test_muse_has_edges_only_for_observed_modalities(tiny, built):
   for count in (2, 3, 4, 5):
     freq = np.bincount(k[n == count], minlength=count)[1:] / (n == count).sum()
     np.testing.assert_allclose(freq, 1.0 / (count - 1), atol=0.06)
-  half = np.asarray(baselines.muse_edge_dropout(jnp.asarray(present_NxM), jax.random.key(1), 0.5))
+  half = np.asarray(muse_edge_dropout(jnp.asarray(present_NxM), jax.random.key(1), 0.5))
   assert 0.45 < (half != present_NxM).any(1)[n >= 2].mean() < 0.55
 
 
@@ -278,7 +279,7 @@ def test_m3care_imputes_missing_modalities_from_the_training_reference(tiny, bui
   out = b.eval_fn(b.state, batch.x, batch.present_BxM)
   assert np.asarray(b.model().reference.present_RxM[...]).any(0).all()
   np.testing.assert_array_equal(out["imputed_BxM"], ~np.asarray(batch.present_BxM))
-  rows = baselines.reference_rows(data.train_rows, config.baseline.reference_size, config.seed)
+  rows = reference_rows(data.train_rows, config.baseline.reference_size, config.seed)
   assert set(rows) <= set(data.train_rows) and len(rows) == config.baseline.reference_size
   np.testing.assert_array_equal(b.model().reference.present_RxM[...], data.cohort.present[rows])
 

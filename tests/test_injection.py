@@ -240,7 +240,7 @@ def test_injection_experiment_end_to_end(tmp_path, capsys):
   workdir = str(tmp_path)
   cells = mi.plan([2.0], 1)
   setting = mi.Setting(n=400)
-  config = injection_config.get_config("smoke")
+  config = injection_config.get_config("tiny")
   rows = mi.run_experiment(workdir, cells, ["crl_mmnar"], setting, config,
                            log=lambda s: None)
   summary = mi.write_outputs(workdir, rows, ["crl_mmnar"], setting, "test")
@@ -268,8 +268,7 @@ def test_injection_experiment_end_to_end(tmp_path, capsys):
   with pytest.raises(ValueError, match="holds a cohort injected with"):
     mi.run_experiment(workdir, cells, ["crl_mmnar"], mi.Setting(n=400, effect=0.2), config)
   capsys.readouterr()
-  with pytest.raises(SystemExit):
-    mi.main(["prog", f"--workdir={workdir}", "--strengths=0,2", "--seeds=2", "--dry-run"])
+  mi.SCRIPT(["prog", f"--workdir={workdir}", "--strengths=0,2", "--seeds=2", "--dry_run"])
   planned = capsys.readouterr().out.splitlines()
   assert len(planned) == 2 * 2 * 3
   assert sum(line.endswith("(done)") for line in planned) == 3

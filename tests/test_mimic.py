@@ -19,9 +19,7 @@ import pytest
 from crl_mmnar_jax.data import text_embed
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.sources import mimic
-
-sys.path.insert(0, os.path.dirname(__file__))
-import mimic_fixture as fx  # pylint: disable=wrong-import-position
+from crl_mmnar_jax.testing import mimic_fixture as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "..", "shared", "data", "mimic-iv-demo-meds", "events.parquet")
@@ -354,7 +352,7 @@ def test_hashed_encoder():
 
 
 def test_hashed_encoder_is_the_same_in_another_process():
-  code = ("import hashlib; from crl_mmnar_jax import text_embed as t; "
+  code = ("import hashlib; from crl_mmnar_jax.data import text_embed as t; "
           "print(hashlib.sha256(t.get_encoder('hashed').encode(['Chest pain, troponin.'])"
           ".tobytes()).hexdigest())")
   here = hashlib.sha256(text_embed.get_encoder("hashed").encode(["Chest pain, troponin."])

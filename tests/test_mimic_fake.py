@@ -1,5 +1,6 @@
-"""The generated MIMIC-IV directory (`experiments.mimic_fake`): official columns,
-consistent ids, linear sizes, determinism; and `load_mimic` on it when available."""
+"""The generated MIMIC-IV directory (`crl_mmnar_jax.testing.mimic_fake`): official
+columns, consistent ids, linear sizes, determinism; its command line
+(`experiments.mimic_fake`); and `load_mimic` on it when available."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import gzip
 import importlib.util
 import os
 import re
+import subprocess
+import sys
 
 import polars as pl
 import pytest
 
-from experiments import mimic_fake
+from crl_mmnar_jax.testing import mimic_fake
+from experiments import mimic_fake as mimic_fake_cli
 
 # Published column order (MIMIC-IV v2.2 hosp/icu, MIMIC-IV-Note v2.2, MIMIC-CXR 2.0.0),
 # written out here independently of the generator's own table.
@@ -44,6 +48,7 @@ OFFICIAL = {
                                     "PatientOrientationCodeSequence_CodeMeaning",
 }
 TINY = dict(scale=0.001, cxr_dim=8, chart_ratio=0.25)          # 300 patients
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -172,6 +177,50 @@ def test_deterministic_and_uncompressed(tmp_path, tiny):
     assert _text(path) == _text(plain["paths"][table]), table
   assert _text(info["paths"]["labevents"]) != _text(other["paths"]["labevents"])
   assert not os.path.exists(os.path.join(str(tmp_path / "other"), "note"))
+
+
+def test_the_loader_schema_is_the_generators():
+  """Paths from `schema`; the columns, versions and vocabularies the loader expects are
+  among those the generator writes."""
+  from crl_mmnar_jax.data.sources.mimic import schema
+  from crl_mmnar_jax.testing import mimic_fake_common as common
+  from crl_mmnar_jax.testing import mimic_fake_events as events
+  assert set(schema.RAW_TABLES) <= set(common.TABLE_PATHS.values())
+  for table, path in common.TABLE_PATHS.items():
+    assert set(schema.RAW_TABLES.get(path, {})) <= set(common.COLUMNS[table]), table
+  assert common.TABLE_PATHS["cxr_metadata"] == schema.CXR_METADATA_DEFAULT
+  assert set(schema.CXR_METADATA_COLUMNS) <= set(common.COLUMNS["cxr_metadata"])
+  assert sorted(mimic_fake.VERSIONS) == sorted(schema.VERSIONS)
+  assert {t[0] for t in mimic_fake.ADMISSION_TYPES} <= set(schema.ADMISSION_TYPES)
+  assert set(mimic_fake.ADMISSION_LOCATIONS) - {None} <= set(schema.ADMISSION_LOCATIONS)
+  # (besides these, "DIED" where hospital_expire_flag is 1: those stays are excluded)
+  assert set(mimic_fake.DISCHARGE_LOCATIONS) - {None} <= set(schema.DISCHARGE_LOCATIONS)
+  for v in mimic_fake.VERSIONS.values():
+    assert set(v["insurance"][0]) <= set(schema.INSURANCES)
+  assert set(schema.VITAL_ITEMS) <= {c[0] for c in events.CHART_ITEMS}
+
+
+def test_command_line(tmp_path):
+  """--help lists the flags and exits 0; a run writes what `write_fake_mimic` writes."""
+  run = lambda *args: subprocess.run([sys.executable, "-m", "experiments.mimic_fake", *args],
+                                     capture_output=True, text=True, cwd=REPO, timeout=300)
+  out = run("--help")
+  assert out.returncode == 0, out.stderr
+  for flag in ("--dir", "--scale", "--seed", "no_compress", "--chart_ratio", "--version"):
+    assert flag in out.stdout
+  assert run("--scale=0.001").returncode != 0                  # --dir is required
+  out = run(f"--dir={tmp_path / 'cli'}", "--scale=0.0005", "--seed=2", "--cxr_dim=4",
+            "--chart_ratio=0.1", "--no_notes", "--version=3.1")
+  assert out.returncode == 0, out.stderr
+  info = mimic_fake.write_fake_mimic(str(tmp_path / "lib"), scale=0.0005, seed=2, cxr_dim=4,
+                                     chart_ratio=0.1, with_notes=False, version="3.1")
+  for table, path in info["paths"].items():
+    twin = os.path.join(tmp_path, "cli", os.path.relpath(path, tmp_path / "lib"))
+    with open(path, "rb") as f, open(twin, "rb") as g:
+      assert f.read() == g.read(), table
+  assert os.path.exists(tmp_path / "cli" / "fake_mimic.json")
+  assert mimic_fake_cli.write_fake_mimic is mimic_fake.write_fake_mimic   # for bench.py
+  assert mimic_fake_cli.FULL_SCALE is mimic_fake.FULL_SCALE
 
 
 @pytest.mark.skipif(importlib.util.find_spec("crl_mmnar_jax.data.sources.mimic") is None,

@@ -160,7 +160,7 @@ def test_pattern_se_is_the_rectifiers(run_dir):
 def test_main_writes_outputs_with_the_sd_over_runs(tmp_path, capsys):
   dirs = [_fake_run(str(tmp_path / f"seed{k}"), seed=k) for k in range(2)]
   out = str(tmp_path / "out")
-  ps.main(["prog", *dirs, "--repeats=3", f"--out={out}"])
+  ps.SCRIPT(["prog", *dirs, "--repeats=3", f"--out={out}"])
   assert "Long tail" in capsys.readouterr().out
   for name in ("stability.md", "stability.csv", "stability.json"):
     assert os.path.exists(os.path.join(out, name))
@@ -184,15 +184,15 @@ def test_main_writes_outputs_with_the_sd_over_runs(tmp_path, capsys):
 
 def test_bad_inputs_exit_with_one_line(run_dir, tmp_path):
   with pytest.raises(SystemExit, match="does not exist"):
-    ps.main(["prog", str(tmp_path / "nope")])
+    ps.SCRIPT(["prog", str(tmp_path / "nope")])
   empty = tmp_path / "empty"
   empty.mkdir()
   with pytest.raises(SystemExit, match=r"predictions.parquet not found"):
-    ps.main(["prog", str(empty)])
+    ps.SCRIPT(["prog", str(empty)])
   partial = tmp_path / "partial"
   shutil.copytree(run_dir, partial)
   os.remove(partial / "results.json")
   with pytest.raises(SystemExit, match=r"results.json not found"):
-    ps.main(["prog", str(partial)])
+    ps.SCRIPT(["prog", str(partial)])
   with pytest.raises(SystemExit, match="repeats must be >= 2"):
-    ps.main(["prog", run_dir, "--repeats=1"])
+    ps.SCRIPT(["prog", run_dir, "--repeats=1"])

@@ -33,3 +33,18 @@ def test_summary_rows_mean_sd_and_ci(tmp_path):
   assert rows[2]["auroc_ci95"] is None
   table = summarize.markdown(rows)
   assert "| CRL-MMNAR | 2 | 0.820 ± 0.028 | [0.770, 0.870] |" in table
+
+
+def test_command_line_prints_the_table_of_the_task(tmp_path, capsys):
+  dirs = []
+  for i, auroc in enumerate((0.80, 0.84)):
+    d = tmp_path / f"seed{i}"
+    d.mkdir()
+    (d / "results.json").write_text(json.dumps(_results(auroc, auroc, 0.7, [0.7, 0.9])))
+    dirs.append(str(d))
+  summarize.SCRIPT(["summarize", dirs[0], "--task", "mean", dirs[1]])
+  assert "| CRL-MMNAR | 2 | 0.820 ± 0.028 | [0.700, 0.900] |" in capsys.readouterr().out
+  with pytest.raises(SystemExit, match="python -m experiments.summarize"):
+    summarize.SCRIPT(["summarize", "--task=mean"])       # no run directory: the usage
+  with pytest.raises(SystemExit, match="--task=nope is not in .*; known: mean$"):
+    summarize.SCRIPT(["summarize", *dirs, "--task=nope"])

@@ -69,7 +69,7 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys):
   argv = ["--config=synthetic:tiny", f"--workdir={work}", "--seeds=1", "--methods=crl_mmnar",
           "--variants=no_contrastive", "--set=data.n=300", "--set=train.epochs=1",
           "--set=eval.n_boot=0", "--set=eval.plots=False", "--kappas=0,0.05"]
-  assert sweep.main(argv) == 0
+  assert sweep.SCRIPT(["sweep", *argv]) == 0
   for name in ("summary.md", "comparison.md", "comparison.csv", "comparison.png", "kappa.md",
                "sweep.json"):
     assert os.path.exists(os.path.join(work, name)), name
@@ -86,9 +86,9 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys):
   assert r["auroc"][0] == pytest.approx(res["metrics"]["test"]["mean"]["auroc"])
   # Rerun: everything is reused.
   capsys.readouterr()
-  assert sweep.main(argv) == 0
+  assert sweep.SCRIPT(["sweep", *argv]) == 0
   assert capsys.readouterr().out.count(": reused") == 2
   # The same run names with another config are refused, not silently reused.
-  assert sweep.main(argv[:-1] + ["--set=train.epochs=2"]) == 1
+  assert sweep.SCRIPT(["sweep", *argv[:-1], "--set=train.epochs=2"]) == 1
   status = json.load(open(os.path.join(work, "sweep.json")))["status"]
   assert all(s["status"] == "failed" and "another config" in s["error"] for s in status)

@@ -380,3 +380,30 @@ def test_synthetic_data_is_frozen():
   data = make_synthetic(50)
   with pytest.raises(dataclasses.FrozenInstanceError):
     data.mechanism = "mcar"  # type: ignore[misc]
+
+
+def test_world_seed_separates_the_world_from_the_patients():
+  base = make_synthetic(3000, seed=4)
+  same = make_synthetic(3000, seed=4, world_seed=4)
+  for a, b in zip(base.cohort.features, same.cohort.features):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(base.true_prob_NxT, same.true_prob_NxT)
+  # Same world, other patients: identical world parameters, new latent states.
+  other_patients = make_synthetic(5000, seed=9, world_seed=4)
+  np.testing.assert_array_equal(other_patients.eta_MxT, base.eta_MxT)
+  np.testing.assert_array_equal(other_patients.u_shape_TxK, base.u_shape_TxK)
+  assert not np.allclose(other_patients.latent_NxK[:100], base.latent_NxK[:100])
+  # The world's loadings are shared: regressing modality 1's noiseless-direction
+  # content on u gives the same coefficients in both cohorts (up to noise).
+  def loadings(s):
+    rows = s.cohort.present[:, 1]
+    x = s.cohort.features[1][rows].astype(np.float64)
+    coef, *_ = np.linalg.lstsq(s.latent_NxK[rows], x, rcond=None)
+    return coef
+  np.testing.assert_allclose(loadings(other_patients), loadings(base), atol=0.15)
+  # Other world, same patients: the same latent states, other parameters.
+  other_world = make_synthetic(3000, seed=4, world_seed=5)
+  np.testing.assert_array_equal(other_world.latent_NxK, base.latent_NxK)
+  assert not np.allclose(other_world.eta_MxT, base.eta_MxT)
+  with pytest.raises(ValueError, match="world_seed"):
+    make_synthetic(100, world_seed=-1)

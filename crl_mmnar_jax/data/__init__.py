@@ -74,7 +74,8 @@ def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
         int(d.n), n_modalities=int(d.n_modalities), n_tasks=int(d.n_tasks),
         mechanism=str(d.mechanism), prevalence=float(d.prevalence),
         pattern_effect=None if d.pattern_effect < 0 else float(d.pattern_effect),
-        seed=int(d.seed))
+        seed=int(d.seed),
+        world_seed=None if d.get("world_seed", -1) < 0 else int(d.world_seed))
     return LoadedData(syn.cohort, syn.true_prob_NxT, {"mechanism": syn.mechanism})
   if d.name == "tables":
     from crl_mmnar_jax.data.errors import DataError

@@ -44,6 +44,7 @@ the aggregation cache-friendly (`experiments/bench.py`, section "featurize").
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -51,6 +52,7 @@ import polars as pl
 from absl import logging
 
 from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.io import few
 
 STATS = ("last", "mean", "min", "max", "std", "count", "time_last", "slope")
 _COUNT = STATS.index("count")
@@ -145,7 +147,7 @@ def _stays_series(stays: np.ndarray, dtype: pl.DataType) -> pl.Series:
   dup = series.filter(series.is_duplicated())
   if len(dup):
     raise DataError(f"featurize: stays lists {dup.n_unique()} id(s) more than once, e.g. "
-                    f"{dup.unique().sort().head(5).to_list()}")
+                    f"{few(dup)}")
   return series
 
 
@@ -423,3 +425,12 @@ def featurize_batched(load_batch: Callable[[np.ndarray], pl.DataFrame],
   return df.hstack(pl.DataFrame(np.concatenate(features)[back_N], schema=list(names),
                                 orient="row")), report
 
+
+# ----------------------------------------------------------------------------- categories
+
+
+def hash_bucket(text: str, n: int) -> int:
+  """Stable hash bucket of a category string (a drug name, a code): CRC-32 of its
+  lower-cased, stripped UTF-8 bytes modulo `n` (the same on every platform, process
+  and Python version, unlike Python's salted ``hash``)."""
+  return zlib.crc32(text.strip().lower().encode("utf-8")) % n

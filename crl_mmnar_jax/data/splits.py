@@ -1,6 +1,6 @@
 """Patient-level train/val/test splits that test labels cannot influence.
 
-The honesty contract of DESIGN.md section 4, as an algorithm:
+The honesty contract of docs/design.md ('Evaluation'), as an algorithm:
 
 1. **Units.** The split unit is the patient (one `Cohort` row), or the group when
    `group_id` is given (all patients of a group land in the same split). A group's
@@ -41,7 +41,7 @@ import numpy as np
 import polars as pl
 
 from crl_mmnar_jax.data.errors import DataError
-from crl_mmnar_jax.data.sources.tables import id_kind
+from crl_mmnar_jax.data.io import id_kind, read_parquet
 
 SPLIT_NAMES = ("train", "val", "test")
 _TRAIN, _VAL, _TEST = 0, 1, 2
@@ -238,10 +238,7 @@ def read_splits(path: str | os.PathLike, patient_id: np.ndarray) -> np.ndarray:
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise DataError(f"{path}: splits file not found")
-  try:
-    df = pl.read_parquet(path)
-  except Exception as e:  # pylint: disable=broad-except  (any reader error is bad input)
-    raise DataError(f"{path}: cannot read as parquet ({type(e).__name__}: {e})") from None
+  df = read_parquet(path)
   for col in ("patient_id", "split"):
     if col not in df.columns:
       raise DataError(f"{path}: missing column '{col}' (found {df.columns})")

@@ -12,8 +12,28 @@ A method is either
   JSON-able record of what was selected; no training loop, no checkpoints.
 
 Either way `experiment.train_and_evaluate` runs it on the same splits, fits the same
-rectifier on its validation predictions and writes the same outputs. What each baseline
-is, and how it follows its paper, is documented in `baselines.py`.
+rectifier on its validation predictions and writes the same outputs.
+
+Where each method lives (what it is, and how it follows its paper, is documented there):
+
+* `crl_mmnar`: `model.CRLMMNAR` (docs/design.md), built here;
+* `masked_transformer`: CRL-MMNAR's fusion without the missingness embedding, the gates
+  and the auxiliary losses, i.e. `CRLMMNAR` with
+  `use_missingness_embedding=use_reconstruction=use_contrastive=False`: encoders +
+  modality embeddings + a transformer whose attention and pooling skip missing
+  modalities; built here;
+* `zero_impute_mlp`, `mean_impute_mlp`, `late_fusion`, `missing_token`: `neural.py`;
+* `muse`: `muse.py`; `m3care`: `m3care.py` (both read `reference.py`'s fixed sample of
+  training patients at evaluation);
+* `logreg`, `gbt`: `direct.py`.
+
+Every neural baseline shares CRL-MMNAR's building blocks (`layers.py`) and capacity
+(`model.dim`, `model.dropout`, `model.n_layers`, `model.n_heads`): per-modality encoders
+`in -> 2D (LayerNorm, GELU, dropout) -> D (LayerNorm)` and one `D -> D/2 -> 1` head per
+task, so that the comparison is about how each method treats missing modalities. Inputs
+are standardised with training statistics (`data.standardize`), so a standardised 0 is
+the training mean. No baseline ever reads a missing modality's input: it is replaced
+(`jnp.where`, so NaN or 1e6 garbage is harmless) before anything else sees it.
 """
 
 from __future__ import annotations
@@ -27,14 +47,8 @@ from flax import nnx
 
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data import shards
-from crl_mmnar_jax.losses import (
-  LossFn,
-  LossWeights,
-  label_agreement_loss,
-  objective,
-  paired_info_nce,
-)
-from crl_mmnar_jax.methods import baselines
+from crl_mmnar_jax.losses import LossFn, LossWeights, objective
+from crl_mmnar_jax.methods import direct, m3care, muse, neural, reference
 from crl_mmnar_jax.model import CRLMMNAR, ModelConfig
 
 Config = ml_collections.ConfigDict
@@ -111,40 +125,40 @@ def _impute_mlp(indicators: bool) -> Callable[[Config, MethodData, nnx.Rngs], nn
     else:            # a raw 0, standardised with the training statistics
       fill_F = np.concatenate([-data.stats[n]["mean"] / data.stats[n]["sd"]
                                for n in c.modality_names])
-    return baselines.ImputeMLP(c.input_dims, c.n_tasks, int(config.model.dim),
-                               float(config.model.dropout), fill_F, indicators, rngs=rngs)
+    return neural.ImputeMLP(c.input_dims, c.n_tasks, int(config.model.dim),
+                            float(config.model.dropout), fill_F, indicators, rngs=rngs)
 
   return build
 
 
-def _reference(config: Config, data: MethodData) -> baselines.ReferencePatients:
-  rows = baselines.reference_rows(data.train_rows, int(config.baseline.reference_size),
+def _reference(config: Config, data: MethodData) -> reference.ReferencePatients:
+  rows = reference.reference_rows(data.train_rows, int(config.baseline.reference_size),
                                   int(config.seed))
-  return baselines.ReferencePatients(data.cohort, rows)
+  return reference.ReferencePatients(data.cohort, rows)
 
 
-def _muse(config: Config, data: MethodData, rngs: nnx.Rngs) -> baselines.MUSE:
+def _muse(config: Config, data: MethodData, rngs: nnx.Rngs) -> muse.MUSE:
   c, b = data.cohort, config.baseline
-  return baselines.MUSE(c.input_dims, c.n_tasks, int(config.model.dim), int(b.muse_layers),
-                        float(config.model.dropout), float(b.muse_edge_dropout),
-                        _reference(config, data), rngs=rngs)
+  return muse.MUSE(c.input_dims, c.n_tasks, int(config.model.dim), int(b.muse_layers),
+                   float(config.model.dropout), float(b.muse_edge_dropout),
+                   _reference(config, data), rngs=rngs)
 
 
-def _m3care(config: Config, data: MethodData, rngs: nnx.Rngs) -> baselines.M3Care:
-  return baselines.M3Care(model_config(config, data.cohort),
-                          float(config.baseline.m3care_temperature), _reference(config, data),
-                          rngs=rngs)
+def _m3care(config: Config, data: MethodData, rngs: nnx.Rngs) -> m3care.M3Care:
+  return m3care.M3Care(model_config(config, data.cohort),
+                       float(config.baseline.m3care_temperature), _reference(config, data),
+                       rngs=rngs)
 
 
 def _missing_token(config: Config, data: MethodData,
-                   rngs: nnx.Rngs) -> baselines.MissingToken:
-  return baselines.MissingToken(model_config(config, data.cohort), rngs=rngs)
+                   rngs: nnx.Rngs) -> neural.MissingToken:
+  return neural.MissingToken(model_config(config, data.cohort), rngs=rngs)
 
 
-def _late_fusion(config: Config, data: MethodData, rngs: nnx.Rngs) -> baselines.LateFusion:
+def _late_fusion(config: Config, data: MethodData, rngs: nnx.Rngs) -> neural.LateFusion:
   c = data.cohort
-  return baselines.LateFusion(c.input_dims, c.n_tasks, int(config.model.dim),
-                              float(config.model.dropout), rngs=rngs)
+  return neural.LateFusion(c.input_dims, c.n_tasks, int(config.model.dim),
+                           float(config.model.dropout), rngs=rngs)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -157,41 +171,30 @@ def _objective(config: Config) -> LossFn:
 
 def _muse_loss(config: Config) -> LossFn:
   """L_pred on the full graph + weight · (two-view InfoNCE + label-agreement loss)."""
-  supervised = _objective(config)
   b = config.baseline
-  weight, temperature = float(b.muse_con_weight), float(b.muse_temperature)
-
-  def loss(out, batch, aux_scale, pred_scale):
-    total, parts = supervised(out, batch, aux_scale, pred_scale)
-    u, au = out["con_u_BxP"], out["con_au_BxP"]
-    parts["con_unsup"] = paired_info_nce(u, au, batch.weight_B, temperature)
-    parts["con_sup"] = label_agreement_loss(u, au, batch.labels_BxT, batch.label_mask_BxT,
-                                            batch.weight_B, temperature)
-    parts["total"] = total + weight * (parts["con_unsup"] + parts["con_sup"])
-    return parts["total"], parts
-
-  return loss
+  return muse.objective(_objective(config), float(b.muse_con_weight),
+                        float(b.muse_temperature))
 
 
 # ----------------------------------------------------------------------------- direct
 
 
 def _logreg(config: Config, data: MethodData, predict_rows: dict[str, np.ndarray]):
-  probs, l2 = baselines.logreg_mean_impute(data.cohort, data.train_rows, data.val_rows,
-                                           predict_rows, tuple(config.baseline.logreg_l2_grid))
+  probs, l2 = direct.logreg_mean_impute(data.cohort, data.train_rows, data.val_rows,
+                                        predict_rows, tuple(config.baseline.logreg_l2_grid))
   return probs, {"l2": dict(zip(data.cohort.task_names, l2))}
 
 
 def _gbt(config: Config, data: MethodData, predict_rows: dict[str, np.ndarray]):
-  return baselines.gbt_nan_missing(data.cohort, data.train_rows, data.val_rows, predict_rows,
-                                   config.baseline, int(config.seed))
+  return direct.gbt_nan_missing(data.cohort, data.train_rows, data.val_rows, predict_rows,
+                                config.baseline, int(config.seed))
 
 
 # ----------------------------------------------------------------------------- registry
 
 
 _REGISTRY: dict[str, Method] = {m.name: m for m in (
-    NeuralMethod("crl_mmnar", "CRL-MMNAR (DESIGN.md section 2)", _crl_mmnar, _objective),
+    NeuralMethod("crl_mmnar", "CRL-MMNAR (docs/design.md)", _crl_mmnar, _objective),
     NeuralMethod("zero_impute_mlp", "raw-scale zero imputation, concatenation, MLP",
                  _impute_mlp(indicators=False), _objective),
     NeuralMethod("mean_impute_mlp", "mean imputation + missingness indicators, MLP",
@@ -210,7 +213,7 @@ _REGISTRY: dict[str, Method] = {m.name: m for m in (
                  _missing_token, _objective),
     DirectMethod("gbt", "gradient-boosted trees per task on features with NaN for missing "
                  "modalities, early stopping on validation AUROC", _gbt,
-                 check=baselines.gbt_backend),
+                 check=direct.gbt_backend),
 )}
 
 METHODS: tuple[str, ...] = tuple(_REGISTRY)

@@ -1,10 +1,13 @@
-"""Defaults shared by every config (DESIGN.md section 2). Not a runnable config itself."""
+"""Defaults shared by every config (the choices behind them: docs/design.md, "Choices the
+paper leaves open"), the `tiny` smoke-run settings and the preset lookup. Not a runnable
+config itself."""
 
 import os
+from typing import Callable
 
 import ml_collections
 
-# `../shared/data` next to the repository root: the open datasets of DESIGN.md section 7.
+# `../shared/data` next to the repository root: the open datasets (docs/design.md, "Real data").
 SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
                            "shared", "data")
 
@@ -59,7 +62,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.progress = True
   c.train.data_shards = 1       # >1: each process loads only its shards' patients (shards.py)
 
-  # Baselines (`crl_mmnar_jax/baselines.py`); the neural ones share c.model's width,
+  # Baselines (`crl_mmnar_jax/methods/`); the neural ones share c.model's width,
   # depth, heads and dropout and c.train's schedule.
   c.baseline = ml_collections.ConfigDict()
   c.baseline.reference_size = 512       # MUSE, M3Care: training patients read at evaluation
@@ -82,9 +85,35 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.rectifier.z = 0.0
   c.rectifier.min_count = 20
   c.rectifier.shrinkage = 20.0
+  c.rectifier.rule = "lcb"      # a correction only where its cross-fitted gain is sure
+  c.rectifier.rule_z = 1.645    # (rectifier/select.py); "min" is the plain minimum
 
   c.eval = ml_collections.ConfigDict()
   c.eval.n_boot = 1000
   c.eval.min_pattern_count = 20  # per-pattern metrics are reported for patterns this large
   c.eval.plots = True
   return c
+
+
+def apply_preset(c: ml_collections.ConfigDict, name: str, arg: str,
+                 presets: dict[str, Callable[[ml_collections.ConfigDict], None]],
+                 hint: str = "") -> ml_collections.ConfigDict:
+  """Applies the preset `arg` ("" = none) of config `name` to `c` and returns `c`; an
+  unknown preset raises a one-line ValueError naming the known ones (then `hint`)."""
+  if arg:
+    if arg not in presets:
+      raise ValueError(f"unknown {name} preset {arg!r} (known: "
+                       f"{', '.join(repr(k) for k in presets)}){hint}")
+    presets[arg](c)
+  return c
+
+
+def tiny(c: ml_collections.ConfigDict) -> None:
+  """The smoke-run settings the real-data configs share: a small model (D = 32, 4 heads),
+  2 epochs, no progress bar, 50 bootstrap draws."""
+  c.model.dim = 32
+  c.model.n_heads = 4
+  c.model.proj_dim = 16
+  c.train.epochs = 2
+  c.train.progress = False
+  c.eval.n_boot = 50

@@ -10,13 +10,19 @@ Modalities: static (age, sex, height, weight; always observed) and ten virtual
 modalities of the 48 hourly variables of the first 24 h (see `crl_mmnar_jax/yaib.py`),
 the same feature space in both databases. Task: death (`mortality24`). These are demo
 cohorts: with 91 deaths in total, every interval is wide; seed 0 gives test AUROC 0.77
-[0.58, 0.93] pooled and 0.71 [0.57, 0.83] external (about 1.5 minutes each). They exist to exercise real harmonised data from two
-databases, not to rank methods.
+[0.58, 0.93] pooled and 0.71 [0.57, 0.83] external (about 1.5 minutes each). They
+exist to exercise real harmonised data from two databases, not to rank methods.
+
+Preset `tiny` (smoke runs): the same cohorts, 2 epochs of a D = 32 model, 50 bootstrap
+draws, no progress bar:
+  python -m experiments.run --config=yaib:tiny --workdir=/tmp/crl_yaib_tiny
+About 45 seconds of CPU on a 2-core machine; seed 0: test AUROC 0.64 (2 epochs, against
+0.77 above).
 """
 
 import os
 
-from experiments.configs.base import SHARED_DATA, get_base_config
+from experiments.configs.base import SHARED_DATA, apply_preset, get_base_config, tiny
 
 
 def get_config(arg: str = ""):
@@ -38,6 +44,4 @@ def get_config(arg: str = ""):
   c.train.lr = 5e-4
   c.rectifier.min_count = 30
   c.eval.min_pattern_count = 30
-  if arg:
-    raise ValueError(f"unknown yaib preset {arg!r}")
-  return c
+  return apply_preset(c, "yaib", arg, {"tiny": tiny})

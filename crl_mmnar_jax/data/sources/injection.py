@@ -55,7 +55,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from crl_mmnar_jax.cohort import Cohort, pattern_label
-from crl_mmnar_jax.data.sources.synthetic import _calibrate_offsets, _sigmoid
+from crl_mmnar_jax.data.sources.synthetic import calibrate_offsets, sigmoid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,8 +150,8 @@ def drop_probabilities(z_N: np.ndarray, observed_N: np.ndarray, strength: float,
     prob_N = np.full(z_N.shape, drop_rate)
   else:
     scores_N = strength * z_N
-    offset = _calibrate_offsets(scores_N[observed_N, None], np.array([drop_rate]))[0]
-    prob_N = _sigmoid(scores_N + offset)
+    offset = calibrate_offsets(scores_N[observed_N, None], np.array([drop_rate]))[0]
+    prob_N = sigmoid(scores_N + offset)
   return np.where(observed_N, prob_N, 0.0)
 
 

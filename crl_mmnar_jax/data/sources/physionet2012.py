@@ -134,7 +134,7 @@ from absl import logging
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.featurize import ModalityGroup, featurize
-from crl_mmnar_jax.data.sources.tables import check_tasks
+from crl_mmnar_jax.data.io import check_tasks
 
 GROUPS: tuple[ModalityGroup, ...] = (
     ModalityGroup("vitals", ("HR", "Temp", "GCS", "Weight")),

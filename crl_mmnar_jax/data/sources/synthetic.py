@@ -42,10 +42,10 @@ Generative model, patient i, modality m = 0..M-1, task t = 0..T-1:
   probability equals the prevalence; y ~ Bernoulli(true probability).
 
 The world (A_m, w_s, beta, eta's signs and sizes, feature kinds) is drawn from its own
-stream of `seed`, so it does not depend on `n`, `mechanism` or the rates; the
-patients (u, noise, the uniforms behind delta and y) come from a second stream drawn
-in a fixed order, so the same seed gives the same latent patients under every
-mechanism. Patient ids are a random sample of distinct integers in
+stream of `world_seed` (by default `seed`), so it does not depend on `n`, `mechanism` or
+the rates; the patients (u, noise, the uniforms behind delta and y) come from a second
+stream of `seed` drawn in a fixed order, so the same seed gives the same latent patients
+under every mechanism and every world. Patient ids are a random sample of distinct integers in
 [10_000_000, 99_999_999], in random order.
 
 With the defaults (n = 20,000, `mnar`, seed 0; AUROCs on a random held-out half) the
@@ -100,12 +100,12 @@ class SyntheticData:
   mechanism: str              # 'mcar', 'mar' or 'mnar'
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
   """Overflow-free logistic function."""
   return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _calibrate_offsets(scores_NxJ: np.ndarray, targets_J: np.ndarray) -> np.ndarray:
+def calibrate_offsets(scores_NxJ: np.ndarray, targets_J: np.ndarray) -> np.ndarray:
   """Offsets a_J with mean_i sigmoid(a_j + scores[i, j]) = targets[j], by bisection.
 
   All columns are bisected at once on the sample mean. Since the mean lies between
@@ -224,6 +224,7 @@ def make_synthetic(
     noise: float | Sequence[float] | None = None,
     nonlinearity: float = 1.0,
     seed: int = 0,
+    world_seed: int | None = None,
 ) -> SyntheticData:
   """Draws a synthetic multimodal cohort with clinician-driven missingness.
 
@@ -246,7 +247,13 @@ def make_synthetic(
       modality 0 and 0.75 for the others.
     nonlinearity: scale of the U-shaped risk term (>= 0; 0 gives a logit linear in
       u and delta).
-    seed: seed of `np.random.default_rng`.
+    seed: seed of `np.random.default_rng`: the patients, and the world too unless
+      `world_seed` is given.
+    world_seed: seed of the world alone (loadings, severity and outcome directions,
+      pattern effects, feature kinds); None means `seed`. Cohorts with one world seed
+      and different seeds are independent draws of patients from one world, of any
+      size (the offsets a_m and c_t are still calibrated on each sample, which moves
+      them by O(1/sqrt(n))).
 
   Returns:
     `SyntheticData` with a validated `Cohort` (modalities 'm0'.., tasks 'task0'..).
@@ -259,6 +266,7 @@ def make_synthetic(
   t_count = _check_int(n_tasks, "n_tasks", 1)
   k_dim = _check_int(latent_dim, "latent_dim", 2)
   seed = _check_int(seed, "seed", 0)
+  world_seed = seed if world_seed is None else _check_int(world_seed, "world_seed", 0)
   if mechanism not in MECHANISMS:
     raise ValueError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
   widths_M = _resolve_widths(widths, m_count)
@@ -278,7 +286,8 @@ def make_synthetic(
     if not all(np.isfinite(s) and s >= 0 for s in noise_M):
       raise ValueError(f"noise must be finite and >= 0, got {noise!r}")
 
-  world_rng, patient_rng = np.random.default_rng(seed).spawn(2)
+  world_rng = np.random.default_rng(world_seed).spawn(2)[0]
+  patient_rng = np.random.default_rng(seed).spawn(2)[1]
 
   # The world: loadings, severity direction, outcome directions, pattern effects.
   k0 = min(_MODALITY0_DIRECTIONS, k_dim - 1)
@@ -333,15 +342,15 @@ def make_synthetic(
   else:
     driver_N = severity_N
   drive_NxJ = np.broadcast_to((strength * driver_N)[:, None], (n, m_count - 1))
-  offsets_J = _calibrate_offsets(drive_NxJ, rates_M[1:])
-  observe_prob_NxJ = _sigmoid(drive_NxJ + offsets_J)
+  offsets_J = calibrate_offsets(drive_NxJ, rates_M[1:])
+  observe_prob_NxJ = sigmoid(drive_NxJ + offsets_J)
   present_NxM = np.ones((n, m_count), dtype=bool)
   present_NxM[:, 1:] = observe_u_NxM[:, 1:] < observe_prob_NxJ
 
   outcome_NxT = latent_NxK @ beta_TxK.T + present_NxM.astype(np.float64) @ eta_MxT
   outcome_NxT += nonlinearity * _USHAPE_SCALE * ((latent_NxK @ ushape_TxK.T) ** 2 - 1.0)
-  intercept_T = _calibrate_offsets(outcome_NxT, prevalence_T)
-  true_prob_NxT = _sigmoid(outcome_NxT + intercept_T)
+  intercept_T = calibrate_offsets(outcome_NxT, prevalence_T)
+  true_prob_NxT = sigmoid(outcome_NxT + intercept_T)
   labels_NxT = (label_u_NxT < true_prob_NxT).astype(np.float32)
 
   for m, x_NxD in enumerate(content):

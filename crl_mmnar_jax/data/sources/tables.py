@@ -1,4 +1,4 @@
-"""The generic cohort layout (DESIGN.md section 5): a directory of parquet tables.
+"""The generic cohort layout (docs/design.md, 'Contracts'): a directory of parquet tables.
 
 Layout of ``DIR``:
 
@@ -39,6 +39,14 @@ from absl import logging
 
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.io import (
+  few,
+  id_kind,
+  ids_to_numpy,
+  read_kept_rows,
+  read_parquet,
+  write_parquet_atomic,
+)
 
 LABELS_FILE = "labels.parquet"
 ID_COLUMN = "patient_id"
@@ -50,63 +58,6 @@ _SUFFIX = ".parquet"
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _few(series: pl.Series, k: int = 5) -> list:
-  """Up to k distinct values of a series, sorted, for error messages."""
-  return series.unique().sort().head(k).to_list()
-
-
-def _read_parquet(path: str) -> pl.DataFrame:
-  try:
-    return pl.read_parquet(path)
-  except Exception as e:  # pylint: disable=broad-except  (any reader error is bad input)
-    raise DataError(f"{path}: cannot read as parquet ({type(e).__name__}: {e})") from None
-
-
-def read_kept_rows(path: str, keep: Callable[[np.ndarray], np.ndarray],
-                   id_column: str = ID_COLUMN) -> pl.DataFrame:
-  """The rows of a parquet file whose `id_column` value `keep` selects: a scan filtered
-  on the id column, so the other rows' features are not materialised. Files with an
-  unusable id column are read whole, so that the loader's usual checks name the
-  problem."""
-  try:
-    ids = pl.read_parquet(path, columns=[id_column])[id_column]
-  except Exception:  # pylint: disable=broad-except  (no id column, unreadable: report below)
-    return _read_parquet(path)
-  kind = id_kind(ids.dtype)
-  if kind is None or ids.null_count():
-    return _read_parquet(path)
-  cast = pl.Int64 if kind == "int" else pl.String
-  try:
-    ids = ids.cast(cast)
-  except Exception:  # pylint: disable=broad-except
-    return _read_parquet(path)
-  wanted = ids.filter(pl.Series(np.asarray(keep(_ids_to_numpy(ids)), bool)))
-  try:
-    return pl.scan_parquet(path).filter(
-        pl.col(id_column).cast(cast).is_in(wanted.implode())).collect()
-  except Exception as e:  # pylint: disable=broad-except
-    raise DataError(f"{path}: cannot read as parquet ({type(e).__name__}: {e})") from None
-
-
-def check_tasks(tasks, known) -> list[str]:
-  """The requested task names as a list; DataError unless each is known and named once."""
-  tasks = list(tasks)
-  bad = [t for t in tasks if t not in known]
-  if bad or not tasks or len(set(tasks)) != len(tasks):
-    raise DataError(f"tasks {tasks}: each must be one of {list(known)}, named once "
-                    f"(unknown: {bad})")
-  return tasks
-
-
-def id_kind(dtype: pl.DataType) -> str | None:
-  """'int' or 'str' for dtypes usable as ids, else None."""
-  if dtype.is_integer():
-    return "int"
-  if dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum)):
-    return "str"
-  return None
 
 
 def _id_series(df: pl.DataFrame, path: str, column: str = ID_COLUMN,
@@ -137,12 +88,7 @@ def _check_unique_ids(ids: pl.Series, path: str) -> None:
   dup = ids.filter(ids.is_duplicated())
   if len(dup):
     raise DataError(f"{path}: {dup.n_unique()} patient_id value(s) appear in more than one "
-                    f"row, e.g. {_few(dup)}; one row per patient is required")
-
-
-def _ids_to_numpy(ids: pl.Series) -> np.ndarray:
-  out = ids.to_numpy()
-  return out.astype(np.int64) if ids.dtype == pl.Int64 else out.astype(str)
+                    f"row, e.g. {few(dup)}; one row per patient is required")
 
 
 def _is_numeric(dtype: pl.DataType) -> bool:
@@ -159,7 +105,7 @@ def _label_column(df: pl.DataFrame, column: str, path: str) -> np.ndarray:
   bad = y.filter(y.is_not_null() & ~y.is_in([0.0, 1.0]))
   if len(bad):
     raise DataError(f"{path}: label column '{column}' must hold 0, 1 or null; found "
-                    f"{_few(bad)} in {len(bad)} row(s)")
+                    f"{few(bad)} in {len(bad)} row(s)")
   return y.to_numpy().astype(np.float32)
 
 
@@ -183,7 +129,7 @@ def _split_column(df: pl.DataFrame, path: str) -> np.ndarray | None:
   bad = s.filter(~s.is_in(list(_SPLIT_VALUES)))
   if len(bad):
     raise DataError(f"{path}: column '{SPLIT_COLUMN}' must hold {list(_SPLIT_VALUES)}; "
-                    f"found {_few(bad)} in {len(bad)} row(s)")
+                    f"found {few(bad)} in {len(bad)} row(s)")
   return s.to_numpy().astype("<U5")
 
 
@@ -238,7 +184,7 @@ def _load_modality(path: str, label_rows: pl.DataFrame, ids_kind: str, n: int,
                    keep: Callable[[np.ndarray], np.ndarray] | None = None
                    ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], dict[str, Any]]:
   """One modality file -> (features (N, d) float32, present (N,), names, info)."""
-  df = _read_parquet(path) if keep is None else read_kept_rows(path, keep)
+  df = read_parquet(path) if keep is None else read_kept_rows(path, keep, ID_COLUMN)
   ids = _id_series(df, path, want_kind=ids_kind)
   _check_unique_ids(ids, path)
   columns = [c for c in df.columns if c != ID_COLUMN]
@@ -254,7 +200,7 @@ def _load_modality(path: str, label_rows: pl.DataFrame, ids_kind: str, n: int,
   unknown = id_frame.join(label_rows, on=ID_COLUMN, how="anti")[ID_COLUMN]
   if len(unknown):
     raise DataError(f"{path}: {len(unknown)} patient_id value(s) are not in {LABELS_FILE}, "
-                    f"e.g. {_few(unknown)}; every modality row must belong to a labelled "
+                    f"e.g. {few(unknown)}; every modality row must belong to a labelled "
                     f"patient")
   pairs = id_frame.join(label_rows, on=ID_COLUMN, how="inner")
   file_row = pairs["__file_row"].to_numpy().astype(np.int64)
@@ -328,14 +274,14 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
   if not os.path.isfile(labels_path):
     raise DataError(f"{directory}: no {LABELS_FILE}; the generic layout needs "
                     f"DIR/{LABELS_FILE} with '{ID_COLUMN}' and one 0/1 column per task")
-  labels_df = _read_parquet(labels_path)
+  labels_df = read_parquet(labels_path)
   ids = _id_series(labels_df, labels_path)
   if len(ids) == 0:
     raise DataError(f"{labels_path}: no rows (no patients)")
   _check_unique_ids(ids, labels_path)
   ids_kind = "int" if ids.dtype == pl.Int64 else "str"
   if keep is not None:
-    mask = pl.Series(np.asarray(keep(_ids_to_numpy(ids)), bool))
+    mask = pl.Series(np.asarray(keep(ids_to_numpy(ids)), bool))
     labels_df, ids = labels_df.filter(mask), ids.filter(mask)
     if len(ids) == 0:
       raise DataError(f"{labels_path}: none of its patients belongs to this process "
@@ -348,7 +294,7 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
   split_N = _split_column(labels_df, labels_path)
   group_N = None
   if GROUP_COLUMN in labels_df.columns:
-    group_N = _ids_to_numpy(_id_series(labels_df, labels_path, column=GROUP_COLUMN))
+    group_N = ids_to_numpy(_id_series(labels_df, labels_path, column=GROUP_COLUMN))
 
   label_rows = pl.DataFrame({ID_COLUMN: ids}).with_row_index("__row")
   names = _modality_files(directory, modalities)
@@ -364,12 +310,12 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
 
   none_N = ~present_NxM.any(axis=1)
   if none_N.any():
-    few = _few(ids.filter(pl.Series(none_N)))
+    shown = few(ids.filter(pl.Series(none_N)))
     raise DataError(f"{labels_path}: {int(none_N.sum())} patient(s) have no observed "
                     f"modality (no row in any of {[f'{m}{_SUFFIX}' for m in names]}), e.g. "
-                    f"patient_id {few}; every patient needs at least one")
+                    f"patient_id {shown}; every patient needs at least one")
 
-  patient_id = _ids_to_numpy(ids)
+  patient_id = ids_to_numpy(ids)
   cohort = Cohort(
       patient_id=patient_id, features=tuple(features), present=present_NxM,
       labels=labels_NxT, modality_names=tuple(names), task_names=tuple(task_names),
@@ -407,18 +353,6 @@ def load_tables(directory: str | os.PathLike, *, tasks: Sequence[str] | None = N
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-def _write_parquet_atomic(df: pl.DataFrame, directory: str, file_name: str) -> None:
-  """Writes to a hidden temporary name in the same directory, then renames."""
-  path = os.path.join(directory, file_name)
-  tmp = os.path.join(directory, f".{file_name}.tmp{os.getpid()}")
-  try:
-    df.write_parquet(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def write_tables(cohort: Cohort, directory: str | os.PathLike) -> str:
@@ -475,8 +409,8 @@ def write_tables(cohort: Cohort, directory: str | os.PathLike) -> str:
     obs_N = cohort.present[:, m]
     x = pl.from_numpy(cohort.features[m][obs_N].astype(np.float32),
                       schema=list(feature_names[m]), orient="row")
-    _write_parquet_atomic(x.insert_column(0, ids.filter(pl.Series(obs_N))), directory,
-                          f"{name}{_SUFFIX}")
+    write_parquet_atomic(x.insert_column(0, ids.filter(pl.Series(obs_N))),
+                         os.path.join(directory, f"{name}{_SUFFIX}"), hidden=True)
   labels = pl.DataFrame([ids]).with_columns(
       pl.Series(t, cohort.labels[:, j]).fill_nan(None).cast(pl.Int8)
       for j, t in enumerate(tasks))
@@ -487,5 +421,5 @@ def write_tables(cohort: Cohort, directory: str | os.PathLike) -> str:
     labels = labels.with_columns(
         pl.Series(GROUP_COLUMN, g.tolist(), dtype=pl.Int64 if g.dtype.kind in "iu"
                   else pl.String))
-  _write_parquet_atomic(labels, directory, LABELS_FILE)
+  write_parquet_atomic(labels, os.path.join(directory, LABELS_FILE), hidden=True)
   return directory

@@ -70,7 +70,7 @@ across databases: ``patient_id`` is ``f"{database}:{stay_id}"`` and
 one database and tests on the other). Both databases give exactly the same modalities
 and feature columns. ``group_id`` is None: the files hold no patient identifier.
 
-All problems with the input raise `tables.DataError` naming the file and column.
+All problems with the input raise `DataError` naming the file and column.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ from absl import logging
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.featurize import ModalityGroup, featurize
-from crl_mmnar_jax.data.sources.tables import read_kept_rows
+from crl_mmnar_jax.data.io import few, read_kept_rows, read_parquet
 
 DATABASES = ("mimic_demo", "eicu_demo")
 STA_FILE = "sta.parquet"
@@ -120,11 +120,6 @@ _MS_PER_HOUR = 3_600_000.0
 # ----------------------------------------------------------------------------- helpers
 
 
-def _few(series: pl.Series, k: int = 5) -> list:
-  """Up to k distinct values of a series, sorted, for error messages."""
-  return series.unique().sort().head(k).to_list()
-
-
 Keep = Callable[[np.ndarray], np.ndarray]   # stay ids -> bool mask of stays to read
 
 
@@ -133,10 +128,7 @@ def _read(path: str, keep: Keep | None = None) -> pl.DataFrame:
     raise DataError(f"{path}: file not found")
   if keep is not None:
     return read_kept_rows(path, keep, STAY_COLUMN)
-  try:
-    return pl.read_parquet(path)
-  except Exception as e:  # pylint: disable=broad-except  (any reader error is bad input)
-    raise DataError(f"{path}: cannot read as parquet ({type(e).__name__}: {e})") from None
+  return read_parquet(path)
 
 
 def _require_columns(df: pl.DataFrame, path: str, columns: Sequence[str]) -> None:
@@ -163,7 +155,7 @@ def _stay_ids(df: pl.DataFrame, path: str, *, unique: bool) -> pl.Series:
     dup = ids.filter(ids.is_duplicated())
     if len(dup):
       raise DataError(f"{path}: column '{STAY_COLUMN}' repeats {dup.n_unique()} stay "
-                      f"id(s), e.g. {_few(dup)}; one row per stay is required")
+                      f"id(s), e.g. {few(dup)}; one row per stay is required")
   return ids
 
 
@@ -205,7 +197,7 @@ def _read_outc(path: str, keep: Keep | None = None) -> tuple[pl.Series, np.ndarr
   bad_rows = y.is_null() | ~y.is_in([0.0, 1.0])
   if bad_rows.any():
     bad = df[LABEL_COLUMN].filter(bad_rows)
-    shown = (["null"] if bad.null_count() else []) + _few(bad.drop_nulls())
+    shown = (["null"] if bad.null_count() else []) + few(bad.drop_nulls())
     raise DataError(f"{path}: column '{LABEL_COLUMN}' must hold 0 or 1 for every stay; "
                     f"found {shown} in {int(bad_rows.sum())} row(s)")
   return ids, y.to_numpy().astype(np.float32)
@@ -224,11 +216,11 @@ def _read_sta(path: str, outc_ids: pl.Series, outc_path: str, keep: Keep | None 
   orphans = _not_in(outc_ids, ids)
   if len(orphans):
     raise DataError(f"{outc_path}: {len(orphans)} stay(s) in column '{STAY_COLUMN}' have "
-                    f"no row in {path}, e.g. {_few(orphans)}")
+                    f"no row in {path}, e.g. {few(orphans)}")
   orphans = _not_in(ids, outc_ids)
   if len(orphans):
     raise DataError(f"{path}: {len(orphans)} stay(s) in column '{STAY_COLUMN}' have no "
-                    f"row in {outc_path}, e.g. {_few(orphans)}")
+                    f"row in {outc_path}, e.g. {few(orphans)}")
   sex_dtype = df.schema["sex"]
   if sex_dtype == pl.Null:
     sex = pl.Series("sex", [float("nan")] * len(df))
@@ -237,7 +229,7 @@ def _read_sta(path: str, outc_ids: pl.Series, outc_path: str, keep: Keep | None 
     bad = df["sex"].filter(key.is_not_null() & ~key.is_in(list(SEX_CODES)))
     if len(bad):
       raise DataError(f"{path}: column 'sex' must hold 'Male', 'Female' or null; found "
-                      f"{_few(bad.cast(pl.String))} in {len(bad)} row(s)")
+                      f"{few(bad.cast(pl.String))} in {len(bad)} row(s)")
     sex = key.replace_strict(SEX_CODES, default=None, return_dtype=pl.Float64)
     sex = sex.fill_null(float("nan"))
   else:
@@ -280,7 +272,7 @@ def _read_dyn(path: str, outc_ids: pl.Series, outc_path: str, window_hours: floa
   orphans = _not_in(ids.unique(), outc_ids)
   if len(orphans):
     raise DataError(f"{path}: {len(orphans)} stay(s) in column '{STAY_COLUMN}' have no "
-                    f"row in {outc_path}, e.g. {_few(orphans)}")
+                    f"row in {outc_path}, e.g. {few(orphans)}")
   hours = (df[TIME_COLUMN].dt.total_milliseconds().cast(pl.Float64) / _MS_PER_HOUR)
   frame = pl.DataFrame({STAY_COLUMN: ids, TIME_COLUMN: hours}).with_columns(
       _numeric(df, path, v).alias(v) for v in DYN_VARIABLES)
@@ -288,7 +280,7 @@ def _read_dyn(path: str, outc_ids: pl.Series, outc_path: str, window_hours: floa
   if dup.any():
     bad = frame.filter(dup)[STAY_COLUMN]
     raise DataError(f"{path}: columns '{STAY_COLUMN}', '{TIME_COLUMN}' repeat an hour for "
-                    f"{bad.n_unique()} stay(s), e.g. {_few(bad)}; one row per stay and "
+                    f"{bad.n_unique()} stay(s), e.g. {few(bad)}; one row per stay and "
                     f"hour is required")
   long = frame.unpivot(index=[STAY_COLUMN, TIME_COLUMN], on=list(DYN_VARIABLES),
                        variable_name="variable", value_name="value"

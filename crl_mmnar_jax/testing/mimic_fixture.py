@@ -1,5 +1,6 @@
 """A hand-made MIMIC-IV v2.2 fixture in the published raw schema, and the same data as
-MEDS events (as the MIMIC-IV MEDS ETL writes them). Used by tests/test_mimic.py.
+MEDS events (as the MIMIC-IV MEDS ETL writes them). Used by tests/test_mimic.py: every
+expected feature and label there is checked by hand against these rows.
 
 Subjects (index admission = first valid one; expected labels in `EXPECTED_LABELS`):
 
@@ -30,40 +31,14 @@ import os
 
 import polars as pl
 
-# Published MIMIC-IV v2.2 / MIMIC-IV-Note v2.2 / MIMIC-CXR-JPG 2.0.0 column order.
-COLUMNS = {
-    "hosp/patients": ["subject_id", "gender", "anchor_age", "anchor_year",
-                      "anchor_year_group", "dod"],
-    "hosp/admissions": ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime",
-                        "admission_type", "admit_provider_id", "admission_location",
-                        "discharge_location", "insurance", "language", "marital_status",
-                        "race", "edregtime", "edouttime", "hospital_expire_flag"],
-    "icu/icustays": ["subject_id", "hadm_id", "stay_id", "first_careunit", "last_careunit",
-                     "intime", "outtime", "los"],
-    "hosp/labevents": ["labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid",
-                       "order_provider_id", "charttime", "storetime", "value", "valuenum",
-                       "valueuom", "ref_range_lower", "ref_range_upper", "flag", "priority",
-                       "comments"],
-    "icu/chartevents": ["subject_id", "hadm_id", "stay_id", "caregiver_id", "charttime",
-                        "storetime", "itemid", "value", "valuenum", "valueuom", "warning"],
-    "hosp/prescriptions": ["subject_id", "hadm_id", "pharmacy_id", "poe_id", "poe_seq",
-                           "order_provider_id", "starttime", "stoptime", "drug_type", "drug",
-                           "formulary_drug_cd", "gsn", "ndc", "prod_strength", "form_rx",
-                           "dose_val_rx", "dose_unit_rx", "form_val_disp", "form_unit_disp",
-                           "doses_per_24_hrs", "route"],
-    "hosp/diagnoses_icd": ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
-    "hosp/procedures_icd": ["subject_id", "hadm_id", "seq_num", "chartdate", "icd_code",
-                            "icd_version"],
-    "note/discharge": ["note_id", "subject_id", "hadm_id", "note_type", "note_seq",
-                       "charttime", "storetime", "text"],
-    "note/radiology": ["note_id", "subject_id", "hadm_id", "note_type", "note_seq",
-                       "charttime", "storetime", "text"],
-    "cxr/mimic-cxr-2.0.0-metadata": [
-        "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription",
-        "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime",
-        "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
-        "PatientOrientationCodeSequence_CodeMeaning"],
-}
+from crl_mmnar_jax.data.sources.mimic import schema
+from crl_mmnar_jax.testing.mimic_fake_common import COLUMNS as TABLE_COLUMNS
+from crl_mmnar_jax.testing.mimic_fake_common import relative_path
+
+# Published MIMIC-IV v2.2 / MIMIC-IV-Note v2.2 / MIMIC-CXR-JPG 2.0.0 column order (the
+# generator's `mimic_fake_common.COLUMNS`), keyed like the tables below by the loader's
+# paths (`schema.PATIENTS` = "hosp/patients", ...).
+COLUMNS = {relative_path(table): columns for table, columns in TABLE_COLUMNS.items()}
 
 S1, S2, S3, S4, S5, S6, S7, S8 = range(10000001, 10000009)
 COHORT = [S1, S2, S3, S7, S8]
@@ -143,7 +118,7 @@ def tables() -> dict[str, list[dict]]:
   s2_dod = (_t(S2_DISCH) + dt.timedelta(days=181)).date().isoformat()
   s7_dod = (dt.date(2151, 1, 12) + dt.timedelta(days=180)).isoformat()
   return {
-      "hosp/patients": [
+      schema.PATIENTS: [
           dict(subject_id=S1, gender="F", anchor_age=50, anchor_year=2150,
                anchor_year_group="2011 - 2013", dod=""),
           dict(subject_id=S2, gender="M", anchor_age=60, anchor_year=2149,
@@ -161,7 +136,7 @@ def tables() -> dict[str, list[dict]]:
           dict(subject_id=S8, gender="M", anchor_age=80, anchor_year=2150,
                anchor_year_group="2008 - 2010", dod="2150-07-04"),
       ],
-      "hosp/admissions": [
+      schema.ADMISSIONS: [
           _adm(S1, 101, "2150-01-01 10:00:00", "2150-01-05 12:00:00"),
           _adm(S1, 102, "2150-02-04 12:00:00", "2150-02-10 09:00:00", atype="URGENT",
                aloc="TRANSFER FROM HOSPITAL"),
@@ -182,7 +157,7 @@ def tables() -> dict[str, list[dict]]:
                race="ASIAN - CHINESE"),
           _adm(S8, 801, "2150-07-01 09:00:00", "2150-07-04 17:00:00", insurance="Other"),
       ],
-      "icu/icustays": [
+      schema.ICUSTAYS: [
           dict(subject_id=S1, hadm_id=102, stay_id=30102, first_careunit="MICU",
                last_careunit="MICU", intime="2150-02-04 14:00:00",
                outtime="2150-02-06 14:00:00", los=2.0),
@@ -196,7 +171,7 @@ def tables() -> dict[str, list[dict]]:
                last_careunit="SICU", intime="2150-03-04 10:00:00",
                outtime="2150-03-05 10:00:00", los=1.0),
       ],
-      "hosp/labevents": [
+      schema.LABEVENTS: [
           _lab(1, S1, 50912, "2150-01-01 12:00:00", 1.0),
           _lab(2, S1, 50912, "2150-01-02 12:00:00", 1.4),
           _lab(3, S1, 50983, "2150-01-01 12:00:00", 140.0, "mEq/L"),
@@ -207,7 +182,7 @@ def tables() -> dict[str, list[dict]]:
           _lab(8, S3, 50912, "2150-03-05 08:00:00", 2.0),              # in the transfer
           _lab(9, S8, 50983, "2150-07-01 10:00:00", 135.0, "mEq/L"),
       ],
-      "icu/chartevents": [
+      schema.CHARTEVENTS: [
           _chart(S2, 201, 30201, 220045, "2150-02-02 10:00:00", 80.0, "bpm"),
           _chart(S2, 201, 30201, 220045, "2150-02-02 12:00:00", 100.0, "bpm"),
           _chart(S2, 201, 30201, 220210, "2150-02-02 10:00:00", 0.0, "insp/min"),
@@ -215,38 +190,38 @@ def tables() -> dict[str, list[dict]]:
           _chart(S2, 203, 30203, 220045, "2150-05-11 13:00:00", 150.0, "bpm"),
           _chart(S3, 302, 30302, 220045, "2150-03-04 11:00:00", 70.0, "bpm"),
       ],
-      "hosp/prescriptions": [
+      schema.PRESCRIPTIONS: [
           _rx(S1, 101, 1, "2150-01-01 14:00:00", "Aspirin"),
           _rx(S1, 101, 2, "2150-01-02 08:00:00", "Heparin"),
           _rx(S1, 101, 3, "2150-01-03 08:00:00", "aspirin"),
           _rx(S1, 102, 4, "2150-02-05 08:00:00", "Warfarin"),
           _rx(S8, 801, 5, "2150-07-02 08:00:00", "Furosemide"),
       ],
-      "hosp/diagnoses_icd": [
+      schema.DIAGNOSES_ICD: [
           dict(subject_id=S1, hadm_id=101, seq_num=1, icd_code="I10", icd_version=10),
           dict(subject_id=S1, hadm_id=101, seq_num=2, icd_code="E119", icd_version=10),
           dict(subject_id=S1, hadm_id=102, seq_num=1, icd_code="N179", icd_version=10),
           dict(subject_id=S2, hadm_id=201, seq_num=1, icd_code="4019", icd_version=9),
           dict(subject_id=S8, hadm_id=801, seq_num=1, icd_code="I10", icd_version=10),
       ],
-      "hosp/procedures_icd": [
+      schema.PROCEDURES_ICD: [
           dict(subject_id=S1, hadm_id=101, seq_num=1, chartdate="2150-01-02",
                icd_code="0DJ08ZZ", icd_version=10),
           dict(subject_id=S7, hadm_id=702, seq_num=1, chartdate="2151-01-10",
                icd_code="0SRR0J9", icd_version=10),
       ],
-      "note/discharge": [
+      schema.NOTE_DISCHARGE: [
           _note("discharge", S1, 101, 1, "2150-01-05 00:00:00", TEXTS["s1_discharge"]),
           _note("discharge", S7, 702, 1, "2151-01-12 00:00:00", TEXTS["s7_discharge"]),
       ],
-      "note/radiology": [
+      schema.NOTE_RADIOLOGY: [
           _note("radiology", S1, 101, 1, "2150-01-01 15:00:00", TEXTS["s1_radiology"]),
           _note("radiology", S1, 102, 2, "2150-02-05 15:00:00", "Later admission film."),
           _note("radiology", S7, 702, 1, "2151-01-10 12:00:00", TEXTS["s7_radiology_1"]),
           _note("radiology", S7, 702, 2, "2151-01-11 12:00:00", TEXTS["s7_radiology_2"]),
           _note("radiology", S7, 702, 3, "2151-01-13 12:00:00", "Addendum after discharge."),
       ],
-      "cxr/mimic-cxr-2.0.0-metadata": [
+      schema.CXR_METADATA_DEFAULT: [
           _image("d1", S1, 50001, "PA", 21500101, 160000.0),
           _image("d2", S1, 50001, "LATERAL", 21500101, 160000.0),
           _image("d3", S1, 50001, "AP", 21500101, 160000.0),
@@ -262,13 +237,14 @@ def with_post_discharge_events(t: dict[str, list[dict]]) -> dict[str, list[dict]
           S7: "2151-01-12 11:00:00", S8: "2150-07-04 17:05:00"}
   index = {S1: 101, S2: 201, S3: 301, S7: 702, S8: 801}
   for k, (sid, time) in enumerate(late.items()):
-    t["hosp/labevents"].append(_lab(100 + k, sid, 50912, time, 7.7))
-    t["hosp/prescriptions"].append(_rx(sid, index[sid], 100 + k, time, "Vancomycin"))
-    t["note/discharge"].append(_note("discharge", sid, index[sid], 9, _plus(time, days=1),
-                                     "Late addendum: vancomycin started."))
-    t["note/radiology"].append(_note("radiology", sid, index[sid], 9, time, "Late film."))
-  t["icu/chartevents"].append(_chart(S2, 201, 30201, 220045, late[S2], 190.0, "bpm"))
-  t["cxr/mimic-cxr-2.0.0-metadata"].append(_image("d5", S1, 50003, "PA", 21500105, 120100.0))
+    t[schema.LABEVENTS].append(_lab(100 + k, sid, 50912, time, 7.7))
+    t[schema.PRESCRIPTIONS].append(_rx(sid, index[sid], 100 + k, time, "Vancomycin"))
+    t[schema.NOTE_DISCHARGE].append(_note("discharge", sid, index[sid], 9,
+                                          _plus(time, days=1),
+                                          "Late addendum: vancomycin started."))
+    t[schema.NOTE_RADIOLOGY].append(_note("radiology", sid, index[sid], 9, time, "Late film."))
+  t[schema.CHARTEVENTS].append(_chart(S2, 201, 30201, 220045, late[S2], 190.0, "bpm"))
+  t[schema.CXR_METADATA_DEFAULT].append(_image("d5", S1, 50003, "PA", 21500105, 120100.0))
   return t
 
 
@@ -303,9 +279,9 @@ def to_meds(t: dict[str, list[dict]] | None = None,
   ev: list[tuple] = []
   add = lambda sid, time, code, value=None: ev.append(
       (sid, None if time in (None, "") else _t(time), code, value))
-  disch = {a["hadm_id"]: a["dischtime"] for a in t["hosp/admissions"]}
+  disch = {a["hadm_id"]: a["dischtime"] for a in t[schema.ADMISSIONS]}
   deaths = {}
-  for a in t["hosp/admissions"]:
+  for a in t[schema.ADMISSIONS]:
     add(a["subject_id"], a["admittime"],
         f"HOSPITAL_ADMISSION//{a['admission_type']}//{a['admission_location'] or 'UNK'}")
     add(a["subject_id"], a["dischtime"],
@@ -313,24 +289,24 @@ def to_meds(t: dict[str, list[dict]] | None = None,
     if a["deathtime"]:
       deaths[a["subject_id"]] = min(deaths.get(a["subject_id"], a["deathtime"]),
                                     a["deathtime"])
-  for p in t["hosp/patients"]:
+  for p in t[schema.PATIENTS]:
     add(p["subject_id"], None, f"GENDER//{p['gender']}")
     add(p["subject_id"], f"{p['anchor_year'] - p['anchor_age']}-01-01 00:00:00", "MEDS_BIRTH")
     death = deaths.get(p["subject_id"]) or (p["dod"] and p["dod"] + " 00:00:00")
     if death:
       add(p["subject_id"], death, "MEDS_DEATH")
-  for s in t["icu/icustays"]:
+  for s in t[schema.ICUSTAYS]:
     add(s["subject_id"], s["intime"], f"ICU_ADMISSION//{s['first_careunit']}")
-  for name in ("hosp/labevents", "icu/chartevents"):
+  for name in (schema.LABEVENTS, schema.CHARTEVENTS):
     for r in t[name]:
       add(r["subject_id"], r["charttime"], f"LAB//{r['itemid']}//{r['valueuom'] or 'UNK'}",
           None if r["valuenum"] == "" else float(r["valuenum"]))
-  for r in t["hosp/prescriptions"]:
+  for r in t[schema.PRESCRIPTIONS]:
     add(r["subject_id"], r["starttime"], f"MEDICATION//START//{r['drug']}")
-  for r in t["hosp/diagnoses_icd"]:
+  for r in t[schema.DIAGNOSES_ICD]:
     add(r["subject_id"], disch[r["hadm_id"]],
         f"DIAGNOSIS//ICD//{r['icd_version']}//{r['icd_code']}")
-  for r in t["hosp/procedures_icd"]:
+  for r in t[schema.PROCEDURES_ICD]:
     add(r["subject_id"], r["chartdate"] + " 00:00:00",
         f"PROCEDURE//ICD//{r['icd_version']}//{r['icd_code']}")
   return pl.DataFrame(ev, schema={"subject_id": pl.Int64, "time": pl.Datetime("us"),

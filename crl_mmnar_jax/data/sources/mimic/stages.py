@@ -1,0 +1,262 @@
+"""MIMIC-IV feature stages: the ehr modality's blocks, the notes and the chest X-rays.
+
+Each stage takes a reader's lazy, windowed rows (`frames`) and returns a per-subject
+frame (``subject_id``, ``present``, features, rows in `subjects` order) plus a report;
+`load_mimic` caches each one as a parquet file. What each feature means is described
+in the docstring of `crl_mmnar_jax.data.sources.mimic`.
+
+* ehr: `static_features` (admission-level columns from the cohort frame),
+  `series_stage` (labs, vitals: `featurize.featurize_batched`, in batches of subjects),
+  `count_stage` (prescriptions, diagnoses, procedures: counts and hashed buckets);
+  `feature_block` turns a stage frame into a block of the ehr modality.
+* notes: `note_stage` (mean text embedding, encoded in batches of subjects).
+* cxr: `cxr_stage` (mean image embedding of the frontal images in the window).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import polars as pl
+
+from crl_mmnar_jax.data import io
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.featurize import ModalityGroup, featurize_batched, hash_bucket
+from crl_mmnar_jax.data.sources.mimic.frames import collect, in_window, sink, subjects_in
+from crl_mmnar_jax.data.sources.mimic.schema import (
+  ADMISSION_LOCATIONS,
+  ADMISSION_TYPES,
+  CXR_METADATA_COLUMNS,
+  DISCHARGE_LOCATIONS,
+  FRONTAL_VIEWS,
+  INSURANCES,
+  TIMESTAMP,
+)
+
+TEXT_DIM = 768
+N_CODE_BUCKETS = 32
+VALID_RANGES: dict[str, tuple[float, float]] = {
+    "heart_rate": (10.0, 300.0), "resp_rate": (1.0, 100.0), "spo2": (10.0, 100.0),
+    "temperature_f": (77.0, 113.0), "temperature_c": (25.0, 45.0),
+    "nbp_systolic": (20.0, 300.0), "nbp_diastolic": (5.0, 250.0), "nbp_mean": (10.0, 300.0),
+    "abp_systolic": (20.0, 300.0), "abp_diastolic": (5.0, 250.0), "abp_mean": (10.0, 300.0),
+    "sodium": (90.0, 200.0), "potassium": (1.0, 12.0), "ph": (6.5, 8.0),
+    "creatinine": (0.05, 30.0), "glucose": (5.0, 2000.0),
+}
+RACE_GROUPS = ("white", "black", "hispanic", "asian", "other")
+_RACE_UNKNOWN = ("UNKNOWN", "UNABLE TO OBTAIN", "PATIENT DECLINED TO ANSWER")
+
+
+def bucket(text: str, n: int = N_CODE_BUCKETS) -> int:
+  """Stable hash bucket: CRC-32 of the lower-cased stripped UTF-8 string, modulo n."""
+  return hash_bucket(text, n)
+
+
+# ----------------------------------------------------------------------------- ehr
+
+
+def _onehot(col: str, values: Sequence[str], prefix: str) -> list[pl.Expr]:
+  v = pl.col(col)
+  return [pl.when(v.is_null()).then(None).otherwise((v == u).cast(pl.Float64))
+          .alias(f"{prefix}={u}") for u in values]
+
+
+def _race_group() -> pl.Expr:
+  r = pl.col("race").str.to_uppercase()
+  return (pl.when(r.is_null() | r.is_in(list(_RACE_UNKNOWN))).then(None)
+          .when(r.str.starts_with("WHITE")).then(pl.lit("white"))
+          .when(r.str.starts_with("BLACK")).then(pl.lit("black"))
+          .when(r.str.starts_with("HISPANIC") | r.str.starts_with("SOUTH AMERICAN"))
+          .then(pl.lit("hispanic"))
+          .when(r.str.starts_with("ASIAN")).then(pl.lit("asian"))
+          .otherwise(pl.lit("other")).alias("race"))
+
+
+def static_features(base: pl.DataFrame, kind: str) -> pl.DataFrame:
+  """The ehr modality's admission-level columns (all Float64, NaN = not recorded)."""
+  exprs = [pl.col(c).cast(pl.Float64) for c in ("age", "male", "los_hours", "icu_stays")]
+  exprs += _onehot("admission_type", ADMISSION_TYPES, "admission_type")
+  exprs += _onehot("admission_location", ADMISSION_LOCATIONS, "admission_location")
+  exprs += _onehot("discharge_location", DISCHARGE_LOCATIONS, "discharge_location")
+  if kind == "raw":
+    exprs += _onehot("insurance", INSURANCES, "insurance")
+    exprs += _onehot("race", RACE_GROUPS, "race")
+  return base.with_columns(_race_group()).select(exprs).fill_null(float("nan"))
+
+
+def series_stage(rows: pl.LazyFrame, path: str, items: dict[int, str], name: str,
+                 subjects: np.ndarray, scratch: str, batch_values: int
+                 ) -> tuple[pl.DataFrame, dict]:
+  """Windowed (subject_id, time, itemid, value, admittime) rows -> featurised, batched.
+
+  Pass 1 streams the in-window rows into a scratch parquet file in the folder
+  `scratch`; pass 2 featurises contiguous ranges of sorted subject ids holding about
+  `batch_values` values each.
+  """
+  rows_path = os.path.join(scratch, f".{name}.rows.parquet")
+  hours = (pl.col("time") - pl.col("admittime")).dt.total_microseconds() / 3.6e9
+  sink(rows.select("subject_id", hours.alias("hours"),
+                   pl.col("itemid").replace_strict(list(items), list(items.values()),
+                                                   return_dtype=pl.String)
+                   .alias("variable"), "value"), rows_path, path)
+  group = [ModalityGroup(name, tuple(items.values()))]
+  sorted_S = np.sort(subjects)
+  per = pl.scan_parquet(rows_path).group_by("subject_id").len().collect()
+  n_S = (pl.DataFrame({"subject_id": sorted_S}).join(per, on="subject_id", how="left")
+         ["len"].fill_null(0).to_numpy().astype(np.int64))
+  batch_S = (np.cumsum(n_S) - n_S) // batch_values
+
+  def load_batch(batch: np.ndarray) -> pl.DataFrame:
+    return pl.scan_parquet(rows_path).filter(
+        pl.col("subject_id").is_between(int(batch[0]), int(batch[-1]))
+        & pl.col("subject_id").is_in(pl.Series(batch).implode())).collect()
+
+  df, report = featurize_batched(load_batch, group, sorted_S, batch_S, "subject_id",
+                                 window=(0.0, float("inf")), valid_ranges=VALID_RANGES,
+                                 out_of_range="drop", stay_col="subject_id",
+                                 time_col="hours", unknown_variables="ignore")
+  os.remove(rows_path)
+  return df[np.searchsorted(sorted_S, subjects)], report    # sorted -> `subjects` order
+
+
+def count_stage(rows: pl.LazyFrame, path: str, key: str, prefix: str,
+                subjects: np.ndarray) -> tuple[pl.DataFrame, dict]:
+  """(subject_id, key) rows -> entries, distinct keys and hashed key buckets.
+
+  Keys are compared stripped and lower-cased; the rows are reduced to (subject, key)
+  counts while streaming, so only the distinct pairs are held in memory.
+  """
+  pairs = collect(rows.select("subject_id", pl.col(key).str.strip_chars().str.to_lowercase())
+                  .drop_nulls(key).group_by("subject_id", key).len(), path)
+  keys = pairs[key].unique().to_list()
+  mapping = pl.DataFrame({key: keys, "_b": [bucket(k) for k in keys]},
+                         schema={key: pl.String, "_b": pl.Int64})
+  counts = pairs.group_by("subject_id").agg(
+      pl.col("len").sum().cast(pl.Float64).alias(f"{prefix}_entries"),
+      pl.len().cast(pl.Float64).alias(f"{prefix}_distinct"))
+  per_bucket = (pairs.join(mapping, on=key, how="inner").group_by("subject_id").agg(
+      pl.col("len").filter(pl.col("_b") == b).sum().cast(pl.Float64)
+      .alias(f"{prefix}_bucket{b:02d}") for b in range(N_CODE_BUCKETS)))
+  df = (pl.DataFrame({"subject_id": subjects}).join(counts, on="subject_id", how="left")
+        .join(per_bucket, on="subject_id", how="left"))
+  df = df.select("subject_id", pl.col(f"{prefix}_entries").is_not_null().alias("present"),
+                 pl.exclude("subject_id").fill_null(0.0))
+  return df, {"rows_in_window": int(pairs["len"].sum())}
+
+
+
+def feature_block(df: pl.DataFrame, stats_nan_when_absent: bool
+                  ) -> tuple[np.ndarray, list[str]]:
+  """A stage frame's features as an ehr block; absent rows: counts 0, statistics NaN."""
+  cols = [c for c in df.columns if c not in ("subject_id", "present")]
+  x = df.select(cols).to_numpy().astype(np.float32)
+  if stats_nan_when_absent:
+    absent = ~df["present"].to_numpy().astype(bool)
+    stat = np.array([not c.endswith("_count") for c in cols])
+    x[np.ix_(absent, stat)] = np.nan
+  return x, cols
+
+
+# ----------------------------------------------------------------------------- notes, cxr
+
+
+def _embedding_frame(subjects: np.ndarray, ids_K: np.ndarray, x_KxD: np.ndarray,
+                     prefix: str) -> pl.DataFrame:
+  """Per-subject means of rows `x_KxD` (rows sorted by `ids_K`) on `subjects`."""
+  present_N = np.zeros(len(subjects), bool)
+  out_NxD = np.zeros((len(subjects), x_KxD.shape[1]), np.float32)
+  if len(ids_K):
+    uniq, start, count = np.unique(ids_K, return_index=True, return_counts=True)
+    means = (np.add.reduceat(x_KxD.astype(np.float64), start, axis=0)
+             / count[:, None]).astype(np.float32)
+    rows = np.searchsorted(subjects, uniq)
+    present_N[rows] = True
+    out_NxD[rows] = means
+  names = [f"{prefix}{j:03d}" for j in range(x_KxD.shape[1])]
+  df = pl.DataFrame({"subject_id": subjects, "present": present_N})
+  return df.hstack(pl.DataFrame(out_NxD, schema=names, orient="row"))
+
+
+def note_stage(rows: pl.LazyFrame, path: str, name: str, subjects: np.ndarray,
+               encoder_fn: Callable[[], Any], scratch: str, batch_chars: int
+               ) -> tuple[pl.DataFrame, dict]:
+  """Notes -> mean text embedding per subject, encoded in batches of subjects holding
+  about `batch_chars` characters (the encoder is built only when a note is there)."""
+  rows_path = os.path.join(scratch, f".{name}.rows.parquet")
+  sink(rows.select("subject_id", "charttime", "note_id", pl.col("text").fill_null("")),
+       rows_path, path)
+  per = (pl.scan_parquet(rows_path).group_by("subject_id")
+         .agg(pl.col("text").str.len_chars().sum().alias("chars"), pl.len().alias("n"))
+         .sort("subject_id").collect())
+  ids_S = per["subject_id"].to_numpy()
+  chars_S = per["chars"].to_numpy().astype(np.int64)
+  batch_S = (np.cumsum(chars_S) - chars_S) // batch_chars
+  encoder = encoder_fn() if len(ids_S) else None
+  ids, parts = [], []
+  for b in np.unique(batch_S):
+    batch = ids_S[batch_S == b]
+    notes = (pl.scan_parquet(rows_path)
+             .filter(pl.col("subject_id").is_between(int(batch[0]), int(batch[-1]))
+                     & pl.col("subject_id").is_in(pl.Series(batch).implode()))
+             .sort("subject_id", "charttime", "note_id").collect())
+    parts.append(encoder.encode(notes["text"].to_list()))
+    ids.append(notes["subject_id"].to_numpy())
+  os.remove(rows_path)
+  dim = encoder.dim if encoder is not None else TEXT_DIM
+  x_KxD = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+  ids_K = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+  return _embedding_frame(subjects, ids_K, x_KxD, "emb"), {
+      "notes_in_window": int(per["n"].sum()) if len(per) else 0,
+      "subjects_with_notes": len(ids_S)}
+
+
+def _study_time() -> pl.Expr:
+  """MIMIC-CXR StudyDate (YYYYMMDD) + StudyTime (HHMMSS.fff; null: midnight)."""
+  date = pl.col("StudyDate").cast(pl.String).str.to_date("%Y%m%d", strict=False)
+  t = pl.col("StudyTime").fill_null(0.0)
+  seconds = (t // 10000) * 3600 + ((t // 100) % 100) * 60 + t % 100
+  micros = (seconds * 1e6).round().cast(pl.Int64)
+  return (date.cast(TIMESTAMP) + pl.duration(microseconds=micros)).alias("time")
+
+
+def _read_embeddings(path: str, dicom_ids: pl.Series) -> tuple[pl.DataFrame, list[str]]:
+  """The embedding rows of `dicom_ids`: dicom_id plus numeric columns (any width)."""
+  if not os.path.isfile(path):
+    raise DataError(f"{path}: CXR embeddings file not found")
+  try:
+    if path.endswith(".parquet"):
+      lf = pl.scan_parquet(path)
+    else:
+      lf = pl.scan_csv(path, infer_schema_length=10000, schema_overrides={"dicom_id": pl.String})
+    schema = lf.collect_schema()
+  except Exception as e:  # pylint: disable=broad-except  (any reader error is bad input)
+    raise DataError(f"{path}: cannot read the CXR embeddings ({type(e).__name__}: {e})"
+                    ) from None
+  if "dicom_id" not in schema:
+    raise DataError(f"{path}: CXR embeddings lack column 'dicom_id' (has {list(schema)[:10]})")
+  cols = [c for c in schema if c not in ("dicom_id", "subject_id", "study_id")]
+  bad = [c for c in cols if not schema[c].is_numeric()]
+  if bad or not cols:
+    raise DataError(f"{path}: CXR embedding columns must be numeric, found {bad[:5] or 'none'}")
+  lf = lf.select(pl.col("dicom_id").cast(pl.String), *(pl.col(c).cast(pl.Float64) for c in cols))
+  return collect(lf.filter(pl.col("dicom_id").is_in(dicom_ids.implode())), path), cols
+
+
+def cxr_stage(metadata: str, embeddings: str, windows: pl.DataFrame,
+              subjects: np.ndarray) -> tuple[pl.DataFrame, dict]:
+  """Mean embedding of the frontal images whose study lies in the window."""
+  lf = io.scan_csv(metadata, CXR_METADATA_COLUMNS, "MIMIC-CXR metadata")
+  lf = lf.filter(subjects_in(windows)
+                 & pl.col("ViewPosition").str.strip_chars().is_in(list(FRONTAL_VIEWS)))
+  images = collect(in_window(lf.with_columns(_study_time()), windows)
+                   .select("subject_id", "dicom_id"), metadata)
+  emb, cols = _read_embeddings(embeddings, images["dicom_id"])
+  joined = images.join(emb, on="dicom_id", how="inner").sort("subject_id", "dicom_id")
+  x_KxD = joined.select(cols).to_numpy().astype(np.float64)
+  if not np.isfinite(x_KxD).all():
+    raise DataError(f"{embeddings}: CXR embeddings hold NaN or Inf values")
+  df = _embedding_frame(subjects, joined["subject_id"].to_numpy(), x_KxD, "cxr")
+  return df, {"frontal_images_in_window": len(images),
+              "images_without_embedding": len(images) - len(joined)}

@@ -1,0 +1,170 @@
+"""Benchmark sections of the train step and the rectifier: `train` (compile time, step
+time, patients/s and FLOPs of the real train step against the measured matmul peak),
+`scaling` (weak scaling over simulated CPU devices) and `rectifier` (`fit` and `apply`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from crl_mmnar_jax import methods, rectifier
+from crl_mmnar_jax.cohort import Cohort
+from crl_mmnar_jax.train import mesh as mesh_lib
+from crl_mmnar_jax.train import optim
+from crl_mmnar_jax.train import step as step_lib
+from experiments.bench_common import Options, Result, child, time_calls
+
+# The paper's MIMIC-IV shapes: structured EHR, chest X-ray embedding, two note embeddings.
+PAPER_DIMS = (30, 1024, 768, 768)
+
+
+def _rectifier_data(n: int, n_tasks: int, n_patterns: int, seed: int = 0):
+  """Random predictions, labels with per-pattern shifts and 10% unknown, patterns."""
+  rng = np.random.default_rng(seed)
+  ids_P = np.sort(rng.choice(1 << 12, size=n_patterns, replace=False))
+  which_N = rng.integers(0, n_patterns, size=n)
+  which_N[:n_patterns] = np.arange(n_patterns)          # every pattern occurs
+  probs_NxT = rng.uniform(size=(n, n_tasks)).astype(np.float32)
+  shift_PxT = rng.normal(0.0, 0.05, size=(n_patterns, n_tasks))
+  truth_NxT = np.clip(probs_NxT + shift_PxT[which_N], 0.0, 1.0)
+  labels_NxT = (rng.uniform(size=(n, n_tasks)) < truth_NxT).astype(np.float32)
+  labels_NxT[rng.uniform(size=(n, n_tasks)) < 0.1] = np.nan
+  return probs_NxT, labels_NxT, ids_P[which_N]
+
+
+def bench_rectifier(opts: Options) -> list[Result]:
+  """`rectifier.fit` (cross-fitting, grid selection, final table) and `apply`."""
+  cases = [
+      dict(n=10_000_000, n_tasks=3, n_folds=5, n_patterns=1024, selection="brier"),
+      dict(n=1_000_000, n_tasks=3, n_folds=5, n_patterns=1024, selection="brier"),
+      dict(n=1_000_000, n_tasks=3, n_folds=5, n_patterns=1024, selection="logloss"),
+      dict(n=100_000, n_tasks=3, n_folds=5, n_patterns=1024, selection="brier"),
+  ]
+  results = []
+  for case in cases:
+    probs, labels, pattern = _rectifier_data(case["n"], case["n_tasks"],
+                                             case["n_patterns"])
+    fit = lambda: rectifier.fit(probs, labels, pattern, n_folds=case["n_folds"],
+                                selection=case["selection"]).tau_PxT
+    timing = time_calls(fit, opts.repeats)
+    rect = rectifier.fit(probs, labels, pattern, n_folds=case["n_folds"],
+                         selection=case["selection"])
+    results.append({"section": "rectifier", "name": "fit", **case,
+                    "grid": len(rect.kappa_grid) * len(rect.lambda_grid), **timing,
+                    "rows_per_s": case["n"] / timing["warm_median_s"]})
+    if case["selection"] == "brier":
+      apply_timing = time_calls(lambda: rect.apply(probs, pattern), opts.repeats)
+      results.append({"section": "rectifier", "name": "apply", **case, **apply_timing,
+                      "rows_per_s": case["n"] / apply_timing["warm_median_s"]})
+  return results
+
+
+def random_cohort(n: int, dims: tuple[int, ...], n_tasks: int = 3, seed: int = 0) -> Cohort:
+  rng = np.random.default_rng(seed)
+  present = rng.uniform(size=(n, len(dims))) < 0.6
+  present[:, 0] = True
+  feats = tuple(np.where(present[:, m:m + 1], rng.normal(size=(n, d)), 0).astype(np.float32)
+                for m, d in enumerate(dims))
+  labels = (rng.uniform(size=(n, n_tasks)) < 0.2).astype(np.float32)
+  return Cohort(np.arange(n), feats, present, labels, tuple(f"m{i}" for i in range(len(dims))),
+                tuple(f"task{t}" for t in range(n_tasks)))
+
+
+def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+  """Measured float32 matmul FLOP/s of the default device (the roofline we compare to)."""
+  a = jax.random.normal(jax.random.key(0), (n, n), np.float32)
+  f = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(f(a))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(f(a))
+    times.append(time.perf_counter() - start)
+  return 2 * n ** 3 / statistics.median(times)
+
+
+def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int | None = None,
+                          devices=None) -> Result:
+  """Compile time, warm step time, patients/s and XLA FLOPs of the real train step
+  (default model: D=128, 8 heads, 1 layer, every auxiliary loss on)."""
+  from experiments.configs.base import get_base_config
+  n_steps = n_steps or max(3, min(20, 2560 // batch_size))   # about the same patients each
+  config = get_base_config()
+  config.train.batch_size = batch_size
+  cohort = random_cohort(max(4 * batch_size, 1024), dims)
+  mesh = mesh_lib.make_mesh(devices)
+  tx = optim.make_optimizer(config, 1000)
+  mcfg = methods.model_config(config, cohort)
+  graphdef, state = step_lib.create_state(mcfg, tx, 0, mesh)
+  step = step_lib.make_train_step(graphdef, methods.loss_weights(config), mcfg.miss_head)
+  batches = [mesh_lib.put_batch(mesh_lib.local_batch(cohort, np.arange(i, i + batch_size) %
+                                                     cohort.n, batch_size), mesh)
+             for i in range(0, 4 * batch_size, batch_size)]
+  one = np.float32(1.0)
+  args = (state, batches[0], jax.random.key(0), one, one)
+  start = time.perf_counter()
+  compiled = step.lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", float("nan")))
+  mem = compiled.memory_analysis()
+  peak_mb = float("nan") if mem is None else (
+      mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+      - mem.alias_size_in_bytes) / 2**20
+  state, parts = step(*args)
+  jax.block_until_ready(parts)
+  times = []
+  for i in range(n_steps):
+    start = time.perf_counter()
+    state, parts = step(state, batches[i % 4], jax.random.key(i), one, one)
+    jax.block_until_ready(parts)
+    times.append(time.perf_counter() - start)
+  step_s = statistics.median(times)
+  # The whole loop as training runs it: host batch gather + transfer + step.
+  order = np.random.default_rng(0).permutation(cohort.n)
+  start = time.perf_counter()
+  for i in range(n_steps):
+    rows = order[(i * batch_size) % cohort.n:][:batch_size]
+    batch = mesh_lib.put_batch(mesh_lib.local_batch(cohort, rows, batch_size), mesh)
+    state, parts = step(state, batch, jax.random.key(i), one, one)
+  jax.block_until_ready(parts)
+  loop_s = (time.perf_counter() - start) / n_steps
+  return {"batch_size": batch_size, "dims": list(dims), "devices": int(mesh.devices.size),
+          "compile_s": compile_s, "step_s": step_s, "patients_per_s": batch_size / step_s,
+          "loop_patients_per_s": batch_size / loop_s, "gflop_per_step": flops / 1e9,
+          "step_memory_mb": peak_mb,
+          "achieved_gflop_s": flops / step_s / 1e9}
+
+
+def bench_train(opts: Options) -> list[Result]:
+  peak = matmul_peak_flops()
+  results = []
+  for dims, label in ((PAPER_DIMS, "M=4, paper MIMIC-IV shapes"),
+                      ((8,) + (40,) * 9, "M=10, PhysioNet-like")):
+    for bs in opts.batch_sizes:
+      r = train_step_throughput(bs, dims)
+      results.append({"section": "train", "shapes": label, **r,
+                      "peak_gflop_s": peak / 1e9,
+                      "fraction_of_peak": r["achieved_gflop_s"] * 1e9 / peak})
+  return results
+
+
+def bench_scaling(opts: Options) -> list[Result]:
+  """Weak scaling: the same batch per device on 1, 2, 4, 8 simulated CPU devices (each
+  count in its own process). Efficiency = patients/s / (devices × patients/s on one)."""
+  results = []
+  for n in opts.device_counts:
+    r = child(f"bench.train_step_throughput({n * opts.per_device_batch}, bench.PAPER_DIMS)",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+    results.append({"section": "scaling", "devices": n, "batch_size": r["batch_size"],
+                    "patients_per_s": r["patients_per_s"], "compile_s": r["compile_s"]})
+  base = results[0]["patients_per_s"]
+  for r in results:
+    r["ratio_to_1_device"] = r["patients_per_s"] / base
+    r["weak_scaling_efficiency"] = r["ratio_to_1_device"] / r["devices"]
+  return results

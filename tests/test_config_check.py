@@ -1,0 +1,93 @@
+"""Every shared config field is range-checked, naming the field, before anything is written."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from crl_mmnar_jax.config_check import RULES, ConfigError, check_config
+from experiments.configs import synthetic
+
+# One bad value per field, the kind a user really types (from a fault trial).
+BAD = {
+    "seed": -1, "data.val_fraction": 0.0, "data.test_fraction": 1.0,
+    "model.dim": 0, "model.n_layers": -1, "model.n_heads": 0, "model.mlp_ratio": 0,
+    "model.dropout": 1.5, "model.proj_dim": 0, "model.use_missingness_embedding": 1,
+    "model.use_modality_tokens": "yes", "model.use_reconstruction": None,
+    "model.use_contrastive": 0, "model.miss_head": "softmax", "loss.pred": -1.0,
+    "loss.miss": float("nan"), "loss.rec": -0.5, "loss.con": float("inf"),
+    "loss.temperature": 0.0, "loss.focal_gamma": -1.0, "loss.rec_stop_gradient": "no",
+    "train.batch_size": 0, "train.eval_batch_size": 0, "train.epochs": 0,
+    "train.pretrain_epochs": -1, "train.lr": 1e3, "train.final_lr_fraction": 2.0,
+    "train.warmup_steps": -5, "train.weight_decay": -1e-4, "train.clip_norm": -1.0,
+    "train.aux_final": 1.5, "train.patience": 0, "train.log_every": 0,
+    "train.checkpoint_every": -1, "train.progress": "true", "train.data_shards": 0,
+    "rectifier.n_folds": 1, "rectifier.kappa_grid": (), "rectifier.lambda_grid": (-5, 7),
+    "rectifier.z": -1.0, "rectifier.min_count": 0, "rectifier.shrinkage": -2.0,
+    "rectifier.rule": "best", "rectifier.rule_z": -1.0, "eval.n_boot": -1,
+    "eval.min_pattern_count": 0, "eval.plots": 1, "baseline.reference_size": 0,
+    "baseline.muse_layers": -1, "baseline.muse_edge_dropout": 1.0,
+    "baseline.muse_con_weight": -1.0, "baseline.muse_temperature": 0.0,
+    "baseline.m3care_temperature": -0.1, "baseline.logreg_l2_grid": (0.1, -1.0),
+    "baseline.gbt_n_estimators": 0, "baseline.gbt_learning_rate": 0.0,
+    "baseline.gbt_num_leaves": 1, "baseline.gbt_min_child_samples": 0,
+    "baseline.gbt_early_stopping": 0,
+}
+
+
+def _set(config, field, value):
+  *parents, key = field.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  with node.ignore_type():
+    node[key] = value
+
+
+def test_every_rule_has_a_bad_value_and_the_defaults_pass():
+  assert set(BAD) == set(RULES)
+  for preset in ("", "tiny"):
+    check_config(synthetic.get_config(preset))
+
+
+@pytest.mark.parametrize("field", sorted(BAD))
+def test_bad_value_is_refused_naming_the_field(field):
+  config = synthetic.get_config("tiny")
+  _set(config, field, BAD[field])
+  with pytest.raises(ConfigError) as e:
+    check_config(config)
+  message = str(e.value)
+  assert message.startswith(f"--config.{field}=") and "\n" not in message
+
+
+@pytest.mark.parametrize("field,value", [
+    ("model.dropout", 0.0), ("model.n_layers", 0), ("train.lr", 1.0), ("eval.n_boot", 0),
+    ("rectifier.lambda_grid", (0.0, 1.0)), ("train.checkpoint_every", 0)])
+def test_edge_values_are_accepted(field, value):
+  config = synthetic.get_config("tiny")
+  _set(config, field, value)
+  check_config(config)
+
+
+def test_relations_between_fields():
+  config = synthetic.get_config("tiny")
+  config.model.n_heads = 3       # 32 is not a multiple of 3
+  with pytest.raises(ConfigError, match=r"--config\.model\.n_heads=3: .*model\.dim=32"):
+    check_config(config)
+  config = synthetic.get_config("tiny")
+  config.data.val_fraction, config.data.test_fraction = 0.5, 0.5
+  with pytest.raises(ConfigError, match=r"--config\.data\.val_fraction"):
+    check_config(config)
+
+
+@pytest.mark.parametrize("field", ["train.batch_size", "rectifier.kappa_grid",
+                                   "rectifier.n_folds", "train.lr"])
+def test_refused_before_anything_is_written(tmp_path, field):
+  from crl_mmnar_jax.experiment import train_and_evaluate
+  config = synthetic.get_config("tiny")
+  _set(config, field, BAD[field])
+  workdir = str(tmp_path / "run")
+  with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+    train_and_evaluate(config, workdir)
+  assert not os.path.exists(workdir) or not os.listdir(workdir)

@@ -1,0 +1,173 @@
+"""The package's shape: no import cycle, no private name used across modules, small modules.
+
+The import graph is read with `ast` (every import statement, including those inside
+functions and under `TYPE_CHECKING`), so a cycle hidden behind a lazy import fails too.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("crl_mmnar_jax", "experiments")
+MAX_LINES = 600
+
+
+def _modules() -> dict[str, str]:
+  """Dotted module name -> file path, for every .py file of the checked packages."""
+  out = {}
+  for package in PACKAGES:
+    for folder, _, files in os.walk(os.path.join(ROOT, package)):
+      for f in files:
+        if not f.endswith(".py"):
+          continue
+        path = os.path.join(folder, f)
+        rel = os.path.relpath(path, ROOT)[:-3].split(os.sep)
+        if rel[-1] == "__init__":
+          rel = rel[:-1]
+        out[".".join(rel)] = path
+  return out
+
+
+MODULES = _modules()
+
+
+def _resolve(module: str, node: ast.ImportFrom, current: str, is_package: bool) -> str:
+  if not node.level:
+    return module
+  base = current.split(".")
+  base = base if is_package else base[:-1]
+  base = base[:len(base) - (node.level - 1)]
+  return ".".join(base + ([module] if module else []))
+
+
+def imports_of(name: str, path: str) -> list[tuple[str, list[str]]]:
+  """(imported module, [names imported from it]) for each import of a checked package."""
+  tree = ast.parse(open(path).read(), path)
+  out = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      for alias in node.names:
+        if alias.name.split(".")[0] in PACKAGES:
+          out.append((alias.name, []))
+    elif isinstance(node, ast.ImportFrom):
+      target = _resolve(node.module or "", node, name, path.endswith("__init__.py"))
+      if target.split(".")[0] not in PACKAGES:
+        continue
+      plain = []
+      for alias in node.names:
+        sub = f"{target}.{alias.name}"
+        if sub in MODULES:          # `from pkg import submodule`
+          out.append((sub, []))
+        else:
+          plain.append(alias.name)
+      if plain:
+        out.append((target, plain))
+  return out
+
+
+def import_graph() -> dict[str, set[str]]:
+  graph = {}
+  for name, path in MODULES.items():
+    graph[name] = {t for t, _ in imports_of(name, path) if t in MODULES and t != name}
+  return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+  """One cycle as [a, b, ..., a], or None (iterative three-colour DFS)."""
+  colour = dict.fromkeys(graph, 0)
+  for start in sorted(graph):
+    if colour[start]:
+      continue
+    stack, path = [(start, iter(sorted(graph[start])))], [start]
+    colour[start] = 1
+    while stack:
+      node, children = stack[-1]
+      child = next(children, None)
+      if child is None:
+        colour[node] = 2
+        stack.pop()
+        path.pop()
+      elif colour[child] == 1:
+        return path[path.index(child):] + [child]
+      elif colour[child] == 0:
+        colour[child] = 1
+        stack.append((child, iter(sorted(graph[child]))))
+        path.append(child)
+  return None
+
+
+def test_find_cycle_finds_cycles_and_accepts_dags():
+  assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+  assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+  assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": {"b"}}) == ["b", "c", "b"]
+  assert find_cycle({"x": {"x"}}) == ["x", "x"]
+
+
+def test_no_import_cycle():
+  cycle = find_cycle(import_graph())
+  assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def _private_uses(name: str, path: str) -> list[str]:
+  bad = []
+  for target, names in imports_of(name, path):
+    if target == name:
+      continue
+    bad += [f"from {target} import {n}" for n in names if n.startswith("_")
+            and not n.startswith("__")]
+  # `module._name` where `module` was imported from a checked package
+  tree = ast.parse(open(path).read(), path)
+  aliases = {}
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module:
+      target = _resolve(node.module, node, name, path.endswith("__init__.py"))
+      for a in node.names:
+        if f"{target}.{a.name}" in MODULES:
+          aliases[a.asname or a.name] = f"{target}.{a.name}"
+    elif isinstance(node, ast.Import):
+      for a in node.names:
+        if a.name in MODULES and a.asname:
+          aliases[a.asname] = a.name
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+        and node.value.id in aliases and node.attr.startswith("_")
+        and not node.attr.startswith("__")):
+      bad.append(f"{aliases[node.value.id]}.{node.attr} (line {node.lineno})")
+  return bad
+
+
+def test_no_private_name_used_across_modules():
+  bad = {name: b for name, path in MODULES.items() if (b := _private_uses(name, path))}
+  assert not bad, f"private names used across modules: {bad}"
+
+
+def test_private_check_catches_a_private_import(tmp_path, monkeypatch):
+  f = tmp_path / "x.py"
+  f.write_text("from crl_mmnar_jax.cohort import _hidden\n"
+               "from crl_mmnar_jax import cohort as c\nc._other\n")
+  monkeypatch.setitem(MODULES, "crl_mmnar_jax.fake_x", str(f))
+  assert _private_uses("crl_mmnar_jax.fake_x", str(f)) == [
+      "from crl_mmnar_jax.cohort import _hidden", "crl_mmnar_jax.cohort._other (line 3)"]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_module_is_small(name):
+  n = sum(1 for _ in open(MODULES[name]))
+  assert n <= MAX_LINES, f"{MODULES[name]} has {n} lines (at most {MAX_LINES})"
+
+
+def test_no_reference_to_a_missing_design_file_or_issue_numbers():
+  bad = []
+  for name, path in MODULES.items():
+    text = open(path).read()
+    if "DESIGN.md" in text:
+      bad.append(f"{path}: cites DESIGN.md (use docs/design.md)")
+    if re.search(r"\b[Ii]ssue\s*#?\d+", text):
+      bad.append(f"{path}: refers to an issue number")
+  assert not bad, bad
+  assert os.path.isfile(os.path.join(ROOT, "docs", "design.md"))
