@@ -67,6 +67,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": integer(0),
     "data.val_fraction": number(0.0, 1.0, low_open=True, high_open=True),
     "data.test_fraction": number(0.0, 1.0, low_open=True, high_open=True),
+    "data.preprocess": one_of("standard", "quantile_normal"),
+    "data.extreme_factor": number(0.0),
     "model.dim": integer(1),
     "model.n_layers": integer(0),
     "model.n_heads": integer(1),
@@ -78,6 +80,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.use_reconstruction": boolean(),
     "model.use_contrastive": boolean(),
     "model.miss_head": one_of("bce", "pattern"),
+    "model.num_embedding": one_of("none", "ple", "periodic"),
+    "model.num_bins": integer(1),
+    "model.num_embedding_dim": integer(1),
+    "model.frequency_scale": number(0.0, low_open=True),
     "loss.pred": number(0.0),
     "loss.miss": number(0.0),
     "loss.rec": number(0.0),
@@ -85,6 +91,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "loss.temperature": number(0.0, low_open=True),
     "loss.focal_gamma": number(0.0),
     "loss.rec_stop_gradient": boolean(),
+    "loss.rec_drops": integer(0),
     "train.batch_size": integer(1),
     "train.eval_batch_size": integer(1),
     "train.epochs": integer(1),
@@ -101,7 +108,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.log_every": integer(1),
     "train.checkpoint_every": integer(0),
     "train.progress": boolean(),
+    "train.compute_dtype": one_of("float32", "bfloat16"),
     "train.data_shards": integer(1),
+    "train.cv_folds": integer(1, 20),
     "rectifier.n_folds": integer(2),
     "rectifier.kappa_grid": grid(0.0),
     "rectifier.lambda_grid": grid(0.0, 1.0),
@@ -157,3 +166,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       _fail("data.val_fraction", values["data.val_fraction"],
             f"below 1 - data.test_fraction={values['data.test_fraction']} (no rows "
             f"would be left for training)")
+  if values.get("train.cv_folds", 1) > 1 and values.get("train.data_shards", 1) > 1:
+    _fail("train.cv_folds", values["train.cv_folds"],
+          "1 with train.data_shards > 1 (each member standardises every training row)")

@@ -15,8 +15,8 @@ The order of operations is the honesty contract (docs/design.md, Evaluation):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -27,70 +27,109 @@ import ml_collections
 import numpy as np
 import polars as pl
 
+from crl_mmnar_jax import cells, distributed
 from crl_mmnar_jax import data as data_lib
-from crl_mmnar_jax import distributed
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax import rectifier as rectifier_lib
+from crl_mmnar_jax import workdir as workdir_lib
 from crl_mmnar_jax.cohort import Cohort, fingerprint
 from crl_mmnar_jax.config_check import check_config
 from crl_mmnar_jax.data import shards
 from crl_mmnar_jax.data import splits as splits_lib
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.io import write_atomic, write_parquet_atomic
+from crl_mmnar_jax.data.standardize import options as standardize_options
 from crl_mmnar_jax.data.standardize import standardize
 from crl_mmnar_jax.rectifier import bootstrap as rectifier_bootstrap
 from crl_mmnar_jax.train import checkpoint
 from crl_mmnar_jax.train import mesh as mesh_lib
+from crl_mmnar_jax.workdir import (
+  WorkdirError,
+  config_hash,
+  config_to_dict,
+  fault_point,
+  training_hash,
+)
 
 if TYPE_CHECKING:
   from crl_mmnar_jax.methods import Method, MethodData
 
 SPLITS = ("train", "val", "test")
-_NOT_HASHED = ("train.progress", "eval.plots")   # change nothing in the results
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str,
+                    log: Callable[[str], None] = print,
+                    data_fingerprint: dict | None = None) -> str:
+  """Checks that `workdir` holds no run of another training config (nor, given
+  `data_fingerprint`, checkpoints trained on other data), then writes config.json;
+  returns the config hash.
 
-
-def config_to_dict(config: ml_collections.ConfigDict) -> dict:
-  return json.loads(config.to_json_best_effort(sort_keys=True))
-
-
-def config_hash(config: ml_collections.ConfigDict) -> str:
-  d = config_to_dict(config)
-  for dotted in _NOT_HASHED:
-    head, _, tail = dotted.partition(".")
-    d.get(head, {}).pop(tail, None)
-  return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Creates the workdir or checks that it holds this config; writes config.json."""
+  Settings the trained checkpoint does not depend on (`rectifier.*`, `eval.*`) may
+  change between runs: the checkpoint is reused and config.json rewritten. An
+  unreadable config.json is rewritten with a warning (the checkpoints carry their own
+  training hash, checked on restore)."""
   h = config_hash(config)
   path = os.path.join(workdir, "config.json")
   new = config_to_dict(config)
   if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    old_hash = old.pop("_config_hash", None)
-    if old_hash != h:
-      a, b = _flatten(old), _flatten(new)
-      diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-              if a.get(k) != b.get(k) and k.split(".")[-1] not in ("progress", "plots")]
-      raise ValueError(
-          f"workdir {workdir} holds a run of a different config; use a new --workdir or "
-          f"delete it. Differences: " + "; ".join(diff[:10]))
+    try:
+      old = workdir_lib.read_json(path)
+      if not isinstance(old, dict):
+        raise WorkdirError(f"{path}: not a JSON object")
+    except WorkdirError as e:
+      log(f"warning: {e}; rewriting it (the checkpoints' own config hash still guards "
+          f"the resume)")
+      old = None
+    if old is not None:
+      old_hash = old.pop("_config_hash", None)
+      old_training = old.pop("_training_hash", None) or workdir_lib.training_hash_of_dict(old)
+      diff = workdir_lib.config_differences(old, new)
+      if old_training != training_hash(config):
+        raise WorkdirError(
+            f"workdir {workdir} holds a run of a different config; use a new --workdir or "
+            f"delete it. Differences: " + "; ".join(diff[:10]))
+      if old_hash != h:
+        log(f"post-training settings changed ({'; '.join(diff[:10])}): reusing the "
+            f"trained checkpoint")
+  if data_fingerprint is not None:
+    error = None
+    if jax.process_index() == 0:
+      try:
+        workdir_lib.check_data(workdir, data_fingerprint, checkpoint.has_checkpoint(workdir),
+                               log)
+      except WorkdirError as e:
+        error = e
+    _fail_together(error)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    write_atomic(path, json.dumps({**new, "_config_hash": h}, indent=2, sort_keys=True))
+    write_atomic(path, json.dumps({**new, "_config_hash": h,
+                                   "_training_hash": training_hash(config)},
+                                  indent=2, sort_keys=True))
   return h
+
+
+def lock_workdir(workdir: str, log: Callable[[str], None]) -> contextlib.AbstractContextManager:
+  """Process 0's exclusive lock on `workdir` (every process fails if it is busy); then
+  the temporary files of killed writers are removed."""
+  error, lock = None, None
+  if jax.process_index() == 0:
+    try:
+      lock = workdir_lib.WorkdirLock(workdir, log)
+      removed = workdir_lib.remove_stale_temporaries(workdir)
+      if removed:
+        log(f"removed {len(removed)} temporary file(s) of an interrupted run: {removed[:5]}")
+    except WorkdirError as e:
+      error = e
+  _fail_together(error)
+  return lock or contextlib.nullcontext()
+
+
+def _fail_together(error: WorkdirError | None) -> None:
+  """Raises process 0's `error` on every process (the others would wait in a collective)."""
+  if jax.process_count() > 1:
+    first = distributed.allgather_bytes(str(error or "").encode())[0].decode()
+    if first and error is None:
+      raise WorkdirError(first)
+  if error is not None:
+    raise error
 
 
 # ----------------------------------------------------------------------------- splits
@@ -122,6 +161,10 @@ def check_validation_classes(cohort: Cohort, val_rows: np.ndarray) -> None:
     y = cohort.labels[val_rows, t]
     y = y[~np.isnan(y)]
     n_pos = int(y.sum())
+    if len(y) == 0:
+      raise DataError(
+          f"task '{name}' has no known labels in the validation split: AUROC-based model "
+          f"selection is impossible; check the label column, or drop the task (data.tasks)")
     if n_pos == 0 or n_pos == len(y):
       raise DataError(
           f"task '{name}' has only one class in the validation split (n_pos={n_pos} of "
@@ -153,9 +196,14 @@ def _with_ci(labels_NxT, probs_NxT, task_names, n_boot: int, seed: int) -> dict:
 
 
 def _per_pattern(labels_NxT, probs_NxT, pattern_N, task_names, min_count) -> dict:
-  return {name: metrics_lib.per_pattern_metrics(labels_NxT[:, t], probs_NxT[:, t], pattern_N,
-                                                min_count=min_count)
-          for t, name in enumerate(task_names)}
+  """Per task, the metrics of each pattern with `min_count` known labels, and of the
+  smaller patterns pooled into one "other" row (`cells.py`)."""
+  out = {}
+  for t, name in enumerate(task_names):
+    pooled = cells.pool_small_patterns(pattern_N, ~np.isnan(labels_NxT[:, t]), min_count)
+    out[name] = cells.label_pooled(metrics_lib.per_pattern_metrics(
+        labels_NxT[:, t], probs_NxT[:, t], pooled, min_count=min_count), pattern_N, pooled)
+  return out
 
 
 def modality_table(cohort: Cohort) -> list[dict]:
@@ -172,7 +220,8 @@ def modality_table(cohort: Cohort) -> list[dict]:
       known = ~np.isnan(y)
       rate = lambda sel: float(y[sel & known].mean()) if (sel & known).any() else None
       rows.append({"modality": name, "task": task, "observed_fraction": float(obs[known].mean()),
-                   "n": int(known.sum()), "rate_observed": rate(obs),
+                   "n": int(known.sum()), "n_observed": int((obs & known).sum()),
+                   "n_not_observed": int((~obs & known).sum()), "rate_observed": rate(obs),
                    "rate_not_observed": rate(~obs)})
   return rows
 
@@ -237,9 +286,38 @@ def fit_and_predict(config: ml_collections.ConfigDict, method: Method, data: Met
                  "devices": int(mesh.devices.size)}
 
 
+def fit_cross_fitted(config: ml_collections.ConfigDict, method: Method, raw: Cohort,
+                     held: dict[str, np.ndarray], workdir: str, mesh: jax.sharding.Mesh,
+                     config_hash: str, log: Callable[[str], None]
+                     ) -> tuple[dict[str, np.ndarray], dict]:
+  """`train.cv_folds` members (`ensemble.py`) on the non-test rows `held["val"]`:
+  out-of-fold probabilities for them, the members' mean for `held["test"]`."""
+  from crl_mmnar_jax import ensemble
+  from crl_mmnar_jax import methods as methods_lib
+
+  def fit_member(member_config, member_cohort, stats, train, val, predict_rows, folder):
+    data = methods_lib.MethodData(member_cohort, train, val, stats)
+    return fit_and_predict(member_config, method, data, predict_rows, folder, mesh,
+                           f"{config_hash}:member{os.path.basename(folder)}", log)
+
+  def prepare(cohort, train):
+    return standardize(cohort, train, None, **standardize_options(config))
+
+  probs, record, _ = ensemble.fit_members(config, raw, held["val"], held["test"], workdir,
+                                          fit_member, prepare, log)
+  return probs, record
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        log: Callable[[str], None] = print) -> dict:
-  """Runs one experiment end to end; returns the results dict (also in results.json)."""
+  """Runs one experiment end to end; returns the results dict (results.json holds it
+  with counts below `eval.min_pattern_count` suppressed, `cells.py`)."""
+  with contextlib.ExitStack() as stack:
+    return _train_and_evaluate(config, workdir, log, stack)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        log: Callable[[str], None], stack: contextlib.ExitStack) -> dict:
   from crl_mmnar_jax import methods as methods_lib  # imports are slow: not at module level
   method = methods_lib.get_method(config.method)     # a bad name fails before loading data
   check_config(config)                   # every setting, before anything is read or written
@@ -272,7 +350,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if len(rows[s]) == 0:
       raise DataError(f"the {s} split is empty ({cohort.n} patients)")
   check_validation_classes(cohort, rows["val"])
-  h = prepare_workdir(config, workdir)
+  fault_point("data_loaded")
+  stack.enter_context(lock_workdir(workdir, log))     # one run per workdir, from here on
+  combine = distributed.allgather_bytes if layout.distributed else None
+  h = prepare_workdir(config, workdir, log,
+                      workdir_lib.data_fingerprint(cohort, split, combine))
+  th = training_hash(config)                          # what the checkpoints depend on
   if jax.process_index() == 0:
     write_parquet_atomic(splits_lib.splits_frame(cohort.patient_id, split),
                          os.path.join(workdir, "splits.parquet"))
@@ -292,16 +375,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   hidden[rows["test"]] = np.nan
   cohort = dataclasses.replace(cohort, labels=hidden)
   modalities = modality_table(cohort)        # train + validation patients only
-  cohort, stats = standardize(cohort, rows["train"], layout)
+  raw = cohort
+  cohort, stats = standardize(cohort, rows["train"], layout, **standardize_options(config))
 
   mesh = mesh_lib.make_mesh()
-  data = methods_lib.MethodData(cohort, rows["train"], rows["val"], stats, layout)
-  probs, training = fit_and_predict(config, method, data, {s: rows[s] for s in ("val", "test")},
-                                    workdir, mesh, h, log)
+  held = {s: rows[s] for s in ("val", "test")}     # the rows predictions are made for
+  if int(config.train.get("cv_folds", 1)) > 1:     # every non-test row, out of fold
+    held["val"] = np.sort(np.concatenate([rows["train"], rows["val"]]))
+    probs, training = fit_cross_fitted(config, method, raw, held, workdir, mesh, th, log)
+  else:
+    data = methods_lib.MethodData(cohort, rows["train"], rows["val"], stats, layout)
+    probs, training = fit_and_predict(config, method, data, held, workdir, mesh, th, log)
   t_train = time.perf_counter() - t_start
 
-  pattern = {s: cohort.pattern[rows[s]] for s in ("val", "test")}
-  val_labels = cohort.labels[rows["val"]]
+  pattern = {s: cohort.pattern[held[s]] for s in ("val", "test")}
+  val_labels = cohort.labels[held["val"]]
 
   r = config.rectifier
   rect = rectifier_lib.fit(
@@ -327,6 +415,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "method": config.method, "seed": seed, "config_hash": h,
       "cohort": {"name": config.data.name, "n": cohort.n,
                  **{f"n_{s}": int(len(rows[s])) for s in SPLITS},
+                 "n_out_of_fold": int(len(held["val"])) if training.get("cv_folds") else None,
                  "fingerprint": fingerprint(cohort.patient_id),
                  "modalities": list(cohort.modality_names), "tasks": list(names),
                  "modality_table": modalities},
@@ -360,8 +449,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   results["timing"] = {"train_s": t_train, "total_s": time.perf_counter() - t_start}
 
   if jax.process_index() == 0:
-    frame = {"patient_id": np.concatenate([cohort.patient_id[rows[s]] for s in ("val", "test")]),
-             "split": np.repeat(["val", "test"], [len(rows["val"]), len(rows["test"])]),
+    frame = {"patient_id": np.concatenate([cohort.patient_id[held[s]] for s in ("val", "test")]),
+             "split": np.repeat(["val", "test"], [len(held["val"]), len(held["test"])]),
              "pattern_id": np.concatenate([pattern["val"], pattern["test"]]).astype(np.int32)}
     for t, name in enumerate(names):
       frame[f"{name}_label"] = np.concatenate([labels["val"][:, t], labels["test"][:, t]])
@@ -371,10 +460,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     predictions = pl.DataFrame(frame).with_columns(
         [pl.col(c).fill_nan(None) for c in frame if c.endswith("_label")])
     write_parquet_atomic(predictions, os.path.join(workdir, "predictions.parquet"))
-    write_atomic(os.path.join(workdir, "results.json"),
-                 json.dumps(_jsonable(results), indent=2))
+    # Per pattern, like the predictions; results.json and report.md pool small cells.
+    write_atomic(os.path.join(workdir, "rectifier.json"),
+                 json.dumps(_jsonable(results["rectifier"]), indent=2))
+    fault_point("outputs", path=os.path.join(workdir, "results.json"))
+    shared = cells.suppress(_jsonable(results), int(e.min_pattern_count))
+    write_atomic(os.path.join(workdir, "results.json"), json.dumps(shared, indent=2))
     from crl_mmnar_jax import report
-    report.write_report(workdir, results, predictions, cohort.modality_names,
+    report.write_report(workdir, shared, predictions, cohort.modality_names,
                         plots=bool(e.plots))
   results["timing"]["total_s"] = time.perf_counter() - t_start
   return results

@@ -73,19 +73,24 @@ def miss_loss(miss_logits: Array, present_BxM: Array, weight_B: Array,
 
 
 def rec_loss(e_BxMxD: Array, rec_BxMxD: Array, valid_BxM: Array, weight_B: Array,
-             stop_gradient: bool = True) -> Array:
+             stop_gradient: bool = True, draw_BxM: Array | None = None) -> Array:
   """L_rec: MSE (mean over D) between ê_m and e_m over valid (patient, modality) pairs.
 
   Valid = modality observed, patient has at least two observed modalities, real row.
+  With random drops (`draw_BxM`: 1 / P(drawn) for the drawn pairs, 0 elsewhere;
+  `model.CRLMMNAR.draw_drops`) the sum runs over the drawn pairs, weighted, and the
+  denominator stays the number of valid pairs, so its expectation over the draw is the
+  leave-one-out loss exactly.
   """
   target = jax.lax.stop_gradient(e_BxMxD) if stop_gradient else e_BxMxD
   mse_BxM = jnp.mean((rec_BxMxD - target) ** 2, axis=-1)
   w_BxM = valid_BxM * weight_B[:, None]
-  return _safe_div((mse_BxM * w_BxM).sum(), w_BxM.sum())
+  num_BxM = w_BxM if draw_BxM is None else w_BxM * draw_BxM
+  return _safe_div((mse_BxM * num_BxM).sum(), w_BxM.sum())
 
 
 def info_nce(a_BxMxP: Array, b_BxMxP: Array, valid_BxM: Array, weight_B: Array,
-             temperature: float = 0.1) -> Array:
+             temperature: float = 0.1, draw_BxM: Array | None = None) -> Array:
   """Symmetric InfoNCE per modality with in-batch negatives.
 
   For modality m the candidates are the valid rows for m (observed, at least two
@@ -93,9 +98,19 @@ def info_nce(a_BxMxP: Array, b_BxMxP: Array, valid_BxM: Array, weight_B: Array,
   cross-entropy is averaged over valid rows, the two directions are averaged, then the
   result is averaged over modalities with at least two valid rows (a single candidate
   has no negative and carries no signal).
+
+  With random drops (`draw_BxM` as in `rec_loss`) only the drawn rows have a
+  reconstruction b_j. Each drawn row's terms are weighted by 1 / P(drawn) and divided by
+  the number of valid rows, as in `rec_loss`. The b -> a direction (b_j against every
+  valid a_i) is then unbiased for the leave-one-out one. In the a -> b direction the
+  negatives are the other drawn b_j, each weighted by 1 / P(drawn) inside the
+  log-sum-exp: an unbiased estimate of the sum of exponentials, whose log is biased low
+  by a Jensen gap that shrinks as the batch grows (measured in tests/test_rec_drops.py).
   """
   valid_MxB = (valid_BxM & (weight_B[:, None] > 0)).T
   logits_MxBxB = jnp.einsum("imp,jmp->mij", a_BxMxP, b_BxMxP) / temperature
+  if draw_BxM is not None:
+    return _drawn_info_nce(logits_MxBxB, valid_MxB, draw_BxM.T)
   pair_MxBxB = valid_MxB[:, :, None] & valid_MxB[:, None, :]
   logits_MxBxB = jnp.where(pair_MxBxB, logits_MxBxB, MASKED_LOGIT)
   diag_MxB = jnp.diagonal(logits_MxBxB, axis1=1, axis2=2)
@@ -103,6 +118,36 @@ def info_nce(a_BxMxP: Array, b_BxMxP: Array, valid_BxM: Array, weight_B: Array,
   ce_cols = jax.nn.logsumexp(logits_MxBxB, axis=1) - diag_MxB   # b_j against all a_i
   n_M = valid_MxB.sum(-1)
   per_m = _safe_div(jnp.where(valid_MxB, 0.5 * (ce_rows + ce_cols), 0.0).sum(-1), n_M)
+  use_M = n_M >= 2
+  return _safe_div(jnp.where(use_M, per_m, 0.0).sum(), use_M.sum())
+
+
+def _drawn_info_nce(logits_MxBxB: Array, valid_MxB: Array, draw_MxB: Array) -> Array:
+  """`info_nce` with random drops (see there); logits[m, i, j] = a_i · b_j / τ."""
+  w_MxB = jnp.where(valid_MxB, draw_MxB, 0.0)
+  drawn_MxB = w_MxB > 0
+  diag_MxB = jnp.diagonal(logits_MxBxB, axis1=1, axis2=2)
+  # b_j against every valid a_i: the exact column of the leave-one-out loss.
+  ce_cols = jax.nn.logsumexp(
+      jnp.where(valid_MxB[:, :, None], logits_MxBxB, MASKED_LOGIT), axis=1) - diag_MxB
+  # a_i against its own b_i and the other drawn b_j, each weighted by w_j = 1 / P(drawn):
+  # X = Σ_j w_j exp(s_ij) is unbiased for the leave-one-out sum, and log X is corrected
+  # by the delta method, + Var(X) / (2 X²) with Var(X) estimated by Σ_j (w_j² - w_j)
+  # exp(2 s_ij) (draws are independent across patients), so that the bias left is of
+  # second order.
+  b = logits_MxBxB.shape[-1]
+  other_MxBxB = drawn_MxB[:, None, :] & ~jnp.eye(b, dtype=bool)
+  log_w_MxBxB = jnp.where(other_MxBxB, jnp.log(jnp.maximum(w_MxB, 1e-30))[:, None, :],
+                          MASKED_LOGIT)
+  log_w_MxBxB = jnp.where(jnp.eye(b, dtype=bool), 0.0, log_w_MxBxB)
+  log_x = jax.nn.logsumexp(logits_MxBxB + log_w_MxBxB, axis=2)
+  c_MxB = w_MxB * w_MxB - w_MxB
+  log_c_MxBxB = jnp.where(other_MxBxB & (c_MxB > 0)[:, None, :],
+                          jnp.log(jnp.maximum(c_MxB, 1e-30))[:, None, :], MASKED_LOGIT)
+  log_v = jax.nn.logsumexp(2 * logits_MxBxB + log_c_MxBxB, axis=2)
+  ce_rows = log_x + 0.5 * jnp.exp(log_v - 2 * log_x) - diag_MxB
+  n_M = valid_MxB.sum(-1)
+  per_m = _safe_div((w_MxB * 0.5 * (ce_rows + ce_cols)).sum(-1), n_M)
   use_M = n_M >= 2
   return _safe_div(jnp.where(use_M, per_m, 0.0).sum(), use_M.sum())
 
@@ -123,11 +168,11 @@ def total_loss(out: Mapping[str, Any], batch: Batch, w: LossWeights,
     total += aux_scale * w.miss * parts["miss"]
   if "rec_BxMxD" in out and w.rec:
     parts["rec"] = rec_loss(out["e_BxMxD"], out["rec_BxMxD"], out["rec_valid_BxM"],
-                            batch.weight_B, w.rec_stop_gradient)
+                            batch.weight_B, w.rec_stop_gradient, out.get("rec_draw_BxM"))
     total += aux_scale * w.rec * parts["rec"]
   if "con_e_BxMxP" in out and w.con:
-    parts["con"] = info_nce(out["con_e_BxMxP"], out["con_rec_BxMxP"], out["rec_valid_BxM"], batch.weight_B,
-                            w.temperature)
+    parts["con"] = info_nce(out["con_e_BxMxP"], out["con_rec_BxMxP"], out["rec_valid_BxM"],
+                            batch.weight_B, w.temperature, out.get("rec_draw_BxM"))
     total += aux_scale * w.con * parts["con"]
   parts["total"] = total
   return total, parts

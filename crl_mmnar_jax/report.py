@@ -1,4 +1,8 @@
-"""`report.md` and its PNG plots (ROC, calibration, τ̂ per pattern) from a run's outputs."""
+"""`report.md` and its PNG plots (ROC, calibration, τ̂ per pattern) from a run's outputs.
+
+It is written from the results as results.json holds them (`cells.suppress`): patterns
+below the minimum cell size appear as one "other" row and small counts as "<K".
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 
+from crl_mmnar_jax import cells
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax.cohort import pattern_label
 from crl_mmnar_jax.rectifier import bootstrap as rectifier_bootstrap
@@ -20,6 +25,13 @@ _VIEWS = (("val", "validation"),
 
 def _f(x, digits: int = 3) -> str:
   return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _pattern(p, modality_names: Sequence[str], results: dict) -> str:
+  """The observed modalities of a pattern id, or what the pooled "other" row holds."""
+  if p == cells.OTHER:
+    return f"patterns with fewer than {results.get('min_cell_size', '?')} patients, pooled"
+  return pattern_label(p, modality_names)
 
 
 def _with_ci(m: dict, key: str) -> str:
@@ -52,7 +64,7 @@ def pattern_table(results: dict, modality_names: Sequence[str]) -> list[str]:
     rect = {r["pattern"]: r for r in results["per_pattern"]["test_rectified"][t]}
     for r in results["per_pattern"]["test"][t]:
       rr = rect.get(r["pattern"], {})
-      lines.append(f"| {t} | {r['pattern']} | {pattern_label(r['pattern'], modality_names)} | "
+      lines.append(f"| {t} | {r['pattern']} | {_pattern(r['pattern'], modality_names, results)} | "
                    f"{r['n']} | {_f(r.get('auroc'))} | {_f(rr.get('auroc'))} | "
                    f"{_f(r.get('brier'))} | {_f(rr.get('brier'))} |")
   return lines
@@ -81,10 +93,12 @@ def rectifier_table(results: dict, modality_names: Sequence[str]) -> list[str]:
   lines += ["", "| task | pattern | observed modalities | n (val) | τ̂ raw | se | τ̂ applied | "
             "corrected |", "|---|---|---|---|---|---|---|---|"]
   for r in rect["table"]:
+    corrected = (f"{r['corrected']} of {r['patterns']}" if r["pattern"] == cells.OTHER
+                 else "yes" if r["corrected"] else "no")
     lines.append(f"| {r['task']} | {r['pattern']} | "
-                 f"{pattern_label(r['pattern'], modality_names)} | {r['n']} | "
+                 f"{_pattern(r['pattern'], modality_names, results)} | {r['n']} | "
                  f"{_f(r['tau_raw'], 4)} | {_f(r['se'], 4)} | {_f(r['tau'], 4)} | "
-                 f"{'yes' if r['corrected'] else 'no'} |")
+                 f"{corrected} |")
   return lines
 
 
@@ -135,18 +149,21 @@ def _plots(workdir: str, results: dict, predictions: pl.DataFrame) -> list[str]:
   files.append("calibration.png")
 
   rows = results["rectifier"]["table"]
-  patterns = sorted({r["pattern"] for r in rows})
+  patterns = sorted({r["pattern"] for r in rows},
+                    key=lambda p: (isinstance(p, str), p if isinstance(p, int) else 0))
   fig, axes = subplots(1, (max(6, 0.5 * len(patterns) * len(tasks)), 4))
   ax = axes[0, 0]
   width = 0.8 / max(len(tasks), 1)
   for j, t in enumerate(tasks):
     by = {r["pattern"]: r for r in rows if r["task"] == t}
     x = np.arange(len(patterns)) + j * width
-    tau = [by[p]["tau_raw"] if by[p]["tau_raw"] is not None else np.nan for p in patterns]
-    se = [by[p]["se"] if by[p]["se"] is not None else 0.0 for p in patterns]
+    get = lambda p, key, default: (by.get(p, {}).get(key) if by.get(p, {}).get(key)
+                                   is not None else default)
+    tau = [get(p, "tau_raw", np.nan) for p in patterns]
+    se = [get(p, "se", 0.0) for p in patterns]
     bars = ax.bar(x, tau, width, yerr=se, capsize=2, label=t)
     for b, p in zip(bars, patterns):
-      if not by[p]["corrected"]:
+      if not get(p, "corrected", False) or p == cells.OTHER:
         b.set_alpha(0.35)
   ax.axhline(0, color="k", lw=0.8)
   ax.set_xticks(np.arange(len(patterns)) + 0.4 - width / 2)

@@ -26,7 +26,7 @@ class Options:
   """What the sections read from the command line (the flags of `experiments.bench`)."""
 
   repeats: int = 3                                    # warm calls per case
-  batch_sizes: tuple[int, ...] = (128, 512, 1024, 4096)
+  batch_sizes: tuple[int, ...] = (128, 512)            # train section
   device_counts: tuple[int, ...] = (1, 2, 4, 8)      # simulated CPU devices (scaling)
   per_device_batch: int = 128                         # weak scaling: batch per device
   figure_dir: str = "docs"                            # relative to the repository root

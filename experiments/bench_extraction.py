@@ -58,6 +58,10 @@ def _write_synthetic_eicu(folder: str, n_patients: int, seed: int = 0) -> dict[s
       "unitadmitsource": np.asarray(eicu.ADMIT_SOURCES)[rng.integers(0, 8, n_stays)],
       "unitvisitnumber": rng.integers(1, 3, n_stays),
       "uniquepid": np.char.add("0", pid.astype(str)),
+      # 90% of unit stays outlast the 24 h window (the others leave the cohort).
+      "unitdischargeoffset": rng.integers(600, 10_000, n_stays),
+      "unitdischargestatus": np.where(rng.random(n_stays) < 0.05, "Expired", "Alive"),
+      "hospitaldischargeoffset": rng.integers(10_000, 20_000, n_stays),
   })
   tables = {"patient": patient}
 

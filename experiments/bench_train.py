@@ -88,24 +88,32 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int | None = None,
-                          devices=None) -> Result:
+                          devices=None, rec_drops: int | None = None,
+                          compute_dtype: str = "float32") -> Result:
   """Compile time, warm step time, patients/s and XLA FLOPs of the real train step
-  (default model: D=128, 8 heads, 1 layer, every auxiliary loss on)."""
+  (default model: D=128, 8 heads, 1 layer, every auxiliary loss on; `rec_drops` None:
+  the default config's, 0: the exact leave-one-out), and the whole loop as training
+  runs it (`loop_patients_per_s`: batch gather, transfer and step, with the
+  loop's prefetching)."""
   from experiments.configs.base import get_base_config
-  n_steps = n_steps or max(3, min(20, 2560 // batch_size))   # about the same patients each
+  n_steps = n_steps or max(5, min(20, 2560 // batch_size))   # about the same patients each
   config = get_base_config()
   config.train.batch_size = batch_size
+  config.train.compute_dtype = compute_dtype
+  if rec_drops is not None:
+    config.loss.rec_drops = rec_drops
   cohort = random_cohort(max(4 * batch_size, 1024), dims)
   mesh = mesh_lib.make_mesh(devices)
   tx = optim.make_optimizer(config, 1000)
   mcfg = methods.model_config(config, cohort)
   graphdef, state = step_lib.create_state(mcfg, tx, 0, mesh)
-  step = step_lib.make_train_step(graphdef, methods.loss_weights(config), mcfg.miss_head)
+  step = step_lib.make_train_step(graphdef, methods.loss_weights(config), mcfg.miss_head,
+                                  compute_dtype)
   batches = [mesh_lib.put_batch(mesh_lib.local_batch(cohort, np.arange(i, i + batch_size) %
                                                      cohort.n, batch_size), mesh)
              for i in range(0, 4 * batch_size, batch_size)]
-  one = np.float32(1.0)
-  args = (state, batches[0], jax.random.key(0), one, one)
+  one, key = np.float32(1.0), jax.random.key(0)
+  args = (state, batches[0], key, np.int32(0), one, one)
   start = time.perf_counter()
   compiled = step.lower(*args).compile()
   compile_s = time.perf_counter() - start
@@ -118,39 +126,52 @@ def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int |
       - mem.alias_size_in_bytes) / 2**20
   state, parts = step(*args)
   jax.block_until_ready(parts)
-  times = []
+  times, cpu = [], []
   for i in range(n_steps):
-    start = time.perf_counter()
-    state, parts = step(state, batches[i % 4], jax.random.key(i), one, one)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    state, parts = step(state, batches[i % 4], key, np.int32(i), one, one)
     jax.block_until_ready(parts)
     times.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - cpu_start)
   step_s = statistics.median(times)
-  # The whole loop as training runs it: host batch gather + transfer + step.
+  # The whole loop as `train.loop.fit` runs it: host gather + transfer of the next batch
+  # on the prefetch thread while the current step runs, steps dispatched without waiting.
   order = np.random.default_rng(0).permutation(cohort.n)
-  start = time.perf_counter()
-  for i in range(n_steps):
-    rows = order[(i * batch_size) % cohort.n:][:batch_size]
-    batch = mesh_lib.put_batch(mesh_lib.local_batch(cohort, rows, batch_size), mesh)
-    state, parts = step(state, batch, jax.random.key(i), one, one)
-  jax.block_until_ready(parts)
-  loop_s = (time.perf_counter() - start) / n_steps
+  load = lambda i: mesh_lib.put_batch(mesh_lib.local_batch(
+      cohort, order[(i * batch_size) % cohort.n:][:batch_size], batch_size), mesh)
+  loops = []
+  for _ in range(3):
+    start = time.perf_counter()
+    for i, batch in step_lib.prefetched(load, range(n_steps)):
+      state, parts = step(state, batch, key, np.int32(i), one, one)
+    jax.block_until_ready(parts)
+    loops.append((time.perf_counter() - start) / n_steps)
+  loop_s = statistics.median(loops)
   return {"batch_size": batch_size, "dims": list(dims), "devices": int(mesh.devices.size),
+          "rec_drops": int(config.loss.rec_drops), "compute_dtype": compute_dtype,
           "compile_s": compile_s, "step_s": step_s, "patients_per_s": batch_size / step_s,
+          "step_cpu_s": statistics.median(cpu),   # CPU seconds of all threads: less noisy
+                                                  # than wall time on a shared machine
           "loop_patients_per_s": batch_size / loop_s, "gflop_per_step": flops / 1e9,
           "step_memory_mb": peak_mb,
           "achieved_gflop_s": flops / step_s / 1e9}
 
 
 def bench_train(opts: Options) -> list[Result]:
+  """The train step at each batch size, for M = 4 (the paper's MIMIC-IV shapes) and
+  M = 10 (PhysioNet-like), with random drops (`loss.rec_drops=1`, the default) and with
+  the exact leave-one-out (`rec_drops=0`): patients/s of the step alone (median of
+  warm steps) and of the whole loop (median of 3 passes)."""
   peak = matmul_peak_flops()
   results = []
   for dims, label in ((PAPER_DIMS, "M=4, paper MIMIC-IV shapes"),
                       ((8,) + (40,) * 9, "M=10, PhysioNet-like")):
     for bs in opts.batch_sizes:
-      r = train_step_throughput(bs, dims)
-      results.append({"section": "train", "shapes": label, **r,
-                      "peak_gflop_s": peak / 1e9,
-                      "fraction_of_peak": r["achieved_gflop_s"] * 1e9 / peak})
+      for rec_drops in (1, 0):
+        r = train_step_throughput(bs, dims, rec_drops=rec_drops)
+        results.append({"section": "train", "shapes": label, **r,
+                        "peak_gflop_s": peak / 1e9,
+                        "fraction_of_peak": r["achieved_gflop_s"] * 1e9 / peak})
   return results
 
 

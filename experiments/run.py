@@ -7,10 +7,15 @@ r"""Entry point: python -m experiments.run --config=NAME[:PRESET] --workdir=DIR 
 NAME is a file in experiments/configs/ (its docstring says what it runs and what to
 expect; `--config NAME` works too); every config has the smoke-run preset `tiny`.
 `--config.a.b=value` overrides any field. Rerunning with the same workdir resumes; a
-workdir holding another config is refused.
+workdir holding another training config, or checkpoints trained on other data, is
+refused. Known failures end with one line on stderr and a non-zero exit code: bad input
+or settings, a busy or corrupt workdir (1), an I/O error naming the path (1), and
+SIGINT/SIGTERM (130/143; the run stops between training steps with a checkpoint, and
+the same command resumes it). See docs/reliability.md.
 """
 
 import os
+import signal
 import sys
 from typing import Sequence
 
@@ -50,13 +55,26 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
                                        fv.process_id)
   import json
 
+  from crl_mmnar_jax import workdir as workdir_lib
   from crl_mmnar_jax.experiment import config_to_dict, train_and_evaluate
   from crl_mmnar_jax.train.loop import NonFiniteLossError
   print(json.dumps(config_to_dict(config), indent=2, sort_keys=True))
+  signal.signal(signal.SIGTERM, workdir_lib.raise_interrupted)  # one line, not a silent death
   try:
     results = train_and_evaluate(config, fv.workdir)
-  except (ValueError, NonFiniteLossError) as e:   # DataError is a ValueError
+  except (ValueError, NonFiniteLossError) as e:   # DataError, WorkdirError are ValueErrors
     sys.exit(f"error: {e}")
+  except OSError as e:                            # a full or read-only disk, a bad path
+    where = f"{e.filename}: " if e.filename else ""
+    print(f"error: {where}{e.strerror or e} (rerun the same command once it is fixed)",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)    # not sys.exit: orbax's abandoned writer threads would print at shutdown
+  except KeyboardInterrupt as e:                  # SIGINT; SIGTERM raises Interrupted
+    interrupted = e if isinstance(e, workdir_lib.Interrupted) else \
+        workdir_lib.Interrupted(signal.SIGINT)
+    print(interrupted, file=sys.stderr)
+    sys.exit(interrupted.exit_code)
   test = results["metrics"]["test"].get("mean", {})
   rect = results["metrics"]["test_rectified"].get("mean", {})
   print(f"test mean AUROC {test.get('auroc', float('nan')):.4f} "

@@ -40,7 +40,7 @@ def run(devices, config, cohort, n_steps=4):
     if s == n_steps - 1:
       rows = rows[: bs - 5]    # a partial, padded batch
     batch = mesh_lib.put_batch(mesh_lib.local_batch(cohort, rows, bs), mesh)
-    state, parts = step_fn(state, batch, jax.random.fold_in(jax.random.key(0), s),
+    state, parts = step_fn(state, batch, jax.random.key(0), np.int32(s),
                            jnp.float32(1.0), jnp.float32(1.0))
     losses.append({k: float(v) for k, v in parts.items()})
   leaves = [np.asarray(x) for x in jax.tree.leaves(state)]

@@ -11,7 +11,14 @@ import pytest
 
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.sources import eicu
-from crl_mmnar_jax.testing.eicu_fixture import TABLES, write_tables
+from crl_mmnar_jax.testing.eicu_fixture import (
+  COHORT,
+  EXPECTED_LABELS,
+  INDEX_STAYS,
+  PATIENTS,
+  TABLES,
+  write_tables,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,23 +39,41 @@ def _feat(cohort, modality, name, pid):
 
 def test_attrition_and_cohort(loaded):
   cohort, info = loaded
-  steps = [(a["step"], a["stays"], a["patients"]) for a in info["attrition"]]
-  assert steps == [("unit stays in patient table", 8, 6), ("age known", 7, 5),
-                   ("adult (age >= 18)", 6, 4), ("first unit stay per patient", 4, 4)]
-  assert cohort.patient_id.tolist() == ["001-1", "002-1", "003-1", "006-1"]
-  assert info["patientunitstayid"].tolist() == [100, 210, 300, 600]   # 2014 stay first
+  steps = [(a["step"].split(" (")[0], a["stays"], a["patients"]) for a in info["attrition"]]
+  assert steps == [("unit stays in patient table", 17, 11), ("age known", 16, 10),
+                   ("adult", 15, 9), ("first unit stay per patient", 9, 9),
+                   ("in the unit and alive after the 24 h feature window", 7, 7)]
+  assert cohort.patient_id.tolist() == COHORT    # 001-1 (10 h) and 011-1 (died at 10 h) out
+  assert info["patientunitstayid"].tolist() == INDEX_STAYS   # 002-1: the 2014 stay first
   assert cohort.modality_names == eicu.MODALITIES
   assert len(info["fingerprint"]) == 16
+  assert info["skipped"] == {"strict": False, "n_rows": 0, "by_problem": {}, "by_file": {}}
   cohort.validate("test")
 
 
 def test_labels(loaded):
+  """Each rule by hand (eicu_fixture.PATIENTS): a transfer is not an ICU readmission, a
+  return 14.5 h after one is; a death in the unit and a death (or unknown status) in
+  hospital are unknown for the readmission tasks; a null discharge year is not later."""
   cohort, _ = loaded
-  y = {t: cohort.labels[:, j] for j, t in enumerate(cohort.task_names)}
-  np.testing.assert_array_equal(y["mortality"][:3], [0, 1, 0])
-  assert np.isnan(y["mortality"][3])                     # empty discharge status
-  np.testing.assert_array_equal(y["icu_readmission"], [0, 0, 1, 0])
-  np.testing.assert_array_equal(y["hospital_readmission"], [0, 1, 0, 0])
+  want = np.array([EXPECTED_LABELS[p] for p in COHORT], dtype=float)   # None -> NaN
+  np.testing.assert_array_equal(cohort.labels, want.astype(np.float32))
+  assert cohort.task_names == ("mortality", "icu_readmission", "hospital_readmission")
+
+
+def test_window_exclusion_edges(tmp_path):
+  """A unit discharge exactly at the window end is inside it (excluded); a minute later
+  is kept; a hospital discharge inside the window excludes the stay as well."""
+  rows = [dict(r) for r in PATIENTS]
+  by_stay = {r["patientunitstayid"]: r for r in rows}
+  by_stay[100]["unitdischargeoffset"] = 1441                   # 001-1: kept now
+  by_stay[700]["unitdischargeoffset"] = 1440                   # 007-1: out
+  by_stay[900]["hospitaldischargeoffset"] = 1000               # 009-1: out
+  d = write_tables(str(tmp_path / "d"), {**TABLES, "patient": rows})
+  cohort, info = eicu.load_eicu(d)
+  assert cohort.patient_id.tolist() == ["001-1", "002-1", "003-1", "006-1", "008-1",
+                                        "010-1"]
+  assert info["attrition"][-1]["patients"] == 6
 
 
 def test_demographics(loaded):
@@ -57,7 +82,7 @@ def test_demographics(loaded):
   assert _feat(cohort, "demographics", "male", "002-1") == 1.0
   assert _feat(cohort, "demographics", "unittype=MICU", "002-1") == 1.0
   assert _feat(cohort, "demographics", "unittype=SICU", "003-1") == 1.0
-  assert _feat(cohort, "demographics", "pre_unit_hours", "001-1") == 2.0
+  assert _feat(cohort, "demographics", "pre_unit_hours", "003-1") == 2.0
   assert cohort.present[:, 0].all()
 
 
@@ -73,14 +98,11 @@ def test_vital_and_lab_features(loaded):
   assert f("respiration_count") == 1        # the impossible 0 was dropped
   assert f("sao2_count") == 0 and np.isnan(f("sao2_mean"))   # group observed, not measured
   assert info["modalities"]["vitals_periodic"]["out_of_range"] == {"respiration": 1}
-  # The 10 h stay: only its own in-window values.
-  assert _feat(cohort, "vitals_periodic", "heartrate_count", "001-1") == 2
-  assert _feat(cohort, "vitals_periodic", "heartrate_mean", "001-1") == 73.0
-  # The readmission stay 301 belongs to no cohort row: not counted anywhere.
+  # The transfer stay 301 belongs to no cohort row: not counted anywhere.
   g = lambda name: _feat(cohort, "lab", name, "003-1")
   assert g("sodium_count") == 2 and g("sodium_mean") == 138.0 and g("sodium_last") == 136.0
   lab = cohort.modality_names.index("lab")
-  assert cohort.present[:, lab].tolist() == [False, False, True, False]   # 001-1: late lab
+  assert cohort.present[:, lab].tolist() == [False, True] + [False] * 5
 
 
 def test_counts_and_hashed_buckets(loaded):
@@ -91,13 +113,17 @@ def test_counts_and_hashed_buckets(loaded):
   assert _feat(cohort, "medication", f"med_bucket{b:02d}", "003-1") == 1
   m = cohort.modality_names.index("medication")
   assert cohort.features[m][_row(cohort, "003-1")].sum() == 3      # orders + distinct + 1
-  assert _feat(cohort, "microbiology", "micro_rows", "003-1") == 1
-  assert _feat(cohort, "microbiology", "micro_positive", "003-1") == 1
+  # Two rows of one urine culture (two antibiotics tested) and a blood culture at 10 h;
+  # the sputum culture at 2000 min is after the window. No organism is read.
+  assert _feat(cohort, "microbiology", "micro_cultures", "003-1") == 2
+  assert _feat(cohort, "microbiology", "micro_sites", "003-1") == 2
+  mic = cohort.modality_names.index("microbiology")
+  assert cohort.feature_names[mic] == ("micro_cultures", "micro_sites")
   assert _feat(cohort, "intake_output", "nettotal_last", "003-1") == 200.0
   assert _feat(cohort, "diagnosis", "dx_entries", "002-1") == 1
   tr = cohort.modality_names.index("treatment_resp")
-  assert cohort.present[:, tr].tolist() == [True, False, False, False]
-  assert _feat(cohort, "treatment_resp", "resp_rows", "001-1") == 1
+  assert cohort.present[:, tr].tolist() == [False] * 3 + [True] + [False] * 3
+  assert _feat(cohort, "treatment_resp", "resp_rows", "007-1") == 1
 
 
 def test_unobserved_modality_is_zero(loaded):
@@ -132,12 +158,40 @@ def test_missing_table_and_column(tmp_path):
     eicu.load_eicu(d)
 
 
-def test_bad_value_and_bad_task(tmp_path):
+def test_bad_value_and_bad_task(tmp_path, loaded):
+  """A value that does not parse: strict refuses the table; by default it is counted
+  (one more pass over that table) and read as null, its row dropping out."""
   rows = [dict(r) for r in TABLES["vitalPeriodic"]]
-  rows[0]["observationoffset"] = "soon"
+  rows[0]["observationoffset"] = "soon"            # stay 300's HR 80 (RR 0) at 0 min
+  rows[1]["heartrate"] = "ninety"                  # stay 300's HR 90 at 60 min
   d = write_tables(str(tmp_path / "a"), {**TABLES, "vitalPeriodic": rows})
   with pytest.raises(DataError, match="vitalPeriodic"):
-    eicu.load_eicu(d)
+    eicu.load_eicu(d, strict=True)
+  cohort, info = eicu.load_eicu(d)
+  path = os.path.join(d, "vitalPeriodic.csv.gz")
+  assert info["skipped"]["by_file"] == {path: {
+      "heartrate: value does not parse as Float64": 1,
+      "observationoffset: value does not parse as Int64": 1}}
+  assert _feat(cohort, "vitals_periodic", "heartrate_count", "003-1") == 1    # 100 only
+  assert _feat(cohort, "vitals_periodic", "respiration_count", "003-1") == 1  # RR 20 kept
+  base, _ = loaded
+  for m in range(cohort.n_modalities):
+    if cohort.modality_names[m] != "vitals_periodic":
+      np.testing.assert_array_equal(cohort.features[m], base.features[m])
+  with pytest.raises(DataError, match="los"):
+    eicu.load_eicu(d, tasks=("los",))
+
+
+def test_patient_rows_policy(tmp_path):
+  """A repeated unit stay id: every row of it skipped and counted; strict refuses it."""
+  rows = [dict(r) for r in PATIENTS] + [dict(PATIENTS[-2])]     # stay 1010 twice
+  d = write_tables(str(tmp_path / "a"), {**TABLES, "patient": rows})
+  with pytest.raises(DataError, match=r"patient\.csv\.gz: column patientunitstayid"):
+    eicu.load_eicu(d, strict=True)
+  cohort, info = eicu.load_eicu(d)
+  assert info["skipped"]["by_problem"] == {
+      "patientunitstayid repeated (every row of that stay skipped)": 2}
+  assert cohort.patient_id.tolist() == COHORT     # 1010 is 010-1's later stay, not index
   with pytest.raises(DataError, match="los"):
     eicu.load_eicu(d, tasks=("los",))
 
@@ -197,7 +251,7 @@ def test_eicu_config_loads_through_data_load(tmp_path):
   config.data.dir = write_tables(str(tmp_path / "data"))
   config.data.cache_dir = str(tmp_path / "cache")
   loaded = data_lib.load(config)
-  assert loaded.cohort.patient_id.tolist() == ["001-1", "002-1", "003-1", "006-1"]
+  assert loaded.cohort.patient_id.tolist() == COHORT
   assert loaded.cohort.task_names == ("mortality", "icu_readmission")
   assert loaded.test_mask_N is None
   assert not any(isinstance(v, np.ndarray) for v in loaded.info.values())

@@ -262,12 +262,14 @@ def test_checkpoints_refuse_a_directory_with_glob_characters(tmp_path):
   assert list(tmp_path.iterdir()) == []
 
 
-def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   import re
 
   import jax
 
+  from crl_mmnar_jax import experiment
   from crl_mmnar_jax.experiment import train_and_evaluate
+  monkeypatch.setattr(experiment, "check_config", lambda config: None)  # lr=1e30 is refused
   from crl_mmnar_jax.train.checkpoint import Checkpoints
   from crl_mmnar_jax.train.loop import NonFiniteLossError
   config = synthetic_config.get_config("tiny")
@@ -281,6 +283,8 @@ def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path)
   ckpt = Checkpoints(str(tmp_path))
   step = ckpt.latest.latest_step()
   assert step is not None and step < bad_step
+  # The message says which checkpoint exists (not a "last good checkpoint" that may not).
+  assert f"The latest checkpoint (step {step}) was saved before it" in str(err.value)
   state = ckpt.latest.restore(step)["state"]
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state))
   ckpt.close()

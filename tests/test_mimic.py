@@ -64,13 +64,18 @@ def test_attrition_fingerprint_and_version(raw):
   _, cohort, info = raw
   steps = [(a["step"].split(" (")[0], a["unit"], a["n_remaining"], a["n_excluded"])
            for a in info["attrition"]]
-  assert steps == [("subjects", "subjects", 8, 0),
-                   ("admissions with dischtime >= admittime", "admissions", 11, 1),
-                   ("subjects with a valid hospital admission", "subjects", 7, 1),
-                   ("adult at the index admission", "subjects", 6, 1),
-                   ("survived the index admission", "subjects", 5, 1)]
+  assert steps == [("subjects", "subjects", 10, 0),
+                   ("anchor_year_group within 2008-2019", "subjects", 10, 0),
+                   ("admissions with dischtime >= admittime", "admissions", 16, 1),
+                   ("subjects with a valid hospital admission", "subjects", 9, 1),
+                   ("index episode: admissions starting < 6 h after the previous "
+                    "discharge continue it", "subjects", 9, 0),
+                   ("adult at the index admission", "subjects", 8, 1),
+                   ("survived the index episode", "subjects", 7, 1)]
+  merged = info["attrition"][4]
+  assert (merged["admissions_merged"], merged["subjects_with_merged"]) == (2, 2)  # S3, S9
   assert cohort.patient_id.tolist() == fx.COHORT
-  assert info["hadm_id"].tolist() == [101, 201, 301, 702, 801]   # S7: invalid 701 dropped
+  assert info["hadm_id"].tolist() == fx.INDEX_HADM               # S7: invalid 701 dropped
   ids = "\n".join(str(s) for s in sorted(fx.COHORT))
   assert info["fingerprint"] == hashlib.sha256(ids.encode()).hexdigest()[:16]
   assert info["version"] == "2.2" and info["source"] == "raw"      # from the folder name
@@ -83,9 +88,9 @@ def test_labels_with_boundaries(raw):
   assert cohort.task_names == mimic.TASKS
   for sid, expected in fx.EXPECTED_LABELS.items():
     np.testing.assert_array_equal(cohort.labels[_row(cohort, sid)], expected, err_msg=str(sid))
-  assert info["label_counts"] == {"readmission_30d": {"n": 5, "n_positive": 1},
-                                  "icu_90d": {"n": 5, "n_positive": 2},
-                                  "mortality_180d": {"n": 5, "n_positive": 2}}
+  assert info["label_counts"] == {"readmission_30d": {"n": 7, "n_positive": 2},
+                                  "icu_90d": {"n": 7, "n_positive": 2},
+                                  "mortality_180d": {"n": 7, "n_positive": 2}}
 
 
 def test_static_ehr_features(raw):
@@ -95,7 +100,12 @@ def test_static_ehr_features(raw):
   assert _feat(c, "age", fx.S7) == 18          # 17 + (2151 - 2150)
   assert _feat(c, "los_hours", fx.S1) == 98.0
   assert _feat(c, "icu_stays", fx.S1) == 0 and _feat(c, "icu_stays", fx.S2) == 1
-  assert _feat(c, "icu_stays", fx.S3) == 0     # its ICU stay belongs to the transfer
+  assert _feat(c, "icu_stays", fx.S3) == 1     # the transfer's ICU stay: same episode
+  assert _feat(c, "los_hours", fx.S3) == 170.0  # 03-01 08:00 to the transfer's 03-08 10:00
+  assert np.isnan(_feat(c, "discharge_location=HOME", fx.S3))   # the LAST discharge's
+  assert _feat(c, "los_hours", fx.S9) == pytest.approx(4 * 24 + 3.7)  # 08-01 06:18 -> 08-05 10:00
+  assert _feat(c, "admission_type=EU OBSERVATION", fx.S9) == 1     # the FIRST admission's
+  assert _feat(c, "discharge_location=HOME", fx.S9) == 1
   assert _feat(c, "admission_type=EW EMER.", fx.S1) == 1
   assert _feat(c, "admission_type=ELECTIVE", fx.S1) == 0
   assert _feat(c, "discharge_location=SKILLED NURSING FACILITY", fx.S2) == 1
@@ -121,8 +131,9 @@ def test_lab_and_vital_aggregates(raw):
   assert f("heart_rate_last", fx.S2) == 100.0 and f("heart_rate_time_last", fx.S2) == 28.0
   assert f("resp_rate_count", fx.S2) == 0      # 0 /min is impossible: dropped
   assert f("temperature_f_count", fx.S2) == 1
-  assert f("creatinine_count", fx.S3) == 0     # drawn during the transfer admission
-  assert f("heart_rate_count", fx.S3) == 0     # charted in the transfer's ICU stay
+  assert f("creatinine_count", fx.S3) == 1     # drawn during the transfer: same episode
+  assert f("heart_rate_count", fx.S3) == 1     # charted in the transfer's ICU stay
+  assert f("creatinine_count", fx.S9) == 1     # drawn in 902, 1 min after 901 ended
   assert info["modalities"]["vitals"]["out_of_range"] == {"resp_rate": 1}
 
 
@@ -144,17 +155,20 @@ def test_medication_and_code_counts(raw):
 def test_cxr_and_notes(raw):
   _, c, _ = raw
   present = {m: c.present[:, j].tolist() for j, m in enumerate(c.modality_names)}
-  assert present == {"ehr": [True] * 5,
-                     "cxr": [True, False, False, False, False],
-                     "discharge_note": [True, False, False, True, False],
-                     "radiology_note": [True, False, False, True, False]}
+  assert present == {"ehr": [True] * 7,
+                     "cxr": [True] + [False] * 6,
+                     "discharge_note": [True, False, False, True, False, False, False],
+                     "radiology_note": [True, False, False, True, False, False, False]}
   np.testing.assert_array_equal(_vector(c, "cxr", fx.S1), [2, 3, 4, 5])  # PA d1 + AP d3
   enc = text_embed.get_encoder("hashed")
   t = fx.TEXTS
   np.testing.assert_array_equal(_vector(c, "discharge_note", fx.S1),
                                 enc.encode([t["s1_discharge"]])[0])
-  np.testing.assert_array_equal(_vector(c, "radiology_note", fx.S1),
-                                enc.encode([t["s1_radiology"]])[0])
+  # S1: its hadm-linked report and the one without hadm_id 4 h before admittime (the one
+  # 8 h before is outside the window).
+  s1 = enc.encode([t["s1_radiology"], t["s1_radiology_ed"]]).astype(np.float64)
+  np.testing.assert_allclose(_vector(c, "radiology_note", fx.S1), s1.mean(0), rtol=1e-6,
+                             atol=1e-7)
   both = enc.encode([t["s7_radiology_1"], t["s7_radiology_2"]]).astype(np.float64)
   np.testing.assert_allclose(_vector(c, "radiology_note", fx.S7), both.mean(0), rtol=1e-6)
   assert c.input_dims[2] == c.input_dims[3] == 768
@@ -219,10 +233,15 @@ def test_missing_table_and_column(tmp_path):
 
 def test_bad_value_names_the_file_and_column(tmp_path):
   t = fx.tables()
-  t["hosp/admissions"][0]["admittime"] = "yesterday"
+  t["hosp/admissions"][0]["admittime"] = "yesterday"         # S1's index admission
   d = fx.write_raw(str(tmp_path / "a"), t)
   with pytest.raises(DataError, match=r"admissions\.csv\.gz: cannot read .*admittime"):
-    mimic.load_mimic(d)
+    mimic.load_mimic(d, strict=True)
+  cohort, info = mimic.load_mimic(d)        # counted, read as null: that admission invalid
+  assert info["skipped"]["by_file"] == {os.path.join(d, "hosp", "admissions.csv.gz"): {
+      "admittime: value does not parse as Datetime(time_unit='us', time_zone=None)": 1}}
+  assert info["attrition"][2]["n_excluded"] == 2       # S1's 101 and S7's 701
+  assert info["hadm_id"][0] == 102                    # S1's index is now its second
 
 
 def test_versions(tmp_path):
@@ -282,7 +301,12 @@ def test_bad_arguments_and_meds_input(tmp_path):
   fx.to_meds().filter(~pl.col("code").str.starts_with("HOSPITAL_DISCHARGE//HOME")
                       ).write_parquet(path)
   with pytest.raises(DataError, match="cannot be paired"):
-    mimic.load_mimic(meds=path)
+    mimic.load_mimic(meds=path, strict=True)
+  cohort, info = mimic.load_mimic(meds=path)           # those subjects have no admission
+  assert info["skipped"]["by_problem"] == {
+      "subject's admission and discharge events cannot be paired (its admissions "
+      "dropped)": 7}
+  assert cohort.patient_id.tolist() == [fx.S3]     # the only one never sent HOME
   with pytest.raises(DataError, match="text encoder 'bert'"):
     mimic.load_mimic(meds=path, text_encoder="bert")
   d = fx.write_raw(str(tmp_path / "raw"))
@@ -329,7 +353,7 @@ def test_config_through_data_load(tmp_path):
   loaded = data_lib.load(config)
   assert loaded.cohort.patient_id.tolist() == fx.COHORT
   assert not any(isinstance(v, np.ndarray) for v in loaded.info.values())
-  assert loaded.info["attrition"][-1]["n_remaining"] == 5
+  assert loaded.info["attrition"][-1]["n_remaining"] == 7
 
 
 # ----------------------------------------------------------------------------- text
@@ -373,15 +397,20 @@ def test_bert_encoder_errors_clearly(tmp_path):
 
 
 def _demo_by_hand(path: str) -> tuple[list[int], dict[int, list[int]]]:
-  """Cohort and labels from the raw events with a plain-Python loop (module rules)."""
+  """Cohort and labels from the raw events with plain Python loops, written from the
+  rules in the package docstring without the module's code: admissions are paired
+  with the EARLIEST unused discharge at or after them (the module pairs the k-th
+  admission with the k-th discharge), episodes are chained by a loop, ICU stays are
+  attached by a loop, elective readmissions are skipped by their code."""
+  gap, planned = dt.timedelta(hours=6), ("ELECTIVE", "SURGICAL SAME DAY ADMISSION")
   subj = collections.defaultdict(lambda: {"adm": [], "dis": [], "icu": [], "birth": [],
                                           "death": []})
   for sid, time, code in pl.read_parquet(path, columns=["subject_id", "time", "code"]).rows():
     s = subj[sid]
     if code.startswith("HOSPITAL_ADMISSION//"):
-      s["adm"].append((time, code))
+      s["adm"].append((time, code.split("//")[1]))
     elif code.startswith("HOSPITAL_DISCHARGE//"):
-      s["dis"].append((time, code))
+      s["dis"].append((time, code.split("//")[1]))
     elif code.startswith("ICU_ADMISSION//") and time is not None:
       s["icu"].append(time)
     elif code == "MEDS_BIRTH":
@@ -390,28 +419,41 @@ def _demo_by_hand(path: str) -> tuple[list[int], dict[int, list[int]]]:
       s["death"].append(time)
   cohort, labels = [], {}
   for sid, s in sorted(subj.items()):
-    pairs = [(a[0], d[0], d[1].split("//")[1]) for a, d in zip(sorted(s["adm"]),
-                                                                 sorted(s["dis"]))]
-    pairs = [p for p in pairs if p[1] >= p[0]]
-    if not pairs or not s["birth"]:
+    used, stays = set(), []           # stays: (admit, disch, admission type, discharge loc)
+    for admit, kind in sorted(s["adm"]):
+      for k, (disch, loc) in enumerate(sorted(s["dis"])):
+        if k not in used and disch >= admit:
+          used.add(k)
+          stays.append((admit, disch, kind, loc))
+          break
+    if not stays or not s["birth"]:
       continue
-    admit, disch, location = min(pairs)
-    if admit.year - min(s["birth"]) < 18:
+    stays.sort()
+    end, members = stays[0][1], [stays[0]]
+    for st in stays[1:]:
+      if st[0] - end >= gap:
+        break
+      members.append(st)
+      end = max(end, st[1])
+    later = [st for st in stays if st not in members]
+    if stays[0][0].year - min(s["birth"]) < 18:
       continue
     death = min(s["death"]) if s["death"] else None
+    died = any(st[3] == "DIED" for st in members)
     if death is not None:
       midnight = death == dt.datetime.combine(death.date(), dt.time())
-      died_before = death.date() < disch.date() if midnight else death <= disch
-    if location == "DIED" or (death is not None and died_before):
+      died |= death.date() < end.date() if midnight else death <= end
+    if died:
       continue
-    readmit = any(disch < a <= disch + dt.timedelta(days=30) for a, _, _ in pairs)
+    readmit = any(end < a <= end + dt.timedelta(days=30) and kind not in planned
+                  for a, _, kind, _ in later)
     icu = False
     for t in s["icu"]:
-      inside = [a for a, d, _ in pairs if a <= t <= d]
-      after = [a for a, _, _ in pairs if t < a <= t + dt.timedelta(hours=24)]
+      inside = [st for st in stays if st[0] <= t <= st[1]]
+      after = [st for st in stays if t < st[0] <= t + dt.timedelta(hours=24)]
       owner = max(inside) if inside else (min(after) if after else None)
-      icu |= owner is not None and owner > disch and disch < t <= disch + dt.timedelta(days=90)
-    dead = death is not None and 0 <= (death.date() - disch.date()).days <= 180
+      icu |= owner in later and end < t <= end + dt.timedelta(days=90)
+    dead = death is not None and 0 <= (death.date() - end.date()).days <= 180
     cohort.append(sid)
     labels[sid] = [int(readmit), int(icu), int(dead)]
   return cohort, labels
@@ -419,6 +461,10 @@ def _demo_by_hand(path: str) -> tuple[list[int], dict[int, list[int]]]:
 
 @pytest.mark.skipif(not os.path.isfile(DEMO), reason=f"MIMIC-IV demo not found at {DEMO}")
 def test_demo_counts_against_an_independent_loop():
+  """95 subjects; readmission_30d 13 (15 before episodes and planned admissions: subject
+  10002930's admission 1 minute after a 5.4 h observation stay is the same episode, and
+  10027602's SURGICAL SAME DAY ADMISSION 21 days after discharge is planned), icu_90d
+  14, mortality_180d 9."""
   cohort, info = mimic.load_mimic(meds=DEMO)
   ids, labels = _demo_by_hand(DEMO)
   assert cohort.patient_id.tolist() == ids
@@ -427,6 +473,192 @@ def test_demo_counts_against_an_independent_loop():
   assert info["attrition"][0]["n_remaining"] == 100
   assert info["n_patients"] == len(ids) == 95
   assert [info["label_counts"][t]["n_positive"] for t in mimic.TASKS] == \
-      expected.sum(0).astype(int).tolist() == [15, 14, 9]
+      expected.sum(0).astype(int).tolist() == [13, 14, 9]
+  row = {s: k for k, s in enumerate(ids)}
+  assert cohort.labels[row[10002930]].tolist() == [0, 0, 0]
+  assert cohort.labels[row[10027602]].tolist() == [0, 1, 0]
+  merged = [a for a in info["attrition"] if a["step"].startswith("index episode")][0]
+  assert (merged["admissions_merged"], merged["subjects_with_merged"]) == (1, 1)
+  assert info["skipped"]["n_rows"] == 0
   assert cohort.modality_names == ("ehr",)
   assert cohort.features[0].shape[1] == len(cohort.feature_names[0])
+
+
+def test_anchor_year_group_filter(tmp_path):
+  """v3.x adds 2020-2022 admissions, which cannot have notes or X-rays: excluded by
+  default (counted), kept with anchor_years=""; MEDS has no group (a note says so)."""
+  t = fx.tables()
+  s11 = 10000011
+  t["hosp/patients"].append({**t["hosp/patients"][0], "subject_id": s11,
+                             "anchor_year_group": "2020 - 2022"})
+  t["hosp/admissions"].append({**t["hosp/admissions"][0], "subject_id": s11,
+                               "hadm_id": 1101})
+  d = fx.write_raw(str(tmp_path / "3.1"), t)
+  cohort, info = mimic.load_mimic(d)
+  step = info["attrition"][1]
+  assert step["step"].startswith("anchor_year_group within 2008-2019")
+  assert (step["n_remaining"], step["n_excluded"]) == (10, 1)
+  assert cohort.patient_id.tolist() == fx.COHORT
+  cohort, info = mimic.load_mimic(d, anchor_years="")
+  assert cohort.patient_id.tolist() == fx.COHORT + [s11]
+  assert not info["attrition"][1]["step"].startswith("anchor_year_group")
+  with pytest.raises(DataError, match="anchor_years '2019'"):
+    mimic.load_mimic(d, anchor_years="2019")
+  path = str(tmp_path / "ev.parquet")
+  fx.to_meds(t).write_parquet(path)
+  cohort, info = mimic.load_mimic(meds=path)
+  assert s11 in cohort.patient_id.tolist()
+  assert any("no anchor_year_group" in n for n in info["notes"])
+
+
+def test_repeated_admission_id_is_skipped_and_counted(tmp_path):
+  t = fx.tables()
+  t["hosp/admissions"] += [a for a in t["hosp/admissions"] if a["hadm_id"] == 801]  # twice
+  d = fx.write_raw(str(tmp_path / "2.2"), t)
+  with pytest.raises(DataError, match=r"admissions\.csv\.gz: column hadm_id repeats"):
+    mimic.load_mimic(d, strict=True)
+  cohort, info = mimic.load_mimic(d)
+  assert info["skipped"]["by_problem"] == {
+      "hadm_id repeated (every row of that id skipped)": 2}
+  assert fx.S8 not in cohort.patient_id.tolist()                # no admission left
+  assert info["attrition"][3]["n_excluded"] == 2                # S6 and S8
+
+
+# ----------------------------------------------------------------------------- TFRecord
+
+
+def _example_class():
+  """tf.train.Example built from its published .proto definition with the protobuf
+  runtime (no TensorFlow): the fixture is serialised by protobuf itself."""
+  from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+  F = descriptor_pb2.FieldDescriptorProto
+  f = descriptor_pb2.FileDescriptorProto(name="crl_test_example.proto",
+                                         package="crltest", syntax="proto3")
+
+  def msg(name, fields, options=None):
+    m = f.message_type.add(name=name)
+    for number, (fname, ftype, label, type_name, packed) in enumerate(fields, start=1):
+      fd = m.field.add(name=fname, number=number, type=ftype, label=label)
+      if type_name:
+        fd.type_name = type_name
+      if packed:
+        fd.options.packed = True
+    return m
+  rep, opt = F.LABEL_REPEATED, F.LABEL_OPTIONAL
+  msg("BytesList", [("value", F.TYPE_BYTES, rep, None, False)])
+  msg("FloatList", [("value", F.TYPE_FLOAT, rep, None, True)])
+  msg("Int64List", [("value", F.TYPE_INT64, rep, None, True)])
+  feature = msg("Feature", [("bytes_list", F.TYPE_MESSAGE, opt, ".crltest.BytesList", False),
+                            ("float_list", F.TYPE_MESSAGE, opt, ".crltest.FloatList", False),
+                            ("int64_list", F.TYPE_MESSAGE, opt, ".crltest.Int64List", False)])
+  feature.oneof_decl.add(name="kind")
+  for fd in feature.field:
+    fd.oneof_index = 0
+  features = msg("Features", [("feature", F.TYPE_MESSAGE, rep,
+                               ".crltest.Features.FeatureEntry", False)])
+  entry = features.nested_type.add(name="FeatureEntry")
+  entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=opt)
+  entry.field.add(name="value", number=2, type=F.TYPE_MESSAGE, label=opt,
+                  type_name=".crltest.Feature")
+  entry.options.map_entry = True
+  msg("Example", [("features", F.TYPE_MESSAGE, opt, ".crltest.Features", False)])
+  pool = descriptor_pool.DescriptorPool()
+  pool.Add(f)
+  return message_factory.GetMessageClass(pool.FindMessageTypeByName("crltest.Example"))
+
+
+def _tfrecord(records: list[bytes]) -> bytes:
+  """The TFRecord framing, written from its specification."""
+  import struct
+
+  from crl_mmnar_jax.data.sources.mimic.tfrecord import masked_crc
+  out = b""
+  for data in records:
+    length = struct.pack("<Q", len(data))
+    out += length + struct.pack("<I", masked_crc(length)) + data
+    out += struct.pack("<I", masked_crc(data))
+  return out
+
+
+def test_tfrecord_reader_on_protobuf_written_examples(tmp_path):
+  from crl_mmnar_jax.data.sources.mimic import tfrecord
+  assert tfrecord.crc32c(b"123456789") == 0xE3069283          # the CRC-32C check value
+  example = _example_class()
+  folder = tmp_path / "emb" / "files" / "p10" / "p10000001" / "s50001"
+  folder.mkdir(parents=True)
+  for dicom, vec in fx.EMBEDDINGS.items():
+    ex = example()
+    ex.features.feature["embedding"].float_list.value.extend(vec)
+    ex.features.feature["image/id"].bytes_list.value.append(f"p10/{dicom}.dcm".encode())
+    ex.features.feature["image/size"].int64_list.value.extend([3056, -1])
+    (folder / f"{dicom}.tfrecord").write_bytes(_tfrecord([ex.SerializeToString()]))
+  parsed = tfrecord.parse_example(example.FromString(
+      (folder / "d1.tfrecord").read_bytes()[12:-4]).SerializeToString())
+  assert parsed["image/size"] == [3056, -1] and parsed["image/id"] == [b"p10/d1.dcm"]
+  df = tfrecord.read_embeddings(str(tmp_path / "emb"), verify=True)
+  assert df["dicom_id"].to_list() == sorted(fx.EMBEDDINGS)
+  np.testing.assert_array_equal(df.drop("dicom_id").to_numpy(),
+                                np.array([fx.EMBEDDINGS[d] for d in sorted(fx.EMBEDDINGS)]))
+  assert tfrecord.read_embeddings(str(tmp_path / "emb"), ["d3"])["dicom_id"].to_list() == ["d3"]
+  # Several records in one file: named by their image/id.
+  two = [example.FromString((folder / f"{d}.tfrecord").read_bytes()[12:-4]) for d in ("d1", "d2")]
+  (tmp_path / "all.tfrecord").write_bytes(_tfrecord([e.SerializeToString() for e in two]))
+  assert tfrecord.read_embeddings(str(tmp_path / "all.tfrecord"))["dicom_id"].to_list() == [
+      "d1", "d2"]
+  bad = bytearray((folder / "d1.tfrecord").read_bytes())
+  bad[0] ^= 1                                                # a corrupt length
+  (tmp_path / "bad.tfrecord").write_bytes(bytes(bad))
+  with pytest.raises(DataError, match="corrupt length"):
+    tfrecord.read_embeddings(str(tmp_path / "bad.tfrecord"))
+  # The loader reads the folder as it reads the parquet file.
+  d = fx.write_raw(str(tmp_path / "2.2"))
+  cohort, _ = mimic.load_mimic(d, cxr_embeddings=str(tmp_path / "emb"))
+  np.testing.assert_array_equal(_vector(cohort, "cxr", fx.S1), [2, 3, 4, 5])
+
+
+# ----------------------------------------------------------------------------- BERT
+
+
+def test_bert_windows_overlap_and_cover_every_token():
+  assert text_embed.window_starts(0) == []
+  assert text_embed.window_starts(510) == [0]
+  assert text_embed.window_starts(511) == [0, 1]
+  assert text_embed.window_starts(1200) == [0, 255, 510, 690]
+  for n in (511, 765, 1020, 5000):
+    starts = text_embed.window_starts(n)
+    covered = np.zeros(n, bool)
+    for s in starts:
+      covered[s:s + 510] = True
+    assert covered.all() and starts[-1] + 510 == n
+    assert all(b - a <= 255 for a, b in zip(starts, starts[1:]))
+  with pytest.raises(DataError, match="stride"):
+    text_embed.window_starts(600, stride=0)
+
+
+def test_bert_encoder_on_a_tiny_random_model(tmp_path):
+  """A randomly initialised 2-layer BERT saved locally (no download): overlapping
+  windows, unit-norm rows, zero for empty text, the chosen device."""
+  transformers = pytest.importorskip("transformers")
+  torch = pytest.importorskip("torch")
+  words = [f"w{i}" for i in range(60)]
+  (tmp_path / "vocab.txt").write_text("\n".join(
+      ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
+  tok = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+  torch.manual_seed(0)
+  model = transformers.BertModel(transformers.BertConfig(
+      vocab_size=65, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+      intermediate_size=64, max_position_embeddings=520))
+  model.save_pretrained(tmp_path / "bert")
+  tok.save_pretrained(tmp_path / "bert")
+  enc = text_embed.get_encoder("bioclinicalbert", dim=32, model_path=str(tmp_path / "bert"),
+                               device="cpu")
+  assert enc.device == "cpu"
+  long_text = " ".join(words[i % 60] for i in range(1300))      # 1300 word pieces
+  x = enc.encode(["w1 w2 w3", long_text, ""])
+  assert x.shape == (3, 32) and x.dtype == np.float32
+  np.testing.assert_allclose(np.linalg.norm(x[:2], axis=1), 1.0, rtol=1e-5)
+  assert not x[2].any()
+  np.testing.assert_allclose(enc.encode([long_text])[0], x[1], rtol=1e-5, atol=1e-6)
+  with pytest.raises(DataError, match="device"):
+    text_embed.get_encoder("bioclinicalbert", dim=32, model_path=str(tmp_path / "bert"),
+                           device="tpu")

@@ -213,32 +213,96 @@ def _replace(record, line: int, text: str | None):
 
 
 A1 = ("a", 132001)
+MALFORMED = "malformed line (not 3 comma-separated fields)"
+DROPPED = "record dropped: "
+# (case, records, strict error location, strict error text, the problem counted without
+# strict for 132001.txt; "record dropped: ..." means the record leaves the cohort)
 BAD_RECORDS = [
-    ("malformed line", _replace(A1, 9, "00:07,HR"), "132001.txt:9", "3 comma-separated"),
-    ("extra field", _replace(A1, 9, "00:07,HR,73,1"), "132001.txt:9", "found 4"),
+    ("malformed line", _replace(A1, 9, "00:07,HR"), "132001.txt:9", "3 comma-separated",
+     MALFORMED),
+    ("extra field", _replace(A1, 9, "00:07,HR,73,1"), "132001.txt:9", "found 4", MALFORMED),
     ("non-numeric value", _replace(A1, 11, "00:37,HR,abc"), "132001.txt:11",
-     "not a number"),
+     "not a number", "value of HR is not a number"),
     ("unknown parameter", _replace(A1, 9, "00:07,HeartRate,73"), "132001.txt:9",
-     "HeartRate"),
-    ("time not HH:MM", _replace(A1, 12, "0:37,Temp,35.6"), "132001.txt:12", "HH:MM"),
-    ("minutes over 59", _replace(A1, 12, "00:75,Temp,35.6"), "132001.txt:12", "HH:MM"),
-    ("no RecordID", _replace(A1, 2, None), "132001.txt:2", "no RecordID"),
+     "HeartRate", "unknown parameter 'HeartRate'"),
+    ("empty parameter", _replace(A1, 9, "10:45,,1.9"), "132001.txt:9",
+     "unknown parameter ''", "unknown parameter ''"),
+    ("time not HH:MM", _replace(A1, 12, "0:37,Temp,35.6"), "132001.txt:12", "HH:MM",
+     "time not HH:MM"),
+    ("minutes over 59", _replace(A1, 12, "00:75,Temp,35.6"), "132001.txt:12", "HH:MM",
+     "time not HH:MM"),
+    ("no RecordID", _replace(A1, 2, None), "132001.txt:2", "no RecordID",
+     DROPPED + "no RecordID line"),
     ("RecordID twice", _replace(A1, 8, "00:00,RecordID,132001"), "132001.txt:8",
-     "more than once"),
+     "more than once", "descriptor RecordID repeated (later line skipped)"),
     ("RecordID vs file name", _replace(A1, 2, "00:00,RecordID,132009"), "132001.txt:2",
-     "file name"),
-    ("descriptor late", _replace(A1, 3, "01:00,Age,54"), "132001.txt:3", "00:00"),
-    ("bad header", _replace(A1, 1, "Time,Param,Value"), "132001.txt:1", "header"),
+     "file name", DROPPED + "RecordID does not match the file name"),
+    ("descriptor late", _replace(A1, 3, "01:00,Age,54"), "132001.txt:3", "00:00",
+     "descriptor Age not at 00:00"),
+    ("bad header", _replace(A1, 1, "Time,Param,Value"), "132001.txt:1", "header",
+     "header line is not 'Time,Parameter,Value'"),
 ]
 
 
-@pytest.mark.parametrize("name,records,where,what", BAD_RECORDS,
+@pytest.mark.parametrize("name,records,where,what,problem", BAD_RECORDS,
                          ids=[c[0] for c in BAD_RECORDS])
-def test_bad_records(tmp_path, name, records, where, what):
+def test_bad_records(tmp_path, name, records, where, what, problem):
+  """strict=True refuses the line naming file and line; by default it is skipped (or the
+  record dropped) and counted per file and per problem."""
   del name
+  root = _write(tmp_path, records=records)
   with pytest.raises(DataError) as e:
-    pn.load_physionet2012(_write(tmp_path, records=records))
+    pn.load_physionet2012(root, strict=True)
   assert where in str(e.value) and what in str(e.value)
+  cohort, info = pn.load_physionet2012(root)
+  by_file = info["skipped"]["by_file"]
+  path = os.path.join(root, "set-a", "132001.txt")
+  assert by_file[path][problem] == 1, by_file
+  assert info["skipped"]["by_problem"][problem] == 1
+  assert info["skipped"]["strict"] is False
+  if problem.startswith(DROPPED):
+    assert cohort.patient_id.tolist() == [132002, 142001]
+    assert info["n_records_dropped"] == 1
+    assert list(info["records_dropped"].values()) == [[path]]
+  else:
+    assert cohort.patient_id.tolist() == [132001, 132002, 142001]
+    assert info["n_records_dropped"] == 0
+
+
+def test_skipped_lines_change_nothing_else(tmp_path, fixture_cohort):
+  """A skipped line leaves every other value as it was: 132001 with a malformed HR line
+  added equals the fixture except for that line's absence (nothing else moves)."""
+  base, _ = fixture_cohort
+  records = {k: list(v) for k, v in RECORDS.items()}
+  records[A1].insert(9, "10:45,,1.9")
+  records[A1].insert(10, "11:00,HR")
+  cohort, info = pn.load_physionet2012(_write(tmp_path, records=records),
+                                       tasks=("in_hospital_death", "los_gt_7"))
+  for a, b in zip(cohort.features, base.features):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(cohort.labels, base.labels)
+  assert info["skipped"]["n_rows"] == 3        # the two lines and Temp 0 (out of range)
+
+
+def test_empty_parameter_lines_like_the_released_test_set(tmp_path):
+  """Lines ``HH:MM,,value`` spread over records: loaded by default, counted per file; the
+  stays and their other values unchanged; strict refuses at the first, naming it."""
+  records = {k: list(v) for k, v in RECORDS.items()}
+  records[A1] += ["10:45,,1.9", "11:45,,2.0"]
+  records[("b", 142001)].insert(8, "05:30,,0.7")
+  root = _write(tmp_path, records=records)
+  cohort, info = pn.load_physionet2012(root)
+  assert cohort.patient_id.tolist() == [132001, 132002, 142001]
+  skipped = info["skipped"]
+  assert skipped["by_problem"]["unknown parameter ''"] == 3
+  assert skipped["by_file"][os.path.join(root, "set-a", "132001.txt")][
+      "unknown parameter ''"] == 2
+  assert skipped["by_file"][os.path.join(root, "set-b", "142001.txt")] == {
+      "unknown parameter ''": 1}
+  assert info["n_measurements"] == 18           # the fixture's 18 usable lines
+  with pytest.raises(DataError, match=r"set-a/132001\.txt:18: unknown parameter '' .*"
+                                      r"\(3 such lines in all\)"):
+    pn.load_physionet2012(root, strict=True)
 
 
 def test_undecodable_bytes_and_empty_file(tmp_path):
@@ -248,21 +312,36 @@ def test_undecodable_bytes_and_empty_file(tmp_path):
   lines[9] = b"00:10,PaO2,9\xff5"                                 # line 10
   path.write_bytes(b"\n".join(lines))
   with pytest.raises(DataError, match=r"132002\.txt:10: not UTF-8"):
-    pn.load_physionet2012(root)
+    pn.load_physionet2012(root, strict=True)
+  cohort, info = pn.load_physionet2012(root)
+  assert info["skipped"]["by_file"][str(path)] == {"not UTF-8 text": 1}
+  pao2 = _stats(cohort, 1, "blood_gas", "PaO2")
+  _check(pao2, UNMEASURED)                                        # its only line skipped
   path.write_bytes(b"")
   with pytest.raises(DataError, match=r"132002\.txt:1: empty file"):
-    pn.load_physionet2012(root)
+    pn.load_physionet2012(root, strict=True)
+  cohort, info = pn.load_physionet2012(root)
+  assert info["skipped"]["by_file"][str(path)] == {
+      "empty file": 1, "record dropped: no RecordID line": 1}
+  assert info["records_dropped"] == {"no RecordID line": [str(path)]}
+  assert cohort.patient_id.tolist() == [132001, 142001]
 
 
 def test_duplicate_record_ids_across_sets(tmp_path):
   records = dict(RECORDS)
   records[("b", 132001)] = RECORDS[A1]
   outcomes = dict(OUTCOMES, b=OUTCOMES["b"] + ["132001,6,1,5,-1,0"])
+  root = _write(tmp_path, records=records, outcomes=outcomes)
   with pytest.raises(DataError) as e:
-    pn.load_physionet2012(_write(tmp_path, records=records, outcomes=outcomes))
+    pn.load_physionet2012(root, strict=True)
   msg = str(e.value)
   assert "set-b/132001.txt:2" in msg and "set-a/132001.txt:2" in msg
   assert "duplicate RecordID 132001" in msg
+  cohort, info = pn.load_physionet2012(root)     # the later file (set b) is dropped
+  assert info["records_dropped"] == {"duplicate RecordID (an earlier file has it)": [
+      os.path.join(root, "set-b", "132001.txt")]}
+  np.testing.assert_array_equal(info["set"], ["a", "a", "b"])
+  assert cohort.patient_id.tolist() == [132001, 132002, 142001]
 
 
 def _outcomes(s: str, line: int, text: str | None):
@@ -278,31 +357,53 @@ def _outcomes(s: str, line: int, text: str | None):
   return outcomes
 
 
+# (case, outcomes, strict error location and text, the file and problem counted without
+# strict, whether 132001 stays in the cohort: a record whose outcome line is skipped is
+# dropped, and counted so in its record file as well)
 BAD_OUTCOMES = [
     ("outcome without record", _outcomes("a", 5, "132999,1,1,3,-1,0"), "Outcomes-a.txt:5",
-     "132999"),
+     "132999", "Outcomes-a.txt", "outcome line without a record file", True),
     ("record without outcome", _outcomes("a", 3, None), "Outcomes-a.txt",
-     "132001.txt:2"),
+     "132001.txt:2", "set-a/132001.txt", "record dropped: no outcome line", False),
     ("duplicate outcome", _outcomes("a", 5, "132001,6,1,5,-1,0"), "Outcomes-a.txt:5",
-     "more than one line"),
+     "more than one line", "Outcomes-a.txt",
+     "RecordID on an earlier line (later line skipped)", True),
     ("non-integer death", _outcomes("a", 3, "132001,6,1,5,-1,yes"), "Outcomes-a.txt:3",
-     "In-hospital_death"),
+     "In-hospital_death", "Outcomes-a.txt", "In-hospital_death not an integer", False),
     ("death not 0/1", _outcomes("a", 3, "132001,6,1,5,-1,2"), "Outcomes-a.txt:3",
-     "0, 1 or -1"),
+     "0, 1 or -1", "Outcomes-a.txt", "In-hospital_death not 0, 1 or -1", False),
     ("short outcome line", _outcomes("a", 3, "132001,6,1,5"), "Outcomes-a.txt:3",
-     "6 comma-separated"),
-    ("outcome header", _outcomes("a", 1, "RecordID,SAPS-I,SOFA,Survival"),
-     "Outcomes-a.txt:1", "Length_of_stay"),
+     "6 comma-separated", "Outcomes-a.txt",
+     "malformed line (not 6 comma-separated fields)", False),
 ]
 
 
-@pytest.mark.parametrize("name,outcomes,where,what", BAD_OUTCOMES,
+@pytest.mark.parametrize("name,outcomes,where,what,file,problem,kept", BAD_OUTCOMES,
                          ids=[c[0] for c in BAD_OUTCOMES])
-def test_bad_outcomes(tmp_path, name, outcomes, where, what):
+def test_bad_outcomes(tmp_path, name, outcomes, where, what, file, problem, kept):
   del name
+  root = _write(tmp_path, outcomes=outcomes)
   with pytest.raises(DataError) as e:
-    pn.load_physionet2012(_write(tmp_path, outcomes=outcomes))
+    pn.load_physionet2012(root, strict=True)
   assert where in str(e.value) and what in str(e.value)
+  cohort, info = pn.load_physionet2012(root)
+  by_file = info["skipped"]["by_file"]
+  assert by_file[os.path.join(root, file)][problem] == 1
+  record = os.path.join(root, "set-a", "132001.txt")
+  if kept:
+    assert cohort.patient_id.tolist() == [132001, 132002, 142001]
+    assert by_file[record] == {"Temp outside its valid range [25, 45]": 1}   # counted only
+    assert info["n_records_dropped"] == 0
+  else:
+    assert cohort.patient_id.tolist() == [132002, 142001]
+    assert by_file[record] == {"record dropped: no outcome line": 1}
+    assert info["records_dropped"] == {"no outcome line": [record]}
+
+
+def test_outcome_header_lacking_a_column_is_always_an_error(tmp_path):
+  root = _write(tmp_path, outcomes=_outcomes("a", 1, "RecordID,SAPS-I,SOFA,Survival"))
+  with pytest.raises(DataError, match=r"Outcomes-a\.txt:1: .*Length_of_stay"):
+    pn.load_physionet2012(root)
 
 
 def test_crlf_and_unknown_outcomes_labels(tmp_path):
@@ -347,6 +448,10 @@ def test_real_set_a_counts(real_set_a):
     assert 0.0 < f < 1.0, name
   assert info["out_of_range_dropped"]["Temp"] == 130     # 0 °C, -17.8 °C, 1-3 °C values
   assert info["out_of_range_dropped"]["pH"] == 11        # e.g. 735 for 7.35
+  # Set A has no imperfect line: only values outside the valid ranges are counted.
+  assert info["n_records_dropped"] == 0
+  assert all("outside its valid range" in p for p in info["skipped"]["by_problem"])
+  assert info["skipped"]["n_rows"] == sum(info["out_of_range_dropped"].values())
   cohort.validate("set A")
 
 
@@ -426,6 +531,32 @@ def test_keep_reads_only_those_records(tmp_path):
 def test_keep_still_reports_an_outcome_without_record(tmp_path):
   outcomes = {**OUTCOMES, "b": OUTCOMES["b"] + ["142999,10,2,7,-1,0"]}
   root = _write(tmp_path, outcomes=outcomes)
+  odd = lambda ids: np.asarray(ids) % 2 == 1
   with pytest.raises(DataError, match="142999"):   # 142999 is odd: the odd ids' loader
-    pn.load_physionet2012(root, keep=lambda ids: np.asarray(ids) % 2 == 1)
-  pn.load_physionet2012(root, keep=lambda ids: np.asarray(ids) % 2 == 0)
+    pn.load_physionet2012(root, keep=odd, strict=True)
+  outcome_b = os.path.join(root, "Outcomes-b.txt")
+  _, info = pn.load_physionet2012(root, keep=odd)
+  assert info["skipped"]["by_file"][outcome_b] == {"outcome line without a record file": 1}
+  _, info = pn.load_physionet2012(root, keep=lambda ids: np.asarray(ids) % 2 == 0,
+                                  strict=True)
+  assert outcome_b not in info["skipped"]["by_file"]
+
+
+def test_strict_through_the_config(tmp_path):
+  """--config.data.strict: False (default) counts the empty-parameter lines in the info
+  that the runner writes to data_info.json; True refuses them naming file and line."""
+  import json
+
+  from crl_mmnar_jax import data as data_lib
+  from experiments.configs import physionet2012 as p12_config
+  records = {k: list(v) for k, v in RECORDS.items()}
+  records[A1].append("10:45,,1.9")
+  config = p12_config.get_config()
+  config.data.dir = _write(tmp_path, records=records)
+  assert config.data.strict is False
+  loaded = data_lib.load(config)
+  assert loaded.info["skipped"]["by_problem"]["unknown parameter ''"] == 1
+  json.dumps(loaded.info)                              # JSON-able, as data_info.json
+  config.data.strict = True
+  with pytest.raises(DataError, match=r"set-a/132001\.txt:18: unknown parameter ''"):
+    data_lib.load(config)

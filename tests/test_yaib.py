@@ -262,38 +262,73 @@ def _broken(tmp_path, db: str, name: str, edit) -> str:
   return _write(tmp_path, frames)
 
 
+# Structural problems: always an error.
 @pytest.mark.parametrize("name, edit, pattern", [
     ("outc", lambda d: d.drop("stay_id"), r"outc\.parquet.*'?stay_id"),
     ("outc", lambda d: d.drop("label"), r"outc\.parquet.*'label'"),
-    ("outc", lambda d: d.with_columns(pl.lit(2, pl.Int32).alias("label")),
-     r"outc\.parquet.*'label'.*0 or 1"),
-    ("outc", lambda d: d.with_columns(pl.lit(None, pl.Int32).alias("label")),
-     r"outc\.parquet.*'label'"),
-    ("outc", lambda d: pl.concat([d, d.head(1)]), r"outc\.parquet.*'stay_id'.*repeats"),
-    ("outc", lambda d: pl.concat([d, _outc([99], [0])]), r"outc\.parquet.*no row in .*sta"),
-    ("sta", lambda d: d.filter(pl.col("stay_id") != 40), r"outc\.parquet.*no row in .*sta"),
-    ("sta", lambda d: pl.concat([d, _sta([77], ["Male"], [1.0], [1.0], [1.0])]),
-     r"sta\.parquet.*'stay_id'.*no row in .*outc\.parquet"),
     ("sta", lambda d: d.drop("stay_id"), r"sta\.parquet.*'?stay_id"),
     ("sta", lambda d: d.drop("weight"), r"sta\.parquet.*'weight'"),
-    ("sta", lambda d: d.with_columns(pl.lit("X").alias("sex")), r"sta\.parquet.*'sex'.*X"),
-    ("sta", lambda d: d.with_columns(pl.lit(float("inf")).alias("age")),
-     r"sta\.parquet.*'age'.*Inf"),
     ("dyn", lambda d: d.with_columns(pl.lit(1.0).alias("foo")), r"dyn\.parquet.*foo"),
     ("dyn", lambda d: d.drop("lact"), r"dyn\.parquet.*lact"),
     ("dyn", lambda d: d.drop("stay_id"), r"dyn\.parquet.*'?stay_id"),
     ("dyn", lambda d: d.drop("time"), r"dyn\.parquet.*'?time"),
     ("dyn", lambda d: d.with_columns(pl.col("time").dt.total_hours().cast(pl.Float64)),
      r"dyn\.parquet.*'time'.*Duration"),
-    ("dyn", lambda d: pl.concat([d, d.tail(1)]), r"dyn\.parquet.*'time'.*repeat"),
-    ("dyn", lambda d: d.with_columns(pl.lit(5, pl.Int32).alias("stay_id")),
-     r"dyn\.parquet.*'stay_id'.*no row in .*outc\.parquet"),
     ("dyn", lambda d: d.with_columns(pl.lit("x").alias("hr")), r"dyn\.parquet.*'hr'"),
 ])
 def test_bad_input_names_file_and_column(tmp_path, name, edit, pattern):
   root = _broken(tmp_path, "db_b", name, edit)
+  for strict in (False, True):
+    with pytest.raises(DataError, match=pattern):
+      _load(root, strict=strict)
+
+
+# Imperfect rows: strict refuses them (naming file and column); by default they are
+# skipped and counted per file and problem, and the cohort is what is left (`dropped`:
+# the stays that leave it).
+@pytest.mark.parametrize("name, edit, pattern, file, problem, n, dropped", [
+    ("outc", lambda d: d.with_columns(pl.when(pl.col("stay_id") == 40).then(2)
+                                      .otherwise(pl.col("label")).alias("label")),
+     r"outc\.parquet.*'label'.*0 or 1", "outc", "label not 0 or 1 (stay dropped)", 1,
+     ["db_b:40"]),
+    ("outc", lambda d: d.with_columns(pl.when(pl.col("stay_id") == 40).then(None)
+                                      .otherwise(pl.col("label")).alias("label")),
+     r"outc\.parquet.*'label'", "outc", "label not 0 or 1 (stay dropped)", 1, ["db_b:40"]),
+    ("outc", lambda d: pl.concat([d, d.head(1)]), r"outc\.parquet.*'stay_id'.*repeats",
+     "outc", "stay_id repeated (every row of that stay skipped)", 2, ["db_b:10"]),
+    ("outc", lambda d: pl.concat([d, _outc([99], [0])]), r"outc\.parquet.*no row in .*sta",
+     "outc", "stay without a row in sta.parquet (stay dropped)", 1, []),
+    ("sta", lambda d: d.filter(pl.col("stay_id") != 40), r"outc\.parquet.*no row in .*sta",
+     "outc", "stay without a row in sta.parquet (stay dropped)", 1, ["db_b:40"]),
+    ("sta", lambda d: pl.concat([d, _sta([77], ["Male"], [1.0], [1.0], [1.0])]),
+     r"sta\.parquet.*'stay_id'.*no row in .*outc\.parquet", "sta",
+     "stay without a row in outc.parquet (row skipped)", 1, []),
+    ("sta", lambda d: d.with_columns(pl.lit("X").alias("sex")), r"sta\.parquet.*'sex'",
+     "sta", "sex not 'Male'/'Female' (read as not recorded)", 2, []),
+    ("sta", lambda d: d.with_columns(pl.lit(float("inf")).alias("age")),
+     r"sta\.parquet.*'age'.*Inf", "sta", "age: ±Inf (read as not recorded)", 2, []),
+    ("dyn", lambda d: pl.concat([d, d.tail(1)]), r"dyn\.parquet.*'time'.*repeat", "dyn",
+     "stay_id, time repeated (later row skipped)", 1, []),
+    ("dyn", lambda d: pl.concat([d, d.head(2).with_columns(pl.lit(5, pl.Int32)
+                                                          .alias("stay_id"))]),
+     r"dyn\.parquet.*'stay_id'.*no row in .*outc\.parquet", "dyn",
+     "stay without a row in outc.parquet (row skipped)", 2, []),
+])
+def test_imperfect_rows_are_counted_or_refused(tmp_path, name, edit, pattern, file,
+                                               problem, n, dropped):
+  root = _broken(tmp_path, "db_b", name, edit)
   with pytest.raises(DataError, match=pattern):
-    _load(root)
+    _load(root, strict=True)
+  cohort, info = _load(root)
+  path = os.path.join(root, TASK, "db_b", f"{file}.parquet")
+  assert info["skipped"]["by_file"] == {path: {problem: n}}
+  base, _ = _load(_write(tmp_path / "clean"))
+  rows = [i for i, p in enumerate(base.patient_id.tolist()) if p not in dropped]
+  assert cohort.patient_id.tolist() == base.patient_id[rows].tolist()
+  for j, (a, b) in enumerate(zip(cohort.features, base.features)):
+    if j or name != "sta":                  # a bad sta value changes only the static row
+      np.testing.assert_array_equal(a, b[rows])
+  np.testing.assert_array_equal(cohort.labels, base.labels[rows])
 
 
 @pytest.mark.parametrize("name", ["sta", "dyn", "outc"])

@@ -44,6 +44,12 @@ def _fixed_test(values_N: np.ndarray, train: list[str], test: list[str], what: s
   return keep, np.isin(values_N, test)
 
 
+def _strict(d: ml_collections.ConfigDict) -> bool:
+  """data.strict: refuse imperfect rows instead of skipping and counting them
+  (`data.row_policy`)."""
+  return bool(d.get("strict", False))
+
+
 Keep = Callable[[np.ndarray], np.ndarray]   # patient ids -> bool mask of rows to keep
 
 
@@ -90,7 +96,8 @@ def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
     train, test = _csv(d.train_sets), _csv(d.test_sets)
     sets = (train + test) or None
     cohort, info = load_physionet2012(d.dir, sets=sets, tasks=tuple(_csv(d.tasks)),
-                                      window_hours=float(d.window_hours), keep=keep)
+                                      window_hours=float(d.window_hours), keep=keep,
+                                      strict=_strict(d))
     if not test:
       return LoadedData(cohort, None, _summary(info))
     keep, is_test = _fixed_test(info["set"], train, test, "set", d.dir)
@@ -98,7 +105,8 @@ def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
   if d.name == "yaib":
     from crl_mmnar_jax.data.sources.yaib import load_yaib
     cohort, info = load_yaib(d.dir, databases=tuple(_csv(d.databases)), task=str(d.task),
-                             window_hours=float(d.window_hours), keep=keep)
+                             window_hours=float(d.window_hours), keep=keep,
+                             strict=_strict(d))
     if not d.test_database:
       return LoadedData(cohort, None, _summary(info))
     keep, is_test = _fixed_test(info["database"], [], [str(d.test_database)], "database",
@@ -111,7 +119,7 @@ def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
       raise DataError("--config=eicu needs --config.data.dir=DIR (the eICU-CRD v2.0 tables)")
     cohort, info = load_eicu(d.dir, tasks=tuple(_csv(d.tasks)),
                              window_hours=float(d.window_hours),
-                             cache_dir=str(d.cache_dir) or None)
+                             cache_dir=str(d.cache_dir) or None, strict=_strict(d))
     return LoadedData(cohort, None, _summary(info))
   if d.name == "mimic":
     from crl_mmnar_jax.data.errors import DataError
@@ -127,6 +135,8 @@ def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
         directory or None, meds=meds or None, version=str(d.version),
         tasks=tuple(_csv(d.tasks)), cache_dir=str(d.cache_dir) or None,
         text_encoder=str(d.text_encoder), text_model_path=str(d.text_model_path),
-        cxr_embeddings=str(d.cxr_embeddings), cxr_metadata=str(d.cxr_metadata))
+        cxr_embeddings=str(d.cxr_embeddings), cxr_metadata=str(d.cxr_metadata),
+        strict=_strict(d), anchor_years=str(d.get("anchor_years", "")),
+        text_device=str(d.get("text_device", "auto")))
     return LoadedData(cohort, None, _summary(info))
   raise ValueError(f"unknown data source {d.name!r}")

@@ -52,7 +52,6 @@ import polars as pl
 from absl import logging
 
 from crl_mmnar_jax.data.errors import DataError
-from crl_mmnar_jax.data.io import few
 
 STATS = ("last", "mean", "min", "max", "std", "count", "time_last", "slope")
 _COUNT = STATS.index("count")
@@ -146,8 +145,8 @@ def _stays_series(stays: np.ndarray, dtype: pl.DataType) -> pl.Series:
     raise DataError("featurize: stays holds null ids")
   dup = series.filter(series.is_duplicated())
   if len(dup):
-    raise DataError(f"featurize: stays lists {dup.n_unique()} id(s) more than once, e.g. "
-                    f"{few(dup)}")
+    raise DataError(f"featurize: stays lists {dup.n_unique()} id(s) more than once "
+                    f"({len(dup)} rows)")
   return series
 
 
@@ -364,9 +363,11 @@ def _report(report_df: pl.DataFrame, variables: Sequence[str], unknown: dict[str
                          "used": int(r["in_win"] - (r["oor"] if action == "drop" else 0))}
     if r["oor"]:
       out_of_range[var] = int(r["oor"])
-      logging.warning("featurize: %s %d value(s) of %s outside its valid range [%g, %g]",
-                      "dropped" if action == "drop" else "clipped", r["oor"], var, lo_V[j],
-                      hi_V[j])
+  if out_of_range:                    # one line for all variables, not one per variable
+    logging.warning("featurize: %s %d value(s) outside their valid range: %s",
+                    "dropped" if action == "drop" else "clipped", sum(out_of_range.values()),
+                    {v: f"{n} outside [{lo_V[variables.index(v)]:g}, "
+                        f"{hi_V[variables.index(v)]:g}]" for v, n in out_of_range.items()})
   if unknown:
     logging.warning("featurize: ignored %d measurement(s) of %d variable(s) in no group: %s",
                     sum(unknown.values()), len(unknown), list(unknown)[:10])

@@ -7,6 +7,9 @@
   scanned lazily as a typed projection after its header was checked (`scan_csv`), and
   collected or sunk to parquet with parse errors reported as `DataError` naming the
   file (`collect`, `sink`).
+* Lenient reading for the row policy of `row_policy`: `scan_csv(lenient=True)` reads
+  values that do not parse as null, `count_unparsable` counts them, `ParseError` names
+  the file whose value did not parse.
 * Atomic writes (`write_atomic`, `write_parquet_atomic`): a crash leaves either the
   old or the new file, never a partial one.
 * The staged parquet cache of the big loaders (`cache_folder`, `cached_stage`): each
@@ -129,7 +132,7 @@ def header(path: str) -> list[str]:
 
 
 def scan_csv(path: str, columns: dict[str, pl.DataType], what: str, *,
-             name_empty_file: bool = True) -> pl.LazyFrame:
+             name_empty_file: bool = True, lenient: bool = False) -> pl.LazyFrame:
   """Lazy, typed projection of a CSV file to `columns`, its header checked first.
 
   Args:
@@ -138,6 +141,8 @@ def scan_csv(path: str, columns: dict[str, pl.DataType], what: str, *,
     what: the table, as error messages name it (e.g. "eICU table 'lab'").
     name_empty_file: an empty file raises "empty file without a header line"; False:
       it raises as a file lacking every column.
+    lenient: read every column as text and convert it to its type afterwards, a value
+      that does not parse becoming null (`CsvTables` uses this after counting them).
   """
   names = header(path)
   if name_empty_file and not names:
@@ -146,18 +151,62 @@ def scan_csv(path: str, columns: dict[str, pl.DataType], what: str, *,
   missing = [c for c in columns if c not in names]
   if missing:
     raise DataError(f"{path}:1: {what} lacks column(s) {missing} (header has {names[:20]})")
+  if lenient:
+    lf = pl.scan_csv(path, schema_overrides={c: pl.String for c in columns},
+                     infer_schema=False, null_values=[""], raise_if_empty=False)
+    return lf.select(_parse_text(c, t) for c, t in columns.items())
   return pl.scan_csv(path, schema_overrides=columns, infer_schema=False, null_values=[""],
                      raise_if_empty=False).select(list(columns))
 
 
-def _parse_error(path: str, error: str, e: Exception) -> DataError:
+_DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M",
+                     "%Y-%m-%d")
+
+
+def _parse_text(column: str, dtype: pl.DataType) -> pl.Expr:
+  """A text column converted to `dtype`; a value that does not parse becomes null."""
+  v = pl.col(column).str.strip_chars()
+  if dtype == pl.String:
+    return pl.col(column)
+  if dtype == pl.Date:
+    return v.str.to_date("%Y-%m-%d", strict=False).alias(column)
+  if isinstance(dtype, pl.Datetime):
+    unit = dtype.time_unit or "us"
+    return pl.coalesce([v.str.to_datetime(f, time_unit=unit, strict=False)
+                        for f in _DATETIME_FORMATS]).alias(column)
+  return v.cast(dtype, strict=False).alias(column)
+
+
+def count_unparsable(path: str, columns: dict[str, pl.DataType]) -> dict[str, int]:
+  """Per typed column of `columns`, the non-empty values of `path` that do not parse as
+  its type (one streaming pass over the file read as text)."""
+  typed = {c: t for c, t in columns.items() if t != pl.String}
+  if not typed:
+    return {}
+  lf = pl.scan_csv(path, schema_overrides={c: pl.String for c in typed},
+                   infer_schema=False, null_values=[""], raise_if_empty=False)
+  counts = collect(lf.select(
+      (pl.col(c).is_not_null() & _parse_text(c, t).is_null()).sum().alias(c)
+      for c, t in typed.items()), path, "cannot read as text")
+  return {c: int(counts[c][0]) for c in typed if counts[c][0]}
+
+
+class ParseError(DataError):
+  """A value of the file `path` does not parse as its column's type."""
+
+  def __init__(self, message: str, path: str):
+    super().__init__(message)
+    self.path = path
+
+
+def _parse_error(path: str, error: str, e: Exception) -> ParseError:
   msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-  return DataError(f"{path}: {error}: {msg}")
+  return ParseError(f"{path}: {error}: {msg}", path)
 
 
 def collect(lf: pl.LazyFrame, path: str, error: str) -> pl.DataFrame:
-  """Streaming collection; a value that does not parse raises DataError
-  ``"<path>: <error>: <polars' first line>"``."""
+  """Streaming collection; a value that does not parse raises `ParseError` (a
+  DataError) ``"<path>: <error>: <polars' first line>"``."""
   try:
     return lf.collect(engine="streaming")
   except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as e:

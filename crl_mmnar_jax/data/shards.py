@@ -291,8 +291,8 @@ def assemble(load: Callable[[], tuple[Cohort, dict[str, np.ndarray | None]]], n_
   error on any process is raised on every process (naming the process).
   """
   held = held_shards(n_shards)
-  distributed = n_shards > 1 and jax.process_count() > 1
-  if not distributed:
+  gathered = n_shards > 1 and jax.process_count() > 1
+  if not gathered:
     cohort, extras = load()
     cohort, extras = _shard_major(cohort, n_shards, extras)
     return cohort, Layout(n_shards, shard_of(cohort.patient_id, n_shards), held), extras

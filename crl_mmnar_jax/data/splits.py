@@ -113,6 +113,22 @@ def _check_groups_not_straddling(group_id: np.ndarray, split: np.ndarray,
                     f"group must be in the same split")
 
 
+def _units(ids_N: np.ndarray, groups_N: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+  """(unit of each row, each unit's representative row): units are the sorted unique
+  ids (or groups); a unit's representative is its first patient by id."""
+  unit_N = ids_N if groups_N is None else groups_N
+  _, unit_of_row_N = np.unique(unit_N, return_inverse=True)
+  by_unit_then_id = np.lexsort((ids_N, unit_of_row_N))
+  first = np.ones(len(ids_N), dtype=bool)
+  first[1:] = unit_of_row_N[by_unit_then_id][1:] != unit_of_row_N[by_unit_then_id][:-1]
+  return unit_of_row_N, by_unit_then_id[first]
+
+
+def _label_codes(labels_NxT: np.ndarray) -> np.ndarray:
+  """Labels as stratum codes: 0, 1, or 2 for unknown."""
+  return np.where(np.isnan(labels_NxT), 2, labels_NxT).astype(np.int64)
+
+
 def assign_splits(patient_id: np.ndarray, pattern_N: np.ndarray, labels_NxT: np.ndarray,
                   *, val_fraction: float = 0.15, test_fraction: float = 0.15,
                   seed: int = 0, group_id: np.ndarray | None = None,
@@ -177,14 +193,8 @@ def assign_splits(patient_id: np.ndarray, pattern_N: np.ndarray, labels_NxT: np.
   if labels_NxT.ndim != 2 or labels_NxT.shape[0] != n:
     raise ValueError(f"labels must have shape ({n}, T), got {labels_NxT.shape}")
 
-  # Units (sorted unique ids) and each unit's representative: its first patient by id.
-  unit_N = ids_N if groups_N is None else groups_N
-  _, unit_of_row_N = np.unique(unit_N, return_inverse=True)
-  n_units = int(unit_of_row_N.max()) + 1 if n else 0
-  by_unit_then_id = np.lexsort((ids_N, unit_of_row_N))
-  first = np.ones(n, dtype=bool)
-  first[1:] = unit_of_row_N[by_unit_then_id][1:] != unit_of_row_N[by_unit_then_id][:-1]
-  rep_U = by_unit_then_id[first]                  # rep_U[u] = row of unit u's first patient
+  unit_of_row_N, rep_U = _units(ids_N, groups_N)
+  n_units = len(rep_U)
   pattern_U = pattern_N[rep_U]
   rank_U = np.arange(n_units)
 
@@ -202,7 +212,7 @@ def assign_splits(patient_id: np.ndarray, pattern_N: np.ndarray, labels_NxT: np.
   offset = float(rng_val.random())
   rest_R = np.flatnonzero(~is_test_U)
   labels_RxT = labels_NxT[rep_U[rest_R]]
-  code_RxT = np.where(np.isnan(labels_RxT), 2, labels_RxT).astype(np.int64)  # 2 = unknown
+  code_RxT = _label_codes(labels_RxT)
   sort_keys = (rank_U[rest_R], key_U[rest_R],
                *(code_RxT[:, t] for t in reversed(range(code_RxT.shape[1]))),
                pattern_U[rest_R])
@@ -214,6 +224,35 @@ def assign_splits(patient_id: np.ndarray, pattern_N: np.ndarray, labels_NxT: np.
   code_U[is_test_U] = _TEST
   code_U[rest_R[is_val_R]] = _VAL
   return np.asarray(SPLIT_NAMES)[code_U[unit_of_row_N]].astype("<U5")
+
+
+def assign_folds(patient_id: np.ndarray, pattern_N: np.ndarray, labels_NxT: np.ndarray,
+                 n_folds: int, *, seed: int = 0,
+                 group_id: np.ndarray | None = None) -> np.ndarray:
+  """Fold 0..n_folds-1 per row, for cross-fitted ensembles over the non-test patients.
+
+  The same units (patients, or groups) and strata as the validation stage of
+  `assign_splits`: units sorted by (pattern, y_0, ..., y_{T-1}, a random key) are dealt
+  to folds in turn from a random start, so every stratum, at every nesting level, puts
+  floor(n/K) or ceil(n/K) of its units in each fold. Pass only rows whose labels may be
+  read (never test rows).
+  """
+  ids_N = _as_ids(patient_id, "patient_id")
+  if not (isinstance(n_folds, (int, np.integer)) and 2 <= n_folds <= len(ids_N)):
+    raise ValueError(f"n_folds must be an integer in [2, {len(ids_N)}], got {n_folds!r}")
+  groups_N = None if group_id is None else _as_ids(group_id, "group_id")
+  labels_NxT = np.asarray(labels_NxT, dtype=np.float64).reshape(len(ids_N), -1)
+  unit_of_row_N, rep_U = _units(ids_N, groups_N)
+  rng = np.random.default_rng([seed, 3])
+  key_U = rng.random(len(rep_U))
+  start = int(rng.integers(n_folds))
+  code_UxT = _label_codes(labels_NxT[rep_U])
+  order_U = np.lexsort((np.arange(len(rep_U)), key_U,
+                        *(code_UxT[:, t] for t in reversed(range(code_UxT.shape[1]))),
+                        np.asarray(pattern_N, np.int64)[rep_U]))
+  fold_U = np.empty(len(rep_U), np.int64)
+  fold_U[order_U] = (np.arange(len(rep_U)) + start) % n_folds
+  return fold_U[unit_of_row_N]
 
 
 def splits_frame(patient_id: np.ndarray, split: np.ndarray) -> pl.DataFrame:

@@ -3,33 +3,80 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
+from absl import logging
 
 from crl_mmnar_jax.cohort import Cohort
-from crl_mmnar_jax.data import shards
+from crl_mmnar_jax.data import quantiles, shards
+
+PREPROCESS = ("standard", "quantile_normal")
+EXTREME_FACTOR = 1e3   # a cell beyond median ± this · robust sd (training) is not measured
 
 
-def standardize(cohort: Cohort, train_rows: np.ndarray,
-                layout: shards.Layout | None = None) -> tuple[Cohort, dict]:
+def options(config: Any) -> dict[str, Any]:
+  """`standardize`'s keyword arguments from a run config (`data.preprocess`,
+  `data.extreme_factor`; `model.num_bins` when `model.num_embedding="ple"`)."""
+  data, model = config.data, config.model
+  ple = str(model.get("num_embedding", "none")) == "ple"
+  return {"preprocess": str(data.get("preprocess", "standard")),
+          "extreme_factor": float(data.get("extreme_factor", EXTREME_FACTOR)),
+          "num_bins": int(model.get("num_bins", 0)) if ple else 0}
+
+
+def column_name(cohort: Cohort, m: int, j: int) -> str:
+  names = cohort.feature_names[m] if cohort.feature_names else None
+  return str(names[j]) if names is not None and j < len(names) else f"#{j}"
+
+
+def standardize(cohort: Cohort, train_rows: np.ndarray, layout: shards.Layout | None = None,
+                *, preprocess: str = "standard", extreme_factor: float = EXTREME_FACTOR,
+                num_bins: int = 0) -> tuple[Cohort, dict]:
   """Z-scores every feature with mean/sd over the OBSERVED training rows of its modality
   and imputes NaN ("not measured" inside an observed row) with the training mean (0).
 
   Only training rows inform the statistics. Rows where a modality is missing stay
   exactly zero. Features constant (or never measured) on the training rows get mean 0
-  and sd 1. Returns the new cohort and, per modality, counts (for the record) and the
-  per-feature training `mean` and `sd` (float64 arrays of shape (d_m,)).
+  and sd 1.
+
+  Extreme values: a cell that is non-finite or beyond median ± `extreme_factor` · robust
+  sd of the feature's observed training values (`quantiles.robust_bounds`; 0 = only
+  non-finite) is treated as not measured, for the statistics and the transform, in every
+  split; they are counted per column (`extreme_cells`) and summarised in one warning line
+  (names and counts, never values).
+
+  `preprocess="quantile_normal"` replaces the z-score by the per-feature quantile
+  transform to N(0, 1) fitted on the observed training rows (`quantiles.quantile_normal`);
+  not-measured cells become its median, 0.
+
+  Returns the new cohort and, per modality: `n_train_observed`, `imputed_cells` (NaN
+  inside observed rows, all splits), `extreme_cells` ({column: patients} for columns with
+  any), the training `mean` and `sd` of the raw values and `raw_zero`, the transformed
+  value of a raw 0 (float64 arrays of shape (d_m,)); with `num_bins` > 0 also the
+  piecewise-linear encoding's `bin_edges` (d_m, num_bins + 1) and `n_bins` (d_m,) of the
+  transformed measured training values (`quantiles.bin_edges`).
 
   With a sharded `layout` the sums are taken per shard, then over shards in order
-  (`Layout.sum_per_shard`), so one process and several give the same statistics.
+  (`Layout.sum_per_shard`), and the quantiles on the same gathered sample of training rows
+  (`quantiles.training_values`), so one process and several give the same statistics.
   """
+  if preprocess not in PREPROCESS:
+    raise ValueError(f"preprocess must be one of {PREPROCESS}, got {preprocess!r}")
   layout = shards.Layout.single(cohort.n) if layout is None else layout
   train_rows = np.asarray(train_rows)
-  feats, stats = [], {}
+  all_rows = np.arange(cohort.n)
+  feats, stats, flagged = [], {}, []
   for m, (name, x) in enumerate(zip(cohort.modality_names, cohort.features)):
+    sample = quantiles.training_values(cohort, m, train_rows)       # collective if sharded
+    low_D, high_D = quantiles.robust_bounds(sample, extreme_factor)
+
+    def clean(v: np.ndarray) -> np.ndarray:         # extreme or non-finite -> not measured
+      with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(v) & (v >= low_D) & (v <= high_D), v, np.nan)
 
     def observed(rows: np.ndarray) -> np.ndarray:
-      return x[rows[cohort.present[rows, m]]].astype(np.float64)
+      return clean(x[rows[cohort.present[rows, m]]]).astype(np.float64)
 
     def first(rows: np.ndarray) -> np.ndarray:        # [measured count; sum] per feature
       xt = observed(rows)
@@ -43,15 +90,40 @@ def standardize(cohort: Cohort, train_rows: np.ndarray,
       var = np.where(measured_D > 0, ss_D / np.maximum(measured_D, 1), 1.0)
     sd = np.sqrt(var)
     sd = np.where(sd > 1e-8, sd, 1.0)
+    if preprocess == "standard":
+      def fitted(v: np.ndarray) -> np.ndarray:
+        return (v - mean) / sd
+      raw_zero = -mean / sd
+    else:
+      q_QxD = quantiles.fit_quantile_normal(clean(sample))
+
+      def fitted(v: np.ndarray) -> np.ndarray:
+        return quantiles.quantile_normal(v, q_QxD)
+      raw_zero = fitted(np.zeros((1, len(mean))))[0]
 
     def transform(x_local: np.ndarray, held: slice) -> np.ndarray:
-      z = np.nan_to_num((x_local - mean) / sd, nan=0.0).astype(np.float32)
+      z = np.nan_to_num(fitted(clean(x_local)), nan=0.0).astype(np.float32)
       return np.where(cohort.present[held, m:m + 1], z, 0.0).astype(np.float32)
 
     feats.append(shards.map_rows(x, transform))
-    all_rows = np.arange(cohort.n)
-    imputed = layout.sum_per_shard(
-        all_rows, lambda rows: np.isnan(x[rows[cohort.present[rows, m]]]).sum())
+
+    def counts(rows: np.ndarray) -> np.ndarray:       # [NaN cells; extreme cells] per feature
+      v = x[rows[cohort.present[rows, m]]]
+      return np.stack([np.isnan(v).sum(0), (~np.isnan(v) & np.isnan(clean(v))).sum(0)])
+
+    nan_D, extreme_D = layout.sum_per_shard(all_rows, counts)
+    extreme = {column_name(cohort, m, j): int(extreme_D[j]) for j in np.flatnonzero(extreme_D)}
+    flagged += [f"{name}/{col}: {k} patient{'s' if k > 1 else ''}"
+                for col, k in extreme.items()]
     stats[name] = {"n_train_observed": int(cohort.present[train_rows, m].sum()),
-                   "imputed_cells": int(imputed), "mean": mean, "sd": sd}
+                   "imputed_cells": int(nan_D.sum()), "extreme_cells": extreme,
+                   "mean": mean, "sd": sd, "raw_zero": raw_zero}
+    if num_bins > 0:
+      stats[name]["bin_edges"], stats[name]["n_bins"] = quantiles.bin_edges(
+          fitted(clean(sample)), num_bins)
+  if flagged:
+    more = f" and {len(flagged) - 10} more columns" if len(flagged) > 10 else ""
+    logging.warning("standardize: extreme or non-finite values (beyond median ± %g robust "
+                    "sd of the training values) treated as not measured: %s%s",
+                    extreme_factor, ", ".join(flagged[:10]), more)
   return dataclasses.replace(cohort, features=tuple(feats)), stats

@@ -27,13 +27,17 @@
 
 ``"bioclinicalbert"`` (optional; needs ``transformers`` and ``torch`` and the weights
 of ``emilyalsentzer/Bio_ClinicalBERT`` in a local folder, ``model_path=``)
-  Each text is tokenised without special tokens and cut into consecutive windows of
-  510 word pieces; each window gets ``[CLS]`` / ``[SEP]`` and goes through the model;
-  the last hidden state is mean-pooled over the window's tokens; the document's
-  embedding is the token-count-weighted mean over its windows: all 768 dimensions,
-  never truncated. No network access is attempted (``local_files_only=True``). An
-  empty text encodes to the zero vector. A missing package or folder raises
-  `DataError` with the fix.
+  Each text is tokenised without special tokens and cut into OVERLAPPING windows of
+  510 word pieces starting every ``stride`` (default `BERT_STRIDE` = 255, half a
+  window) word pieces, the last window ending at the text's end (`window_starts`), so
+  no word piece is seen only at a window's edge; each window gets ``[CLS]`` / ``[SEP]``
+  and goes through the model; the last hidden state is mean-pooled over the window's
+  tokens; the document's embedding is the token-count-weighted mean over its windows,
+  L2-normalised (``normalize=True``, like the hashed encoder's rows): all 768
+  dimensions, never truncated. ``device``: "auto" (CUDA when available, else CPU),
+  "cpu", "cuda" or "cuda:N". No network access is attempted
+  (``local_files_only=True``). An empty text encodes to the zero vector. A missing
+  package or folder raises `DataError` with the fix.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ ENCODERS = ("hashed", "bioclinicalbert")
 N_BUCKETS = 1 << 18
 NONZEROS_PER_BUCKET = 8
 BERT_WINDOW = 510           # word pieces per window, plus [CLS] and [SEP]
+BERT_STRIDE = 255           # word pieces between window starts (overlap: 255)
 _TOKEN = re.compile(r"[a-z0-9]+")
 _CACHE_LIMIT = 1_000_000    # unigram hashes kept in memory before the cache is reset
 STOP_WORDS = frozenset("""
@@ -142,12 +147,35 @@ class HashedEncoder:
     return out_NxD.astype(np.float32)
 
 
+def window_starts(n_tokens: int, window: int = BERT_WINDOW,
+                  stride: int = BERT_STRIDE) -> list[int]:
+  """Start offsets of overlapping windows of `window` tokens covering `n_tokens`: every
+  `stride` tokens, plus a last window ending at the end ([] for no token)."""
+  if not 0 < stride <= window:
+    raise DataError(f"text encoder: stride must be in [1, {window}], got {stride}")
+  if n_tokens <= window:
+    return [0] if n_tokens > 0 else []
+  starts = list(range(0, n_tokens - window, stride))
+  return starts + [n_tokens - window]
+
+
+def pick_device(device: str, torch) -> str:
+  """"auto": "cuda" when torch sees a GPU, else "cpu"; anything else as given."""
+  if device == "auto":
+    return "cuda" if torch.cuda.is_available() else "cpu"
+  if device != "cpu" and not str(device).startswith("cuda"):
+    raise DataError(f"text encoder device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+  return device
+
+
 class BertEncoder:
-  """Bio_ClinicalBERT from a local folder: mean-pooled last hidden state, 768 dims."""
+  """Bio_ClinicalBERT from a local folder: overlapping windows, mean-pooled last hidden
+  state, L2-normalised, 768 dims."""
 
   name = "bioclinicalbert"
 
-  def __init__(self, model_path: str, dim: int = 768, batch_size: int = 8):
+  def __init__(self, model_path: str, dim: int = 768, batch_size: int = 8,
+               stride: int = BERT_STRIDE, normalize: bool = True, device: str = "auto"):
     try:
       import torch  # pylint: disable=import-outside-toplevel
       import transformers  # pylint: disable=import-outside-toplevel
@@ -171,14 +199,21 @@ class BertEncoder:
     self.dim = hidden
     self._torch = torch
     self._batch_size = int(batch_size)
+    window_starts(BERT_WINDOW + 1, stride=int(stride))       # checks the stride
+    self._stride = int(stride)
+    self._normalize = bool(normalize)
+    self.device = pick_device(str(device), torch)
+    self._model = self._model.to(self.device)
 
   def _windows(self, text: str) -> list[list[int]]:
     ids = self._tokenizer(text or "", add_special_tokens=False)["input_ids"]
     cls, sep = self._tokenizer.cls_token_id, self._tokenizer.sep_token_id
-    return [[cls] + ids[s:s + BERT_WINDOW] + [sep] for s in range(0, len(ids), BERT_WINDOW)]
+    return [[cls] + ids[s:s + BERT_WINDOW] + [sep]
+            for s in window_starts(len(ids), stride=self._stride)]
 
   def encode(self, texts: Sequence[str]) -> np.ndarray:
-    """(N, 768) float32: token-weighted mean over 512-token windows of each text."""
+    """(N, dim) float32: token-weighted mean over the overlapping windows of each text,
+    L2-normalised (zero for an empty text)."""
     windows = [(i, w) for i, text in enumerate(texts) for w in self._windows(text)]
     sums_NxD = np.zeros((len(texts), self.dim), np.float64)
     counts_N = np.zeros(len(texts), np.float64)
@@ -186,16 +221,21 @@ class BertEncoder:
     for s in range(0, len(windows), self._batch_size):
       batch = windows[s:s + self._batch_size]
       width = max(len(w) for _, w in batch)
-      ids_BxL = torch.tensor([w + [0] * (width - len(w)) for _, w in batch])
-      mask_BxL = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for _, w in batch])
+      ids_BxL = torch.tensor([w + [0] * (width - len(w)) for _, w in batch],
+                             device=self.device)
+      mask_BxL = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for _, w in batch],
+                              device=self.device)
       with torch.no_grad():
         hidden_BxLxD = self._model(input_ids=ids_BxL, attention_mask=mask_BxL).last_hidden_state
       m = mask_BxL.unsqueeze(-1).to(hidden_BxLxD.dtype)
-      summed_BxD = (hidden_BxLxD * m).sum(1).double().numpy()
+      summed_BxD = (hidden_BxLxD * m).sum(1).double().cpu().numpy()
       for (i, w), row in zip(batch, summed_BxD):
         sums_NxD[i] += row
         counts_N[i] += len(w)
     out_NxD = sums_NxD / np.maximum(counts_N, 1.0)[:, None]
+    if self._normalize:
+      norm_N = np.linalg.norm(out_NxD, axis=1, keepdims=True)
+      out_NxD = np.where(norm_N > 0, out_NxD / np.where(norm_N > 0, norm_N, 1.0), 0.0)
     return out_NxD.astype(np.float32)
 
 
@@ -206,7 +246,8 @@ def get_encoder(name: str, *, dim: int = 768, **kw) -> HashedEncoder | BertEncod
     name: "hashed" (offline default) or "bioclinicalbert".
     dim: output width (768; for Bio_ClinicalBERT it must equal the hidden size).
     **kw: "hashed": ``seed`` (default 0); "bioclinicalbert": ``model_path`` (a local
-      folder holding the weights), ``batch_size``.
+      folder holding the weights), ``batch_size``, ``stride``, ``normalize``,
+      ``device``.
 
   Raises:
     DataError: an unknown name; for Bio_ClinicalBERT, missing packages or weights.

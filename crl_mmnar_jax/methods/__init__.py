@@ -47,6 +47,7 @@ from flax import nnx
 
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data import shards
+from crl_mmnar_jax.embeddings import EmbeddingSpec, spec_from_config
 from crl_mmnar_jax.losses import LossFn, LossWeights, objective
 from crl_mmnar_jax.methods import direct, m3care, muse, neural, reference
 from crl_mmnar_jax.model import CRLMMNAR, ModelConfig
@@ -97,22 +98,31 @@ Method = NeuralMethod | DirectMethod
 def model_config(config: ml_collections.ConfigDict, cohort: Cohort) -> ModelConfig:
   fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"input_dims", "n_tasks"}
   kw = {k: v for k, v in config.model.items() if k in fields}
+  kw["rec_drops"] = int(config.loss.get("rec_drops", 0))   # a loss setting the model draws
   return ModelConfig(input_dims=cohort.input_dims, n_tasks=cohort.n_tasks, **kw)
 
 
 def loss_weights(config: ml_collections.ConfigDict) -> LossWeights:
-  return LossWeights(**config.loss.to_dict())
+  fields = {f.name for f in dataclasses.fields(LossWeights)}
+  return LossWeights(**{k: v for k, v in config.loss.items() if k in fields})
+
+
+def embedding_spec(config: Config, data: MethodData) -> EmbeddingSpec | None:
+  """The numerical-feature embedding every neural method's encoders use
+  (`model.num_embedding`; PLE bins from `data.stats`); None for "none"."""
+  return spec_from_config(config.model, data.stats, data.cohort.modality_names)
 
 
 def _crl_mmnar(config: Config, data: MethodData, rngs: nnx.Rngs) -> CRLMMNAR:
-  return CRLMMNAR(model_config(config, data.cohort), rngs=rngs)
+  return CRLMMNAR(model_config(config, data.cohort), rngs=rngs,
+                  embedding=embedding_spec(config, data))
 
 
 def _transformer(config: Config, data: MethodData, rngs: nnx.Rngs) -> CRLMMNAR:
   """CRL-MMNAR's encoders, modality embeddings, masked fusion and heads; nothing else."""
   cfg = dataclasses.replace(model_config(config, data.cohort), use_missingness_embedding=False,
                             use_reconstruction=False, use_contrastive=False)
-  return CRLMMNAR(cfg, rngs=rngs)
+  return CRLMMNAR(cfg, rngs=rngs, embedding=embedding_spec(config, data))
 
 
 def _impute_mlp(indicators: bool) -> Callable[[Config, MethodData, nnx.Rngs], nnx.Module]:
@@ -123,10 +133,12 @@ def _impute_mlp(indicators: bool) -> Callable[[Config, MethodData, nnx.Rngs], nn
     if indicators:   # the training mean: a standardised 0
       fill_F = np.zeros(sum(c.input_dims), np.float32)
     else:            # a raw 0, standardised with the training statistics
-      fill_F = np.concatenate([-data.stats[n]["mean"] / data.stats[n]["sd"]
+      fill_F = np.concatenate([data.stats[n].get("raw_zero",
+                                                 -data.stats[n]["mean"] / data.stats[n]["sd"])
                                for n in c.modality_names])
     return neural.ImputeMLP(c.input_dims, c.n_tasks, int(config.model.dim),
-                            float(config.model.dropout), fill_F, indicators, rngs=rngs)
+                            float(config.model.dropout), fill_F, indicators, rngs=rngs,
+                            embedding=embedding_spec(config, data))
 
   return build
 
@@ -141,24 +153,26 @@ def _muse(config: Config, data: MethodData, rngs: nnx.Rngs) -> muse.MUSE:
   c, b = data.cohort, config.baseline
   return muse.MUSE(c.input_dims, c.n_tasks, int(config.model.dim), int(b.muse_layers),
                    float(config.model.dropout), float(b.muse_edge_dropout),
-                   _reference(config, data), rngs=rngs)
+                   _reference(config, data), rngs=rngs, embedding=embedding_spec(config, data))
 
 
 def _m3care(config: Config, data: MethodData, rngs: nnx.Rngs) -> m3care.M3Care:
   return m3care.M3Care(model_config(config, data.cohort),
                        float(config.baseline.m3care_temperature), _reference(config, data),
-                       rngs=rngs)
+                       rngs=rngs, embedding=embedding_spec(config, data))
 
 
 def _missing_token(config: Config, data: MethodData,
                    rngs: nnx.Rngs) -> neural.MissingToken:
-  return neural.MissingToken(model_config(config, data.cohort), rngs=rngs)
+  return neural.MissingToken(model_config(config, data.cohort), rngs=rngs,
+                             embedding=embedding_spec(config, data))
 
 
 def _late_fusion(config: Config, data: MethodData, rngs: nnx.Rngs) -> neural.LateFusion:
   c = data.cohort
   return neural.LateFusion(c.input_dims, c.n_tasks, int(config.model.dim),
-                           float(config.model.dropout), rngs=rngs)
+                           float(config.model.dropout), rngs=rngs,
+                           embedding=embedding_spec(config, data))
 
 
 # ----------------------------------------------------------------------------- losses

@@ -33,6 +33,7 @@ from crl_mmnar_jax.layers import (
   MASKED_LOGIT,
   Fusion,
   ModalityEncoders,
+  NumEmbeddings,
   TaskHeads,
   l2_normalize,
   lecun_stack,
@@ -51,9 +52,10 @@ class M3Care(nnx.Module):
   """
 
   def __init__(self, cfg: ModelConfig, temperature: float, reference: ReferencePatients, *,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, embedding: NumEmbeddings | None = None):
     m, d = cfg.n_modalities, cfg.dim
-    self.encoders = ModalityEncoders(cfg.input_dims, d, cfg.dropout, rngs=rngs)
+    self.encoders = ModalityEncoders(cfg.input_dims, d, cfg.dropout, rngs=rngs,
+                                     embedding=embedding)
     self.kernel_w1_MxDxD = nnx.Param(lecun_stack(rngs.params(), (m, d, d)))
     self.kernel_b1_MxD = nnx.Param(jnp.zeros((m, d)))
     self.kernel_w2_MxDxD = nnx.Param(lecun_stack(rngs.params(), (m, d, d)))

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from crl_mmnar_jax.layers import ModalityEncoders, TaskHeads, l2_normalize
+from crl_mmnar_jax.layers import ModalityEncoders, NumEmbeddings, TaskHeads, l2_normalize
 from crl_mmnar_jax.losses import LossFn, label_agreement_loss, paired_info_nce
 from crl_mmnar_jax.methods.reference import ReferencePatients
 
@@ -63,10 +63,10 @@ class MUSE(nnx.Module):
 
   def __init__(self, input_dims: Sequence[int], n_tasks: int, dim: int, n_layers: int,
                dropout: float, edge_dropout: float, reference: ReferencePatients, *,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, embedding: NumEmbeddings | None = None):
     if n_layers < 1:
       raise ValueError(f"baseline.muse_layers must be >= 1, got {n_layers}")
-    self.encoders = ModalityEncoders(input_dims, dim, dropout, rngs=rngs)
+    self.encoders = ModalityEncoders(input_dims, dim, dropout, rngs=rngs, embedding=embedding)
     self.modality_nodes_MxD = nnx.Param(jax.random.normal(rngs.params(), (len(input_dims), dim)))
     self.message = nnx.List([nnx.Linear(2 * dim, dim, rngs=rngs) for _ in range(n_layers)])
     self.node_update = nnx.List([nnx.Linear(2 * dim, dim, rngs=rngs) for _ in range(n_layers)])

@@ -24,6 +24,11 @@ modality's token is a learned per-modality "missing" embedding (its input is nev
 read); tokens get modality embeddings and go through an unmasked transformer, mean
 pooling over all M tokens, heads. Simplification: one embedding per modality (Flex-MoE
 also indexes its bank by the observed combination) and no mixture-of-experts layer.
+
+With `model.num_embedding` != "none" every one of them embeds its numerical features
+first (`embeddings.py`, the same embedding as CRL-MMNAR's encoders): the per-modality
+encoders through `ModalityEncoders`, the early-fusion MLPs over the concatenated imputed
+features (a missing modality's fill value is embedded, never its input).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from crl_mmnar_jax.embeddings import EmbeddingSpec
 from crl_mmnar_jax.layers import (
   Constant,
   Fusion,
@@ -53,11 +59,17 @@ class ImputeMLP(nnx.Module):
   the indicators δ), `in -> D -> D` MLP, heads."""
 
   def __init__(self, input_dims: Sequence[int], n_tasks: int, dim: int, dropout: float,
-               fill_F: np.ndarray, indicators: bool, *, rngs: nnx.Rngs):
+               fill_F: np.ndarray, indicators: bool, *, rngs: nnx.Rngs,
+               embedding: EmbeddingSpec | None = None):
     self.fill_F = Constant(jnp.asarray(fill_F, jnp.float32))
     self.split_at = split_points(input_dims)
     self.indicators = indicators
-    d_in = sum(input_dims) + (len(input_dims) if indicators else 0)
+    n_features = sum(input_dims)    # one embedding over the concatenated (imputed) features
+    self.embed = (None if embedding is None else
+                  nnx.data(embedding.concatenated().modules((n_features,), rngs=rngs)[0]))
+    if self.embed is not None:
+      n_features *= self.embed.dim
+    d_in = n_features + (len(input_dims) if indicators else 0)
     self.mlp = MLPBlock(d_in, dim, dim, dropout, rngs=rngs)
     self.heads = TaskHeads(1, n_tasks, dim, rngs=rngs)
 
@@ -68,6 +80,9 @@ class ImputeMLP(nnx.Module):
     fills = jnp.split(self.fill_F[...], self.split_at)
     cols = [jnp.where(present_BxM[:, j:j + 1], x_BxDm, fill_Dm)
             for j, (x_BxDm, fill_Dm) in enumerate(zip(x, fills))]
+    if self.embed is not None:
+      x_BxF = jnp.concatenate(cols, axis=-1)
+      cols = [self.embed(x_BxF).reshape(x_BxF.shape[0], -1)]
     if self.indicators:
       cols.append(present_BxM.astype(cols[0].dtype))
     h_BxD = self.mlp(jnp.concatenate(cols, axis=-1), deterministic=deterministic, rngs=rngs)
@@ -78,8 +93,8 @@ class LateFusion(nnx.Module):
   """Per-modality encoders and heads; the logit is the mean over observed modalities."""
 
   def __init__(self, input_dims: Sequence[int], n_tasks: int, dim: int, dropout: float, *,
-               rngs: nnx.Rngs):
-    self.encoders = ModalityEncoders(input_dims, dim, dropout, rngs=rngs)
+               rngs: nnx.Rngs, embedding: EmbeddingSpec | None = None):
+    self.encoders = ModalityEncoders(input_dims, dim, dropout, rngs=rngs, embedding=embedding)
     self.heads = TaskHeads(len(input_dims), n_tasks, dim, rngs=rngs)
 
   def __call__(self, x: Sequence[Array], present_BxM: Array, *, deterministic: bool = True,
@@ -96,9 +111,11 @@ class LateFusion(nnx.Module):
 class MissingToken(nnx.Module):
   """A learned token per absent modality, unmasked transformer over all M tokens."""
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs,
+               embedding: EmbeddingSpec | None = None):
     m, d = cfg.n_modalities, cfg.dim
-    self.encoders = ModalityEncoders(cfg.input_dims, d, cfg.dropout, rngs=rngs)
+    self.encoders = ModalityEncoders(cfg.input_dims, d, cfg.dropout, rngs=rngs,
+                                     embedding=embedding)
     self.missing_MxD = nnx.Param(0.02 * jax.random.normal(rngs.params(), (m, d)))
     self.modality_emb_MxD = nnx.Param(0.02 * jax.random.normal(rngs.params(), (m, d)))
     self.fusion = Fusion(cfg, rngs=rngs)

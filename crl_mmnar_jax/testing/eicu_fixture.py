@@ -60,35 +60,69 @@ COLUMNS = {
 
 
 def _stay(stay, hs, pid, age, year, visit, status="Alive", unittype="Med-Surg ICU",
-          gender="Female"):
+          gender="Female", hao=-120, udo=3000, unit_status="Alive"):
+  """One patient row; `hao` = hospitaladmitoffset and `udo` = unitdischargeoffset
+  (minutes from this unit admission)."""
   return dict(patientunitstayid=stay, patienthealthsystemstayid=hs, gender=gender, age=age,
               ethnicity="Caucasian", hospitalid=73, wardid=92, admissionheight=170.2,
-              hospitaladmittime24="08:00:00", hospitaladmitoffset=-120,
+              hospitaladmittime24="08:00:00", hospitaladmitoffset=hao,
               hospitaladmitsource="Emergency Department", hospitaldischargeyear=year,
               hospitaldischargetime24="10:00:00", hospitaldischargeoffset=5000,
               hospitaldischargelocation="Home", hospitaldischargestatus=status,
               unittype=unittype, unitadmittime24="10:00:00",
               unitadmitsource="Emergency Department", unitvisitnumber=visit,
               unitstaytype="admit", admissionweight=80.5, dischargeweight=79.0,
-              unitdischargetime24="12:00:00", unitdischargeoffset=3000,
-              unitdischargelocation="Floor", unitdischargestatus="Alive", uniquepid=pid)
+              unitdischargetime24="12:00:00", unitdischargeoffset=udo,
+              unitdischargelocation="Floor", unitdischargestatus=unit_status, uniquepid=pid)
 
 
-# Patients: 001-1 short stay (10 h); 002-1 two hospital stays (2015 hs 20, 2014 hs 21: the
-# 2014 one is first), age "> 89", died in hospital; 003-1 two unit stays in one hospital
-# stay (icu readmission), the vitals/labs patient; 004-1 a child; 005-1 unknown age;
-# 006-1 adult with nothing charted and an empty discharge status.
+# Patients (cohort, labels and attrition checked by hand in tests/test_eicu.py; times of
+# a unit stay in minutes from its HOSPITAL admission: -hao to -hao + udo):
+# 001-1 discharged from the unit at 10 h (inside the 24 h window): excluded.
+# 002-1 two hospital stays (2015 hs 20, 2014 hs 21: the 2014 one is first), age "> 89",
+#       died in hospital (on the ward): mortality 1, icu_readmission 0,
+#       hospital_readmission unknown (died).
+# 003-1 the vitals/labs patient; hs 30: stay 300 (120 -> 3120), 301 a transfer 10 min
+#       after (3130 -> 4130), 302 a return 14.5 h after that (5000 ->): icu_readmission 1.
+# 004-1 a child; 005-1 unknown age (both excluded).
+# 006-1 adult with nothing charted and an empty discharge status: mortality and
+#       hospital_readmission unknown.
+# 007-1 hs 70: stay 700 (120 -> 3120), 701 a direct transfer at 3120 (gap 0) and nothing
+#       later: icu_readmission 0 (counted 1 by any later unitvisitnumber).
+# 008-1 dies in the unit at 33 h (after the window): mortality 1, icu_readmission and
+#       hospital_readmission unknown.
+# 009-1 hs 90 (2014) then hs 91 (2015): hospital_readmission 1.
+# 010-1 hs 100 (2014) then hs 101 with a null discharge year: hospital_readmission 0 (a
+#       null year is not "later").
+# 011-1 dies in the unit at 10 h: excluded (a death inside the window).
 PATIENTS = [
-    {**_stay(100, 10, "001-1", "45", 2014, 1), "unitdischargeoffset": 600},
+    _stay(100, 10, "001-1", "45", 2014, 1, udo=600),
     _stay(200, 20, "002-1", "> 89", 2015, 1),
     _stay(210, 21, "002-1", "> 89", 2014, 1, status="Expired", gender="Male",
           unittype="MICU"),
     _stay(300, 30, "003-1", "60", 2014, 1, unittype="SICU"),
-    _stay(301, 30, "003-1", "60", 2014, 2),
+    _stay(301, 30, "003-1", "60", 2014, 2, hao=-3130, udo=1000),
+    _stay(302, 30, "003-1", "60", 2014, 3, hao=-5000, udo=1000),
     _stay(400, 40, "004-1", "12", 2015, 1),
     _stay(500, 50, "005-1", "", 2015, 1),
     _stay(600, 60, "006-1", "70", 2015, 1, status=""),
+    _stay(700, 70, "007-1", "50", 2015, 1),
+    _stay(701, 70, "007-1", "50", 2015, 2, hao=-3120),
+    _stay(800, 80, "008-1", "75", 2015, 1, status="Expired", udo=2000,
+          unit_status="Expired"),
+    _stay(900, 90, "009-1", "65", 2014, 1),
+    _stay(910, 91, "009-1", "65", 2015, 1),
+    _stay(1000, 100, "010-1", "55", 2014, 1),
+    _stay(1010, 101, "010-1", "55", None, 1),
+    _stay(1100, 110, "011-1", "80", 2015, 1, status="Expired", udo=600,
+          unit_status="Expired"),
 ]
+COHORT = ["002-1", "003-1", "006-1", "007-1", "008-1", "009-1", "010-1"]
+INDEX_STAYS = [210, 300, 600, 700, 800, 900, 1000]
+EXPECTED_LABELS = {   # mortality, icu_readmission, hospital_readmission (None: unknown)
+    "002-1": (1, 0, None), "003-1": (0, 1, 0), "006-1": (None, 0, None),
+    "007-1": (0, 0, 0), "008-1": (1, None, None), "009-1": (0, 0, 1),
+    "010-1": (0, 0, 0)}
 
 TABLES = {
     "patient": PATIENTS,
@@ -143,7 +177,7 @@ TABLES = {
     ],
     "treatment": [],
     "respiratoryCharting": [
-        dict(respchartid=1, patientunitstayid=100, respchartoffset=40,
+        dict(respchartid=1, patientunitstayid=700, respchartoffset=40,
              respchartentryoffset=40, respcharttypecat="respFlowSettings",
              respchartvaluelabel="FiO2", respchartvalue="40"),
     ],
@@ -151,8 +185,13 @@ TABLES = {
         dict(microlabid=1, patientunitstayid=300, culturetakenoffset=300,
              culturesite="Urine, Catheter Specimen", organism="Escherichia coli",
              antibiotic="ampicillin", sensitivitylevel="Resistant"),
-        dict(microlabid=2, patientunitstayid=300, culturetakenoffset=2000,
+        dict(microlabid=2, patientunitstayid=300, culturetakenoffset=300,
+             culturesite="Urine, Catheter Specimen", organism="Escherichia coli",
+             antibiotic="ciprofloxacin", sensitivitylevel="Sensitive"),   # same culture
+        dict(microlabid=3, patientunitstayid=300, culturetakenoffset=600,
              culturesite="Blood, Venipuncture", organism="no growth"),
+        dict(microlabid=4, patientunitstayid=300, culturetakenoffset=2000,
+             culturesite="Sputum, Expectorated", organism="no growth"),   # after window
     ],
 }
 

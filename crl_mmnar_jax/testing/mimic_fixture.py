@@ -11,14 +11,21 @@ Subjects (index admission = first valid one; expected labels in `EXPECTED_LABELS
   1 minute after discharge (not a 30-day readmission); an ICU stay of a later
   admission exactly 90 days after discharge; dies 181 days after discharge; no notes.
 * 10000003 (S3): a transfer between hadm_ids: the second admission starts at the index
-  dischtime (not a readmission) and has an ICU stay after the index discharge (not a
-  later admission's ICU stay); no notes.
+  dischtime, so both are ONE episode (03-01 08:00 to 03-08 10:00): its lab, its ICU stay
+  and that stay's vitals are the episode's, not a readmission's; no notes.
 * 10000004 (S4): a child (excluded). 10000005 (S5): died in the index admission
   (excluded). 10000006 (S6): no admission (excluded).
 * 10000007 (S7): first admission invalid (dischtime < admittime, at age 17) and dropped;
   the index is a year later at age 18; dies exactly 180 days after discharge; two
   radiology reports and a late report after discharge.
 * 10000008 (S8): discharged alive, dies on the discharge day (out of hospital).
+* 10000009 (S9): the MIMIC demo's pattern (subject 10002930): a 5.4 h observation stay
+  discharged at 11:44, a direct emergency admission at 11:45 (one episode, with a lab
+  drawn in its second admission), then an ELECTIVE admission 10 days after the episode
+  ends: no 30-day readmission (it would be 1 twice under "any admission within 30 days
+  of the first discharge").
+* 10000010 (S10): readmitted (URGENT) exactly `EPISODE_GAP_HOURS` = 6 h after discharge:
+  a new episode, a 30-day readmission.
 """
 
 from __future__ import annotations
@@ -40,14 +47,17 @@ from crl_mmnar_jax.testing.mimic_fake_common import relative_path
 # paths (`schema.PATIENTS` = "hosp/patients", ...).
 COLUMNS = {relative_path(table): columns for table, columns in TABLE_COLUMNS.items()}
 
-S1, S2, S3, S4, S5, S6, S7, S8 = range(10000001, 10000009)
-COHORT = [S1, S2, S3, S7, S8]
+S1, S2, S3, S4, S5, S6, S7, S8, S9, S10 = range(10000001, 10000011)
+COHORT = [S1, S2, S3, S7, S8, S9, S10]
 EXPECTED_LABELS = {   # readmission_30d, icu_90d, mortality_180d
-    S1: [1, 1, 0], S2: [0, 1, 0], S3: [0, 0, 0], S7: [0, 0, 1], S8: [0, 0, 1]}
+    S1: [1, 1, 0], S2: [0, 1, 0], S3: [0, 0, 0], S7: [0, 0, 1], S8: [0, 0, 1],
+    S9: [0, 0, 0], S10: [1, 0, 0]}
+INDEX_HADM = [101, 201, 301, 702, 801, 901, 1001]
 TEXTS = {
     "s1_discharge": 'Discharge summary:\nChest pain, "troponin" negative; discharged home '
                     'on aspirin.',
     "s1_radiology": "CHEST (PA AND LAT): no acute cardiopulmonary process.",
+    "s1_radiology_ed": "ED portable chest film: no pneumothorax, lines in place.",
     "s7_discharge": "Hip fracture after a fall, repaired; discharged to rehab.",
     "s7_radiology_1": "Hip radiograph: displaced femoral neck fracture.",
     "s7_radiology_2": "Post-operative hip radiograph: hemiarthroplasty in place.",
@@ -135,6 +145,10 @@ def tables() -> dict[str, list[dict]]:
                anchor_year_group="2008 - 2010", dod=s7_dod),
           dict(subject_id=S8, gender="M", anchor_age=80, anchor_year=2150,
                anchor_year_group="2008 - 2010", dod="2150-07-04"),
+          dict(subject_id=S9, gender="F", anchor_age=60, anchor_year=2150,
+               anchor_year_group="2017 - 2019", dod=""),
+          dict(subject_id=S10, gender="M", anchor_age=55, anchor_year=2150,
+               anchor_year_group="2011 - 2013", dod=""),
       ],
       schema.ADMISSIONS: [
           _adm(S1, 101, "2150-01-01 10:00:00", "2150-01-05 12:00:00"),
@@ -156,6 +170,14 @@ def tables() -> dict[str, list[dict]]:
           _adm(S7, 702, "2151-01-10 10:00:00", "2151-01-12 10:00:00", dloc="REHAB",
                race="ASIAN - CHINESE"),
           _adm(S8, 801, "2150-07-01 09:00:00", "2150-07-04 17:00:00", insurance="Other"),
+          _adm(S9, 901, "2150-08-01 06:18:00", "2150-08-01 11:44:00",
+               atype="EU OBSERVATION", dloc=""),
+          _adm(S9, 902, "2150-08-01 11:45:00", "2150-08-05 10:00:00", atype="DIRECT EMER.",
+               aloc="PHYSICIAN REFERRAL"),
+          _adm(S9, 903, "2150-08-15 10:00:00", "2150-08-16 10:00:00", atype="ELECTIVE",
+               aloc="PHYSICIAN REFERRAL"),
+          _adm(S10, 1001, "2150-09-01 10:00:00", "2150-09-03 10:00:00"),
+          _adm(S10, 1002, "2150-09-03 16:00:00", "2150-09-05 10:00:00", atype="URGENT"),
       ],
       schema.ICUSTAYS: [
           dict(subject_id=S1, hadm_id=102, stay_id=30102, first_careunit="MICU",
@@ -181,6 +203,7 @@ def tables() -> dict[str, list[dict]]:
           _lab(7, S1, 51000, "2150-01-01 12:00:00", 3.0),              # not a listed lab
           _lab(8, S3, 50912, "2150-03-05 08:00:00", 2.0),              # in the transfer
           _lab(9, S8, 50983, "2150-07-01 10:00:00", 135.0, "mEq/L"),
+          _lab(10, S9, 50912, "2150-08-03 08:00:00", 2.0),             # in admission 902
       ],
       schema.CHARTEVENTS: [
           _chart(S2, 201, 30201, 220045, "2150-02-02 10:00:00", 80.0, "bpm"),
@@ -216,6 +239,9 @@ def tables() -> dict[str, list[dict]]:
       ],
       schema.NOTE_RADIOLOGY: [
           _note("radiology", S1, 101, 1, "2150-01-01 15:00:00", TEXTS["s1_radiology"]),
+          # Reports without hadm_id: 4 h before admittime (in), 8 h before (out).
+          _note("radiology", S1, "", 3, "2150-01-01 06:00:00", TEXTS["s1_radiology_ed"]),
+          _note("radiology", S1, "", 4, "2150-01-01 02:00:00", "Outpatient film, earlier."),
           _note("radiology", S1, 102, 2, "2150-02-05 15:00:00", "Later admission film."),
           _note("radiology", S7, 702, 1, "2151-01-10 12:00:00", TEXTS["s7_radiology_1"]),
           _note("radiology", S7, 702, 2, "2151-01-11 12:00:00", TEXTS["s7_radiology_2"]),
@@ -233,9 +259,10 @@ def tables() -> dict[str, list[dict]]:
 def with_post_discharge_events(t: dict[str, list[dict]]) -> dict[str, list[dict]]:
   """`t` plus events after each cohort subject's index discharge (labels unchanged)."""
   t = copy.deepcopy(t)
-  late = {S1: "2150-01-05 12:01:00", S2: "2150-02-10 12:30:00", S3: "2150-03-03 10:00:01",
-          S7: "2151-01-12 11:00:00", S8: "2150-07-04 17:05:00"}
-  index = {S1: 101, S2: 201, S3: 301, S7: 702, S8: 801}
+  late = {S1: "2150-01-05 12:01:00", S2: "2150-02-10 12:30:00", S3: "2150-03-08 10:00:01",
+          S7: "2151-01-12 11:00:00", S8: "2150-07-04 17:05:00", S9: "2150-08-05 10:00:30",
+          S10: "2150-09-03 10:01:00"}
+  index = dict(zip(COHORT, INDEX_HADM))
   for k, (sid, time) in enumerate(late.items()):
     t[schema.LABEVENTS].append(_lab(100 + k, sid, 50912, time, 7.7))
     t[schema.PRESCRIPTIONS].append(_rx(sid, index[sid], 100 + k, time, "Vancomycin"))
@@ -243,6 +270,7 @@ def with_post_discharge_events(t: dict[str, list[dict]]) -> dict[str, list[dict]
                                           _plus(time, days=1),
                                           "Late addendum: vancomycin started."))
     t[schema.NOTE_RADIOLOGY].append(_note("radiology", sid, index[sid], 9, time, "Late film."))
+    t[schema.NOTE_RADIOLOGY].append(_note("radiology", sid, "", 10, time, "Late ED film."))
   t[schema.CHARTEVENTS].append(_chart(S2, 201, 30201, 220045, late[S2], 190.0, "bpm"))
   t[schema.CXR_METADATA_DEFAULT].append(_image("d5", S1, 50003, "PA", 21500105, 120100.0))
   return t

@@ -2,17 +2,32 @@
 
 Each checkpoint is one `ocp.args.Composite`: `state` (model and optimizer, an nnx.State)
 and `meta` (JSON: step, epoch, position in the epoch, early-stopping bookkeeping,
-config hash). Orbax writes into a temporary directory and renames it when complete, so
-a kill during a save leaves the previous checkpoint intact.
+config hash, and `state_sha256`, the hash of the saved arrays' bytes). Orbax writes into
+a temporary directory and renames it when complete, so a kill during a save leaves the
+previous checkpoint intact.
+
+A restore checks the state against `state_sha256`. `latest` keeps the last two steps: a
+corrupt or unreadable one (flipped bytes, a truncated file) is deleted with a warning
+and the previous one is used; with no good step left, or a corrupt `best`, the restore
+stops with one line (`WorkdirError`) naming the checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
+import logging
 import os
-from typing import Any
+import re
+import shutil
+from typing import Any, Callable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from crl_mmnar_jax.workdir import WorkdirError, fault_point
 
 _GLOB_CHARACTERS = "[]*?"
 
@@ -26,9 +41,34 @@ def check_directory(workdir: str) -> None:
                      f"restored below such a path (orbax/tensorstore); choose another name")
 
 
-def _manager(directory: str) -> ocp.CheckpointManager:
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir` holds a checkpoint step, in WORKDIR/checkpoints or in a
+  sub-folder's (cross-fitted members), without opening it."""
+  pattern = os.path.join(glob.escape(workdir), "**", "checkpoints", "*", "[0-9]*")
+  return any(os.path.basename(p).isdigit() for p in glob.iglob(pattern, recursive=True))
+
+
+def _host_array(x: Any) -> np.ndarray:
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    x = x.addressable_data(0)            # the state is replicated: any copy is the whole
+  return np.asarray(jax.device_get(x))
+
+
+def state_digest(state: Any) -> str:
+  """sha256 of the state's leaves (path, dtype, shape and bytes) in tree order."""
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    a = np.ascontiguousarray(_host_array(leaf))
+    h.update(f"{jax.tree_util.keystr(path)}:{a.dtype.str}:{a.shape};".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
-      preservation_policy=ocp.checkpoint_managers.LatestN(1),
+      preservation_policy=ocp.checkpoint_managers.LatestN(keep),
       enable_async_checkpointing=False,
       cleanup_tmp_directories=True,
       create=True,
@@ -36,31 +76,95 @@ def _manager(directory: str) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
+class _NotFromOrbax(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "orbax" not in record.pathname
+
+
+@contextlib.contextmanager
+def _orbax_errors_silenced():
+  """Orbax's save threads log each failure with a traceback; the caller reports it."""
+  quiet = _NotFromOrbax()
+  logger = logging.getLogger("absl")
+  logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    logger.removeFilter(quiet)
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  first = text[0].split(". See full")[0][:160] if text else ""
+  return f"{type(e).__name__}: {first}"
+
+
 class Checkpoints:
   """The run's two checkpoint managers under `WORKDIR/checkpoints/`."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, log: Callable[[str], None] = print):
     check_directory(workdir)
-    self.latest = _manager(os.path.join(workdir, "checkpoints", "latest"))
-    self.best = _manager(os.path.join(workdir, "checkpoints", "best"))
+    self.log = log
+    self.folder = os.path.join(workdir, "checkpoints")
+    self.latest = _manager(os.path.join(self.folder, "latest"), keep=2)
+    self.best = _manager(os.path.join(self.folder, "best"), keep=1)
 
   @staticmethod
   def _save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
     if step in mgr.all_steps():   # a rerun after a kill recomputed the same step
       return
-    mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                           meta=ocp.args.JsonSave(meta)))
-    mgr.wait_until_finished()
+    meta = dict(meta, state_sha256=state_digest(state))
+    fault_point("checkpoint_save")
+    try:
+      with _orbax_errors_silenced():
+        mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               meta=ocp.args.JsonSave(meta)))
+        mgr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001  (a full or read-only disk: one OSError line)
+      code = re.search(r"os_error_code='?(\d+)", str(e))
+      n = e.errno if isinstance(e, OSError) else int(code.group(1)) if code else None
+      if not n:
+        raise
+      # orbax's abandoned write tasks would each log the error again at exit
+      logging.getLogger("asyncio").addFilter(lambda record: False)
+      raise OSError(n, os.strerror(n), os.path.join(str(mgr.directory), str(step))) from None
 
-  @staticmethod
-  def _restore(mgr: ocp.CheckpointManager, like_state: Any) -> tuple[Any, dict] | None:
-    step = mgr.latest_step()
-    if step is None:
+  def _restore(self, mgr: ocp.CheckpointManager, like_state: Any,
+               kind: str) -> tuple[Any, dict] | None:
+    steps = sorted(mgr.all_steps(), reverse=True)
+    if not steps:
       return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-    out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                    meta=ocp.args.JsonRestore()))
-    return out["state"], dict(out["meta"])
+    bad: list[tuple[int, str]] = []
+    for step in steps:
+      try:
+        out = mgr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        state, meta = out["state"], dict(out["meta"])
+        want = meta.get("state_sha256")
+        if want is not None and state_digest(state) != want:
+          raise ValueError("the restored arrays do not match the hash saved with them")
+      except Exception as e:  # noqa: BLE001  (any failure to read it back: corrupt)
+        bad.append((step, _first_line(e)))
+        continue
+      for b, why in bad:
+        self.log(f"warning: checkpoint {os.path.join(self.folder, kind, str(b))} is corrupt "
+                 f"({why}); deleted it and resumed from step {step}")
+        self._delete(mgr, b)
+      return state, meta
+    step, why = bad[0]
+    raise WorkdirError(
+        f"checkpoint {os.path.join(self.folder, kind, str(step))} is corrupt ({why})"
+        + (f", and so are the older ones {[b for b, _ in bad[1:]]}" if len(bad) > 1 else "")
+        + f"; delete {self.folder} to train again")
+
+  @staticmethod
+  def _delete(mgr: ocp.CheckpointManager, step: int) -> None:
+    try:
+      mgr.delete(step)
+    except Exception:  # noqa: BLE001  (orbax may not read it: remove the folder)
+      shutil.rmtree(os.path.join(str(mgr.directory), str(step)), ignore_errors=True)
+      mgr.reload()
 
   def save_latest(self, step: int, state: Any, meta: dict) -> None:
     self._save(self.latest, step, state, meta)
@@ -69,10 +173,13 @@ class Checkpoints:
     self._save(self.best, step, state, meta)
 
   def restore_latest(self, like_state: Any) -> tuple[Any, dict] | None:
-    return self._restore(self.latest, like_state)
+    return self._restore(self.latest, like_state, "latest")
 
   def restore_best(self, like_state: Any) -> tuple[Any, dict] | None:
-    return self._restore(self.best, like_state)
+    return self._restore(self.best, like_state, "best")
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
 
   def close(self) -> None:
     self.latest.close()

@@ -29,14 +29,15 @@ from crl_mmnar_jax.data import shards
 from crl_mmnar_jax.train import mesh as mesh_lib
 from crl_mmnar_jax.train.checkpoint import Checkpoints
 from crl_mmnar_jax.train.optim import loss_scales, make_optimizer
-from crl_mmnar_jax.train.step import init_state, make_predict_fn, make_step, predict
+from crl_mmnar_jax.train.step import init_state, make_predict_fn, make_step, predict, prefetched
+from crl_mmnar_jax.workdir import StopRequest, WorkdirError, fault_point
 
 if TYPE_CHECKING:
   from crl_mmnar_jax.methods import MethodData, NeuralMethod
 
 
 class NonFiniteLossError(RuntimeError):
-  """The loss became NaN or Inf; the last good checkpoint is left intact."""
+  """The loss became NaN or Inf; the checkpoints saved before it are left intact."""
 
 
 def mean_auroc(labels_NxT: np.ndarray, probs_NxT: np.ndarray) -> float:
@@ -52,16 +53,17 @@ class MetricsWriter:
   """metrics.jsonl, one JSON object per line, written by process 0 only.
 
   On resume, lines logged after the restored checkpoint's step are dropped (they will
-  be logged again), so the file always describes one consistent run.
+  be logged again), so the file always describes one consistent run. A torn last line
+  (a kill during a write) is dropped too; any other unreadable line stops the run with
+  one line naming the file and line.
   """
 
   def __init__(self, path: str, resume_step: int | None):
     self.path = path
     self.enabled = jax.process_index() == 0
     if self.enabled and resume_step is not None and os.path.exists(path):
-      with open(path) as f:
-        keep = [line for line in f if line.strip()
-                and json.loads(line).get("step", 0) <= resume_step]
+      keep = [line for line, record in read_metrics_lines(path)
+              if record.get("step", 0) <= resume_step]
       tmp = path + ".tmp"
       with open(tmp, "w") as f:
         f.writelines(keep)
@@ -74,6 +76,27 @@ class MetricsWriter:
       with open(self.path, "a") as f:
         f.write(json.dumps(record, allow_nan=True) + "\n")
         f.flush()
+
+
+def read_metrics_lines(path: str) -> list[tuple[str, dict]]:
+  """(line, record) of every complete line of metrics.jsonl; a torn last line is left out."""
+  with open(path, "rb") as f:
+    lines = f.read().decode("utf-8", errors="replace").split("\n")
+  out = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    except ValueError as e:
+      if all(not rest.strip() for rest in lines[i + 1:]):   # the last line: torn by a kill
+        break
+      raise WorkdirError(f"{path}:{i + 1}: not a JSON object ({e}); delete the file or "
+                         f"that line to resume") from None
+    out.append((line + "\n", record))
+  return out
 
 
 class Progress:
@@ -112,9 +135,11 @@ class FitResult:
   resumed: bool
 
 
-def _check_finite(pending: list[tuple[int, Any]]) -> float | None:
+def _check_finite(pending: list[tuple[int, Any]], ckpt: Checkpoints | None = None
+                  ) -> float | None:
   """Raises NonFiniteLossError naming the first step whose loss or updated parameters
-  are NaN/Inf; returns the last loss. Called before every checkpoint save."""
+  are NaN/Inf and what `ckpt` holds; returns the last loss. Called before every
+  checkpoint save."""
   if not pending:
     return None
   values = jax.device_get([p for _, p in pending])
@@ -122,9 +147,12 @@ def _check_finite(pending: list[tuple[int, Any]]) -> float | None:
     if not finite:
       what = f"loss became {float(loss)}" if not np.isfinite(loss) else \
           "parameters became NaN/Inf"
+      saved = None if ckpt is None else ckpt.latest_step()
+      where = ("No checkpoint was saved before it." if saved is None else
+               f"The latest checkpoint (step {saved}) was saved before it and is intact.")
       raise NonFiniteLossError(
-          f"{what} at step {step}; training stopped. The last good checkpoint is "
-          f"intact: lower train.lr, check the inputs, or lower train.clip_norm.")
+          f"{what} at step {step}; training stopped. {where} Lower train.lr or "
+          f"train.clip_norm, or check the inputs, with a new --workdir.")
   return float(values[-1][0])
 
 
@@ -132,7 +160,15 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
         workdir: str, mesh: jax.sharding.Mesh, config_hash: str,
         log: Callable[[str], None] = print) -> FitResult:
   """Trains `method` on `data.train_rows` with early stopping on the AUROC of
-  `data.val_rows`; resumes from `workdir` if possible."""
+  `data.val_rows`; resumes from `workdir` if possible. SIGINT/SIGTERM stop it between
+  steps, after a checkpoint, with `workdir.Interrupted`."""
+  with StopRequest() as signals:
+    return _fit_loop(config, method, data, workdir, mesh, config_hash, log, signals)
+
+
+def _fit_loop(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodData,
+              workdir: str, mesh: jax.sharding.Mesh, config_hash: str,
+              log: Callable[[str], None], signals: StopRequest) -> FitResult:
   cohort, train_rows, val_rows = data.cohort, data.train_rows, data.val_rows
   layout = data.layout or shards.Layout.single(cohort.n)
   t = config.train
@@ -144,7 +180,7 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
   tx = make_optimizer(config, n_epochs * steps_per_epoch)
   graphdef, state = init_state(lambda rngs: method.build(config, data, rngs), tx,
                                int(config.seed), mesh)
-  train_step = make_step(graphdef, method.make_loss(config))
+  train_step = make_step(graphdef, method.make_loss(config), str(t.get("compute_dtype", "float32")))
   predict_fn = make_predict_fn(graphdef)
   eval_bs = int(t.eval_batch_size)
   mesh_lib.check_batch_size(eval_bs, mesh)
@@ -152,7 +188,7 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
   base_key = jax.random.key(int(config.seed))
   val_labels = cohort.labels[val_rows]
 
-  ckpt = Checkpoints(workdir)
+  ckpt = Checkpoints(workdir, log)
   meta = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_score": -1.0, "best_step": -1,
           "best_epoch": -1, "bad_epochs": 0, "history": [], "done": False,
           "config_hash": config_hash}
@@ -161,8 +197,8 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
   if resumed:
     state, meta = restored
     if meta.get("config_hash") != config_hash:
-      raise ValueError(f"checkpoint in {workdir} was written by a different config "
-                       f"(hash {meta.get('config_hash')} != {config_hash})")
+      raise WorkdirError(f"checkpoint in {workdir} was written by a different config "
+                         f"(hash {meta.get('config_hash')} != {config_hash})")
     log(f"resuming from step {meta['step']} (epoch {meta['epoch']}, batch "
         f"{meta['batch_in_epoch']})")
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"),
@@ -178,24 +214,30 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
     bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{n_epochs} ({phase})", t.progress)
     pending: list[tuple[int, Any]] = []
     t0, n_seen, last_loss = time.perf_counter(), 0, None
-    for b in range(int(meta["batch_in_epoch"]), steps_per_epoch):
-      batch = mesh_lib.put_batch(mesh_lib.local_batch(cohort, batches[b], gbs), mesh)
-      state, parts = train_step(state, batch, jax.random.fold_in(base_key, step), aux_a, pred_a)
+    load = lambda b: mesh_lib.put_batch(mesh_lib.local_batch(cohort, batches[b], gbs), mesh)
+    for b, batch in prefetched(load, range(int(meta["batch_in_epoch"]), steps_per_epoch)):
+      state, parts = train_step(state, batch, base_key, np.int32(step), aux_a, pred_a)
       step += 1
+      fault_point("step", step)
       n_seen += int((batches[b] >= 0).sum())
       pending.append((step, (parts["total"], parts["finite"])))
       if step % t.log_every == 0:
-        last_loss = _check_finite(pending)
+        last_loss = _check_finite(pending, ckpt)
         pending = []
         host = {k: float(v) for k, v in jax.device_get(parts).items() if k != "finite"}
         writer.write({"step": step, "epoch": epoch, "phase": phase, "aux_scale": aux,
                       **{f"train/{k}": v for k, v in host.items()}})
       if t.checkpoint_every and step % t.checkpoint_every == 0 and b + 1 < steps_per_epoch:
-        _check_finite(pending)
+        _check_finite(pending, ckpt)
         pending = []
         ckpt.save_latest(step, state, dict(meta, step=step, epoch=epoch, batch_in_epoch=b + 1))
+      if signals.requested and b + 1 < steps_per_epoch:    # SIGINT/SIGTERM: save, then stop
+        _check_finite(pending, ckpt)
+        pending = []
+        ckpt.save_latest(step, state, dict(meta, step=step, epoch=epoch, batch_in_epoch=b + 1))
+        signals.stop(step)
       bar.update(b + 1, last_loss, n_seen)
-    last_loss = _check_finite(pending) if pending else last_loss
+    last_loss = _check_finite(pending, ckpt) if pending else last_loss
     train_time = time.perf_counter() - t0
     bar.update(steps_per_epoch, last_loss, n_seen, force=True)
 
@@ -223,6 +265,8 @@ def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodDat
     if stop:
       log(f"early stopping: no improvement for {t.patience} epochs")
     ckpt.save_latest(step, state, meta)
+    if signals.requested:
+      signals.stop(step)
 
   best = ckpt.restore_best(state)
   ckpt.close()

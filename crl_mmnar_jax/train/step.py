@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -33,17 +34,50 @@ def create_state(mcfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
   return init_state(lambda rngs: CRLMMNAR(mcfg, rngs=rngs), tx, seed, mesh)
 
 
-def make_step(graphdef: nnx.GraphDef, loss: LossFn) -> Callable:
-  """The jit-compiled step: (state, batch, key, aux_scale, pred_scale) -> (state, parts)."""
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
-  def train_step(state, batch: Batch, key, aux_scale, pred_scale):
+
+def _cast_floats(tree: Any, dtype) -> Any:
+  return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating)
+                      else a, tree)
+
+
+def make_step(graphdef: nnx.GraphDef, loss: LossFn, compute_dtype: str = "float32"
+              ) -> Callable:
+  """The jit-compiled step: (state, batch, base_key, step, aux_scale, pred_scale) ->
+  (state, parts); the state is donated.
+
+  The step's randomness (dropout, the random leave-one-out drops) comes from
+  `fold_in(base_key, step)`, computed inside the step, so the host does no per-step key
+  work and a resumed run draws exactly what the uninterrupted one drew. With
+  `compute_dtype="bfloat16"` the forward and backward passes run on bfloat16 copies of
+  the parameters and inputs (mixed precision for accelerators); the losses are
+  computed in float32 from the outputs, and the parameters, their gradients and the
+  optimizer state stay float32.
+  """
+  dtype = COMPUTE_DTYPES[compute_dtype]
+
+  def train_step(state, batch: Batch, base_key, step, aux_scale, pred_scale):
     model, optimizer = nnx.merge(graphdef, state)
+    key = jax.random.fold_in(base_key, step)
 
-    def loss_fn(model):
-      out = model(batch.x, batch.present_BxM, deterministic=False, rngs=nnx.Rngs(dropout=key))
-      return loss(out, batch, aux_scale, pred_scale)
+    if dtype == jnp.float32:
+      def loss_fn(model):
+        out = model(batch.x, batch.present_BxM, deterministic=False,
+                    rngs=nnx.Rngs(dropout=key))
+        return loss(out, batch, aux_scale, pred_scale)
 
-    (_, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+      (_, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    else:
+      model_def, params, rest = nnx.split(model, nnx.Param, ...)
+      x = _cast_floats(batch.x, dtype)
+
+      def loss_fn(params):
+        low = nnx.merge(model_def, _cast_floats(params, dtype), rest)
+        out = low(x, batch.present_BxM, deterministic=False, rngs=nnx.Rngs(dropout=key))
+        return loss(_cast_floats(out, jnp.float32), batch, aux_scale, pred_scale)
+
+      (_, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     optimizer.update(model, grads)
     params = jax.tree.leaves(nnx.state(model, nnx.Param))
     finite = jnp.isfinite(parts["total"]) & jnp.all(
@@ -54,9 +88,30 @@ def make_step(graphdef: nnx.GraphDef, loss: LossFn) -> Callable:
   return jax.jit(train_step, donate_argnums=0)
 
 
-def make_train_step(graphdef: nnx.GraphDef, weights: LossWeights, miss_kind: str) -> Callable:
+def make_train_step(graphdef: nnx.GraphDef, weights: LossWeights, miss_kind: str,
+                    compute_dtype: str = "float32") -> Callable:
   """`make_step` with CRL-MMNAR's total loss."""
-  return make_step(graphdef, objective(weights, miss_kind))
+  return make_step(graphdef, objective(weights, miss_kind), compute_dtype)
+
+
+T = TypeVar("T")
+
+
+def prefetched(load: Callable[[int], T], indices: Iterable[int]) -> Iterator[tuple[int, T]]:
+  """Yields (i, load(i)) in order; load(i + 1) runs on a background thread while the
+  caller works on item i (double buffering: the next batch is gathered and transferred
+  while the current step runs). Loads are pure, so the order and values are those of a
+  plain loop; an exception in `load` is raised where its item would be yielded."""
+  indices = list(indices)
+  if not indices:
+    return
+  with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+    ahead = pool.submit(load, indices[0])
+    for n, i in enumerate(indices):
+      item = ahead.result()
+      if n + 1 < len(indices):
+        ahead = pool.submit(load, indices[n + 1])
+      yield i, item
 
 
 def make_predict_fn(graphdef: nnx.GraphDef) -> Callable:

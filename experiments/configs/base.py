@@ -22,6 +22,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.val_fraction = 0.15
   c.data.test_fraction = 0.15
   c.data.splits_file = ""       # reuse another run's splits.parquet (joined on patient_id)
+  c.data.preprocess = "standard"  # or "quantile_normal": per-feature quantile map to N(0, 1)
+  c.data.extreme_factor = 1e3   # cells beyond median ± this·robust sd: not measured (0: off)
 
   c.model = ml_collections.ConfigDict()
   c.model.dim = 128
@@ -35,6 +37,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.use_reconstruction = True
   c.model.use_contrastive = True
   c.model.miss_head = "bce"
+  c.model.num_embedding = "none"  # numerical feature embeddings: "ple" or "periodic"
+  c.model.num_bins = 48           # PLE: quantile bins per feature (training rows)
+  c.model.num_embedding_dim = 16  # width of each feature's embedding
+  c.model.frequency_scale = 0.1   # periodic: sd of the initial frequencies
 
   c.loss = ml_collections.ConfigDict()
   c.loss.pred = 1.0
@@ -44,6 +50,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.loss.temperature = 0.1
   c.loss.focal_gamma = 0.0
   c.loss.rec_stop_gradient = True
+  c.loss.rec_drops = 1          # L_rec/L_con: random observed modalities each patient drops
+                                # per step, one fusion pass each (0: all, exact leave-one-out)
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128
@@ -60,6 +68,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 50        # steps between metrics.jsonl lines
   c.train.checkpoint_every = 0  # steps between mid-epoch checkpoints (0: epoch ends only)
   c.train.progress = True
+  c.train.compute_dtype = "float32"  # or "bfloat16": forward/backward; parameters stay float32
+  c.train.cv_folds = 1          # >1: K cross-fitted members (ensemble.py), OOF validation
   c.train.data_shards = 1       # >1: each process loads only its shards' patients (shards.py)
 
   # Baselines (`crl_mmnar_jax/methods/`); the neural ones share c.model's width,

@@ -152,6 +152,11 @@ class Script:
   def run(self, argv: Sequence[str] | None = None) -> NoReturn:
     """The command line: `absl.app.run(main)` with the flags on `flags.FLAGS`."""
     argv = self._argv(sys.argv if argv is None else argv)
-    app.run(lambda rest: self.main(rest, flags.FLAGS), argv=argv,
+
+    def main(rest):   # an int is an exit status; other results (for tests) are not
+      result = self.main(rest, flags.FLAGS)
+      return result if isinstance(result, int) and not isinstance(result, bool) else None
+
+    app.run(main, argv=argv,
             flags_parser=lambda a: self._define_and_parse(a, flags.FLAGS))
     raise AssertionError("absl.app.run returned")   # it exits

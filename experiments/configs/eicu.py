@@ -4,12 +4,14 @@ Run:
   python -m experiments.run --config=eicu --config.data.dir=/path/to/eicu-crd/2.0 \
       --config.data.cache_dir=/tmp/eicu_cache --workdir=/tmp/crl_eicu
 
-Cohort: adults, first unit stay per patient (`uniquepid`, the split unit). Features
+Cohort: adults, first unit stay per patient (`uniquepid`, the split unit), still in the
+unit and alive at the end of the window. Features
 come from the first `data.window_hours` (24) hours of the unit stay, in ten virtual
 modalities: demographics (always observed), periodic vitals, aperiodic vitals,
 laboratory, medications, infusions, intake/output, diagnoses, treatments and
 respiratory care, microbiology (see `crl_mmnar_jax/eicu.py`). Tasks: in-hospital
-`mortality`, `icu_readmission` (a later unit stay in the same hospital stay), and
+`mortality`, `icu_readmission` (a return to an ICU in the same hospital stay at least
+4 h after the unit episode ends; transfers are not returns), and
 optionally `hospital_readmission` (a later hospital stay of the same patient; no dates in
 eICU, so no 30-day window). `data.cache_dir` keeps each extraction stage as parquet so
 a rerun skips finished stages; empty means a fresh temporary folder. Expected result: depends on
@@ -31,6 +33,7 @@ def get_config(arg: str = ""):
   c = get_base_config()
   c.data.name = "eicu"
   c.data.dir = ""
+  c.data.strict = False      # True: refuse imperfect rows (file:line) instead of counting
   c.data.tasks = "mortality,icu_readmission"
   c.data.window_hours = 24.0
   c.data.cache_dir = ""

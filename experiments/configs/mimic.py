@@ -16,21 +16,26 @@ With neither data.dir nor data.meds it reads the open MIMIC-IV demo in MEDS form
 `python -m experiments.run --config=mimic` works out of the box where that file exists
 (and says so in one line where it does not).
 
-Cohort: adults, first hospital admission per subject (the split unit), survived it;
+Cohort: adults, first hospital episode per subject (the split unit; admissions less than
+6 h apart are one episode), survived it, anchor_year_group in `data.anchor_years`;
 an attrition table and the cohort fingerprint land in WORKDIR/data_info.json. Tasks,
-counted from the index discharge: `readmission_30d`, `icu_90d` (ICU stay in a later
-admission), `mortality_180d`. Modalities: ehr (always observed), cxr, discharge_note,
+counted from the index discharge: `readmission_30d` (unplanned: elective and
+same-day-surgery admissions do not count), `icu_90d` (ICU stay in a later admission),
+`mortality_180d`. Modalities: ehr (always observed), cxr, discharge_note,
 radiology_note; a modality observed for nobody is dropped (the MEDS demo has no notes
 and no images, so it trains on ehr alone). Definitions: `crl_mmnar_jax/mimic.py`.
 
-Demo: 100 subjects; 95 in the cohort (5 died in their first admission); 15 are
-readmitted within 30 days, 14 go to an ICU within 90 days and 9 die within 180 days.
+Demo: 100 subjects; 95 in the cohort (5 died in their first admission); 13 are
+readmitted within 30 days (15 before episodes and planned admissions: one admission 1
+minute after an observation stay, one same-day surgery), 14 go to an ICU within 90 days
+and 9 die within 180 days.
 Validation and test splits hold 14 subjects each, so the counts per split are tiny:
 seed 0 (the default) has both classes of every task in validation; some seeds do not
 (seed 9 has no 180-day death in validation and the runner stops with a one-line
 message: pick another seed, `--config.data.val_fraction=0.25`, or drop the task with
 `--config.data.tasks=readmission_30d,icu_90d`). Expected result on the demo: noise.
-Seed 0 with `--config.train.epochs=3` gave test AUROC 0.43 for readmission_30d (4
+Seed 0 with `--config.train.epochs=3` gave (with the labels before the episode rule)
+test AUROC 0.43 for readmission_30d (4
 positives of 14), 0.88 for icu_90d (4 of 14) and 0.00 for mortality_180d (1 of 14),
 mean 0.43 (the logistic-regression reference: mean 0.30). On full MIMIC-IV the result
 depends on your copy; there is no shared copy to report numbers from.
@@ -54,12 +59,16 @@ def get_config(arg: str = ""):
   c.data.meds = ""               # or a MEDS events parquet file / folder
   c.data.demo_meds = os.path.join(SHARED_DATA, "mimic-iv-demo-meds", "events.parquet")
   c.data.version = ""            # "2.2", "3.1" or "" (folder name, else unknown)
+  c.data.strict = False      # True: refuse imperfect rows (file:line) instead of counting
   c.data.tasks = "readmission_30d,icu_90d,mortality_180d"
   c.data.cache_dir = ""
   c.data.text_encoder = "hashed"
   c.data.text_model_path = ""
+  c.data.text_device = "auto"    # Bio_ClinicalBERT: "auto" (GPU if any), "cpu", "cuda:N"
   c.data.cxr_embeddings = ""
   c.data.cxr_metadata = ""       # default <dir>/cxr/mimic-cxr-2.0.0-metadata.csv.gz
+  c.data.anchor_years = "2008-2019"   # anchor_year_group kept ("" = all; v3.x adds
+                                      # 2020-2022, which has no notes or chest X-rays)
   c.model.dim = 64
   c.model.mlp_ratio = 2
   c.model.proj_dim = 32

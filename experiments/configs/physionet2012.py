@@ -33,6 +33,7 @@ def get_config(arg: str = ""):
   c = get_base_config()
   c.data.name = "physionet2012"
   c.data.dir = os.path.normpath(os.path.join(SHARED_DATA, "physionet2012"))
+  c.data.strict = False      # True: refuse imperfect rows (file:line) instead of counting
   c.data.tasks = "in_hospital_death"
   c.data.window_hours = 48.0
   c.data.train_sets = ""     # e.g. "a,b": with test_sets, split by set (the challenge)

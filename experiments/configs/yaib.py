@@ -30,6 +30,7 @@ def get_config(arg: str = ""):
   c.data.name = "yaib"
   c.data.dir = os.path.normpath(os.path.join(SHARED_DATA, "yaib-demo"))
   c.data.databases = "mimic_demo,eicu_demo"
+  c.data.strict = False      # True: refuse imperfect rows (file:line) instead of counting
   c.data.task = "mortality24"
   c.data.window_hours = 24.0
   c.data.test_database = ""   # e.g. "mimic_demo": external validation

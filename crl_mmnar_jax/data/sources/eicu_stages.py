@@ -19,6 +19,7 @@ import polars as pl
 
 from crl_mmnar_jax.data import io
 from crl_mmnar_jax.data.featurize import ModalityGroup, featurize_batched, hash_bucket
+from crl_mmnar_jax.data.row_policy import CsvTables
 
 N_BUCKETS = 16
 
@@ -50,11 +51,12 @@ PARSE_ERROR = "cannot parse a value with its eICU v2.0 type"
 # ----------------------------------------------------------------------------- files
 
 
-def scan(directory: str, name: str, columns: dict[str, pl.DataType]
+def scan(tables: CsvTables, directory: str, name: str, columns: dict[str, pl.DataType]
          ) -> tuple[pl.LazyFrame, str]:
-  """Lazy scan of table `name` projected to `columns` (typed), header checked."""
+  """Lazy scan of table `name` projected to `columns` (typed), header checked; read
+  leniently once `tables` has counted a value of it that does not parse."""
   path = io.require_table(directory, name, "eICU")
-  return io.scan_csv(path, columns, f"eICU table '{name}'", name_empty_file=False), path
+  return tables.scan(path, columns, f"eICU table '{name}'", name_empty_file=False), path
 
 
 def collect(lf: pl.LazyFrame, path: str) -> pl.DataFrame:
@@ -69,9 +71,9 @@ def _in_window(offset: str, window_min: float) -> pl.Expr:
   return pl.col(offset).is_between(0, window_min)
 
 
-def _series_stage(directory: str, table: str, offset: str, variables: Sequence[str],
-                  name: str, stays: np.ndarray, window_min: float, scratch: str,
-                  batch_values: int,
+def _series_stage(tables: CsvTables, directory: str, table: str, offset: str,
+                  variables: Sequence[str], name: str, stays: np.ndarray,
+                  window_min: float, scratch: str, batch_values: int,
                   long: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None,
                   columns: dict[str, pl.DataType] | None = None
                   ) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -85,7 +87,7 @@ def _series_stage(directory: str, table: str, offset: str, variables: Sequence[s
   """
   cols = columns or {STAY: pl.Int64, offset: pl.Int64,
                      **{v: pl.Float64 for v in variables}}
-  lf, path = scan(directory, table, cols)
+  lf, path = scan(tables, directory, table, cols)
   lf = lf.filter(pl.col(STAY).is_in(pl.Series(stays).implode()) &
                  _in_window(offset, window_min))
   if long is not None:
@@ -152,18 +154,18 @@ def _to_stays(stays: np.ndarray, parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
                    *(pl.col(c).cast(pl.Float64).fill_null(0.0) for c in feat_cols))
 
 
-def _events(directory: str, table: str, columns: dict[str, pl.DataType], offset: str,
-            stays: np.ndarray, window_min: float,
-            extra: pl.Expr | None = None) -> pl.DataFrame:
-  lf, path = scan(directory, table, columns)
+def _events(tables: CsvTables, directory: str, table: str,
+            columns: dict[str, pl.DataType], offset: str, stays: np.ndarray,
+            window_min: float, extra: pl.Expr | None = None) -> pl.DataFrame:
+  lf, path = scan(tables, directory, table, columns)
   cond = pl.col(STAY).is_in(pl.Series(stays).implode()) & _in_window(offset, window_min)
   if extra is not None:
     cond = cond & extra
   return collect(lf.filter(cond), path)
 
 
-def _medication(directory, stays, window_min):
-  rows = _events(directory, "medication",
+def _medication(tables, directory, stays, window_min):
+  rows = _events(tables, directory, "medication",
                  {STAY: pl.Int64, "drugorderoffset": pl.Int64,
                   "drugordercancelled": pl.String, "drugname": pl.String},
                  "drugorderoffset", stays, window_min,
@@ -175,8 +177,8 @@ def _medication(directory, stays, window_min):
       "rows_in_window": len(rows)}
 
 
-def _infusion(directory, stays, window_min):
-  rows = _events(directory, "infusionDrug",
+def _infusion(tables, directory, stays, window_min):
+  rows = _events(tables, directory, "infusionDrug",
                  {STAY: pl.Int64, "infusionoffset": pl.Int64, "drugname": pl.String},
                  "infusionoffset", stays, window_min)
   rows = rows.with_columns(pl.col("drugname").str.strip_chars().str.to_lowercase())
@@ -186,8 +188,8 @@ def _infusion(directory, stays, window_min):
       "rows_in_window": len(rows)}
 
 
-def _diagnosis(directory, stays, window_min):
-  rows = _events(directory, "diagnosis",
+def _diagnosis(tables, directory, stays, window_min):
+  rows = _events(tables, directory, "diagnosis",
                  {STAY: pl.Int64, "diagnosisoffset": pl.Int64,
                   "diagnosisstring": pl.String, "icd9code": pl.String},
                  "diagnosisoffset", stays, window_min)
@@ -198,11 +200,11 @@ def _diagnosis(directory, stays, window_min):
       "rows_in_window": len(rows)}
 
 
-def _treatment_resp(directory, stays, window_min):
-  tr = _events(directory, "treatment",
+def _treatment_resp(tables, directory, stays, window_min):
+  tr = _events(tables, directory, "treatment",
                {STAY: pl.Int64, "treatmentoffset": pl.Int64, "treatmentstring": pl.String},
                "treatmentoffset", stays, window_min)
-  rc = _events(directory, "respiratoryCharting",
+  rc = _events(tables, directory, "respiratoryCharting",
                {STAY: pl.Int64, "respchartoffset": pl.Int64,
                 "respchartvaluelabel": pl.String}, "respchartoffset", stays, window_min)
   tr_counts = tr.group_by(STAY).agg(
@@ -216,18 +218,20 @@ def _treatment_resp(directory, stays, window_min):
                                    "respiratory_rows_in_window": len(rc)}
 
 
-def _microbiology(directory, stays, window_min):
-  rows = _events(directory, "microLab",
+def _microbiology(tables, directory, stays, window_min):
+  """Cultures TAKEN in the window: only what is known when a culture is ordered (how
+  many, from which sites). The organism and sensitivity columns are results that
+  arrive days later, and microLab has one row per organism and antibiotic tested, so
+  neither they nor the row count are read."""
+  rows = _events(tables, directory, "microLab",
                  {STAY: pl.Int64, "culturetakenoffset": pl.Int64,
-                  "culturesite": pl.String, "organism": pl.String},
+                  "culturesite": pl.String},
                  "culturetakenoffset", stays, window_min)
-  org = pl.col("organism").str.strip_chars().str.to_lowercase()
-  positive = org.is_not_null() & (org != "") & ~org.str.contains("no growth")
+  site = pl.col("culturesite").str.strip_chars().str.to_lowercase()
   counts = rows.group_by(STAY).agg(
-      pl.len().cast(pl.Float64).alias("micro_rows"),
-      pl.struct("culturetakenoffset", "culturesite").n_unique().alias("micro_cultures"),
-      positive.sum().cast(pl.Float64).alias("micro_positive"),
-      pl.col("culturesite").n_unique().alias("micro_sites"))
+      pl.struct("culturetakenoffset", site).n_unique().cast(pl.Float64)
+      .alias("micro_cultures"),
+      site.n_unique().cast(pl.Float64).alias("micro_sites"))
   return _to_stays(stays, [counts]), {"rows_in_window": len(rows)}
 
 
@@ -238,26 +242,26 @@ def _lab_long(lf: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def modality_stage(name: str, directory: str, stays: np.ndarray, window_min: float,
-                   scratch: str, batch_values: int) -> tuple[pl.DataFrame, dict[str, Any]]:
+                   scratch: str, batch_values: int, tables: CsvTables
+                   ) -> tuple[pl.DataFrame, dict[str, Any]]:
   """One modality's per-stay frame (stay id, present, features) and its report.
 
   Scratch files go to the folder `scratch`; time series are featurised in batches of
-  stays holding about `batch_values` values.
+  stays holding about `batch_values` values; tables are scanned through `tables` (the
+  row policy for values that do not parse).
   """
-  if name == "vitals_periodic":
-    return _series_stage(directory, "vitalPeriodic", "observationoffset", PERIODIC_VITALS,
-                         name, stays, window_min, scratch, batch_values)
-  if name == "vitals_aperiodic":
-    return _series_stage(directory, "vitalAperiodic", "observationoffset",
-                         APERIODIC_VITALS, name, stays, window_min, scratch, batch_values)
+  series = {"vitals_periodic": ("vitalPeriodic", "observationoffset", PERIODIC_VITALS),
+            "vitals_aperiodic": ("vitalAperiodic", "observationoffset", APERIODIC_VITALS),
+            "intake_output": ("intakeOutput", "intakeoutputoffset", IO_VARIABLES)}
+  if name in series:
+    table, offset, variables = series[name]
+    return _series_stage(tables, directory, table, offset, variables, name, stays,
+                         window_min, scratch, batch_values)
   if name == "lab":
-    return _series_stage(directory, "lab", "labresultoffset", LAB_NAMES, name, stays,
-                         window_min, scratch, batch_values, long=_lab_long,
+    return _series_stage(tables, directory, "lab", "labresultoffset", LAB_NAMES, name,
+                         stays, window_min, scratch, batch_values, long=_lab_long,
                          columns={STAY: pl.Int64, "labresultoffset": pl.Int64,
                                   "labname": pl.String, "labresult": pl.Float64})
-  if name == "intake_output":
-    return _series_stage(directory, "intakeOutput", "intakeoutputoffset", IO_VARIABLES,
-                         name, stays, window_min, scratch, batch_values)
   fn = {"medication": _medication, "infusion": _infusion, "diagnosis": _diagnosis,
         "treatment_resp": _treatment_resp, "microbiology": _microbiology}[name]
-  return fn(directory, stays, window_min)
+  return fn(tables, directory, stays, window_min)

@@ -24,8 +24,12 @@ modality is returned by `load_tables_with_info` (`filled_cells`) and logged. ±I
 not a missing value: it is an error.
 
 All problems with the input raise `DataError` (a ValueError) with a message naming the
-file and the offending column or values; the command-line runner reports it and exits
-non-zero.
+file, the offending column and the number of bad rows with the first one's position;
+messages never print data values (patient ids included), so they can be shared. The
+command-line runner reports it in one line and exits non-zero. Inputs that load but
+are probably not what was meant (a modality file with no rows or only null values, a
+non-parquet file in DIR that is ignored, a task column with no known label) are
+warned about in one line each and listed in ``info["warnings"]``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ from absl import logging
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.io import (
-  few,
   id_kind,
   ids_to_numpy,
   read_kept_rows,
@@ -58,6 +61,12 @@ _SUFFIX = ".parquet"
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _first_row(mask) -> str:
+  """"first at row R" (1-based data row of the file) for a boolean mask of bad rows."""
+  rows = np.flatnonzero(np.asarray(mask, bool))
+  return f"first at row {int(rows[0]) + 1}" if len(rows) else "no row"
 
 
 def _id_series(df: pl.DataFrame, path: str, column: str = ID_COLUMN,
@@ -85,10 +94,11 @@ def _id_series(df: pl.DataFrame, path: str, column: str = ID_COLUMN,
 
 
 def _check_unique_ids(ids: pl.Series, path: str) -> None:
-  dup = ids.filter(ids.is_duplicated())
-  if len(dup):
-    raise DataError(f"{path}: {dup.n_unique()} patient_id value(s) appear in more than one "
-                    f"row, e.g. {few(dup)}; one row per patient is required")
+  is_dup = ids.is_duplicated()
+  if is_dup.any():
+    raise DataError(f"{path}: {ids.filter(is_dup).n_unique()} patient_id value(s) appear in "
+                    f"more than one row ({_first_row(is_dup)}); one row per patient is "
+                    f"required")
 
 
 def _is_numeric(dtype: pl.DataType) -> bool:
@@ -102,10 +112,10 @@ def _label_column(df: pl.DataFrame, column: str, path: str) -> np.ndarray:
     raise DataError(f"{path}: label column '{column}' has dtype {dtype}; labels must be "
                     f"0/1 (numeric or boolean) or null")
   y = df[column].cast(pl.Float64).fill_nan(None)
-  bad = y.filter(y.is_not_null() & ~y.is_in([0.0, 1.0]))
-  if len(bad):
-    raise DataError(f"{path}: label column '{column}' must hold 0, 1 or null; found "
-                    f"{few(bad)} in {len(bad)} row(s)")
+  is_bad = (y.is_not_null() & ~y.is_in([0.0, 1.0])).to_numpy()
+  if is_bad.any():
+    raise DataError(f"{path}: label column '{column}' must hold 0, 1 or null; "
+                    f"{int(is_bad.sum())} row(s) hold another value ({_first_row(is_bad)})")
   return y.to_numpy().astype(np.float32)
 
 
@@ -126,10 +136,10 @@ def _split_column(df: pl.DataFrame, path: str) -> np.ndarray | None:
   if n_null:
     raise DataError(f"{path}: column '{SPLIT_COLUMN}' is null for {n_null} of {len(s)} "
                     f"patients; give a split for every patient or for none")
-  bad = s.filter(~s.is_in(list(_SPLIT_VALUES)))
-  if len(bad):
+  is_bad = (~s.is_in(list(_SPLIT_VALUES))).to_numpy()
+  if is_bad.any():
     raise DataError(f"{path}: column '{SPLIT_COLUMN}' must hold {list(_SPLIT_VALUES)}; "
-                    f"found {few(bad)} in {len(bad)} row(s)")
+                    f"{int(is_bad.sum())} row(s) hold another value ({_first_row(is_bad)})")
   return s.to_numpy().astype("<U5")
 
 
@@ -197,10 +207,12 @@ def _load_modality(path: str, label_rows: pl.DataFrame, ids_kind: str, n: int,
                       f"{df.schema[c]}; features must be integers, floats or booleans "
                       f"(encode categories as numbers first)")
   id_frame = pl.DataFrame({ID_COLUMN: ids}).with_row_index("__file_row")
-  unknown = id_frame.join(label_rows, on=ID_COLUMN, how="anti")[ID_COLUMN]
+  unknown = id_frame.join(label_rows, on=ID_COLUMN, how="anti")["__file_row"].to_numpy()
   if len(unknown):
-    raise DataError(f"{path}: {len(unknown)} patient_id value(s) are not in {LABELS_FILE}, "
-                    f"e.g. {few(unknown)}; every modality row must belong to a labelled "
+    mask = np.zeros(len(df), bool)
+    mask[unknown] = True
+    raise DataError(f"{path}: {len(unknown)} patient_id value(s) are not in {LABELS_FILE} "
+                    f"({_first_row(mask)}); every modality row must belong to a labelled "
                     f"patient")
   pairs = id_frame.join(label_rows, on=ID_COLUMN, how="inner")
   file_row = pairs["__file_row"].to_numpy().astype(np.int64)
@@ -214,7 +226,8 @@ def _load_modality(path: str, label_rows: pl.DataFrame, ids_kind: str, n: int,
     bad = [c for c, k in zip(columns, inf_D) if k]
     raise DataError(f"{path}: feature column(s) {bad[:5]} hold ±Inf "
                     f"({int(inf_D.sum())} cell(s)); use null for a missing value")
-  x32_RxD = x_RxD.astype(np.float32)
+  with np.errstate(over="ignore"):                   # reported just below
+    x32_RxD = x_RxD.astype(np.float32)
   overflow_D = (np.isinf(x32_RxD) & ~missing_RxD).sum(axis=0)
   if overflow_D.any():
     bad = [c for c, k in zip(columns, overflow_D) if k]
@@ -236,6 +249,35 @@ def _load_modality(path: str, label_rows: pl.DataFrame, ids_kind: str, n: int,
       "filled_by_column": {c: int(k) for c, k in zip(columns, filled_D) if k},
   }
   return features_NxD, present_N, tuple(columns), info
+
+
+def _warnings(directory: str, labels_NxT: np.ndarray, task_names: Sequence[str],
+              mod_info: dict[str, dict]) -> list[str]:
+  """One line per input that loads but is probably not what was meant."""
+  out = []
+  ignored = sorted(f for f in os.listdir(directory)
+                   if not f.endswith(_SUFFIX) and not f.startswith(".")
+                   and os.path.isfile(os.path.join(directory, f)))
+  if ignored:
+    out.append(f"{directory}: {len(ignored)} file(s) that are not parquet are ignored: "
+               f"{ignored[:5]} (the tables layout reads only *{_SUFFIX})")
+  for j, t in enumerate(task_names):
+    if np.isnan(labels_NxT[:, j]).all():
+      out.append(f"{os.path.join(directory, LABELS_FILE)}: task column '{t}' has no known "
+                 f"label (null in every row)")
+  for name, i in mod_info.items():
+    path = os.path.join(directory, i["file"])
+    if i["rows"] == 0:
+      out.append(f"{path}: no rows: modality '{name}' is never observed")
+    elif i["filled_cells"] == i["rows"] * i["n_features"]:
+      out.append(f"{path}: every feature value is null/NaN in its {i['rows']} row(s): "
+                 f"modality '{name}' carries only its presence")
+    else:
+      empty = [c for c, k in i["filled_by_column"].items() if k == i["rows"]]
+      if empty:
+        out.append(f"{path}: {len(empty)} feature column(s) are null/NaN in every row: "
+                   f"{empty[:5]}")
+  return out
 
 
 # ----------------------------------------------------------------------------- loading
@@ -261,7 +303,9 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
     (cohort, info). `info` is JSON-friendly: ``n_patients``, ``tasks``,
     ``labels_known`` (per task), ``files`` (row count per file), ``modalities``
     (per modality: file, rows, observed, n_features, filled_cells, filled_fraction,
-    filled_by_column), ``has_split``, ``has_group_id``. Null/NaN feature values in
+    filled_by_column), ``has_split``, ``has_group_id``, ``warnings`` (one line each,
+    also logged: ignored files, empty or all-null modality files and columns, task
+    columns without a known label). Null/NaN feature values in
     observed rows stay NaN (counted in ``filled_cells``; imputed by the training code).
 
   Raises:
@@ -310,10 +354,9 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
 
   none_N = ~present_NxM.any(axis=1)
   if none_N.any():
-    shown = few(ids.filter(pl.Series(none_N)))
     raise DataError(f"{labels_path}: {int(none_N.sum())} patient(s) have no observed "
-                    f"modality (no row in any of {[f'{m}{_SUFFIX}' for m in names]}), e.g. "
-                    f"patient_id {shown}; every patient needs at least one")
+                    f"modality (no row in any of {[f'{m}{_SUFFIX}' for m in names]}; "
+                    f"{_first_row(none_N)}); every patient needs at least one")
 
   patient_id = ids_to_numpy(ids)
   cohort = Cohort(
@@ -335,7 +378,10 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
       "modalities": mod_info,
       "has_split": split_N is not None,
       "has_group_id": group_N is not None,
+      "warnings": _warnings(directory, labels_NxT, task_names, mod_info),
   }
+  for message in info["warnings"]:
+    logging.warning("%s", message)
   logging.info("loaded %s: %d patients, tasks %s, observed per modality %s", directory, n,
                list(task_names), {m: i["observed"] for m, i in mod_info.items()})
   for m, i in mod_info.items():

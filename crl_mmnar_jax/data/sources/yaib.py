@@ -70,7 +70,14 @@ across databases: ``patient_id`` is ``f"{database}:{stay_id}"`` and
 one database and tests on the other). Both databases give exactly the same modalities
 and feature columns. ``group_id`` is None: the files hold no patient identifier.
 
-All problems with the input raise `DataError` naming the file and column.
+Imperfect rows (the row policy of `data.row_policy`): by default skipped and counted per
+file and per problem in ``info["skipped"]``: rows with a null ``stay_id`` or time,
+every row of a stay id repeated in outc or sta, stays whose label is not 0/1 and stays
+of outc without a row in sta (both DROPPED from the cohort), sta and dyn rows of stays
+not in the cohort, a stay's repeated hour in dyn (the later row); ±Inf values and sex
+strings other than Male/Female read as not recorded. ``strict=True`` raises
+`DataError` at the first of them, naming the file and column. A missing file or column
+or a column of the wrong type always raises.
 """
 
 from __future__ import annotations
@@ -85,7 +92,8 @@ from absl import logging
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.featurize import ModalityGroup, featurize
-from crl_mmnar_jax.data.io import few, read_kept_rows, read_parquet
+from crl_mmnar_jax.data.io import read_kept_rows, read_parquet
+from crl_mmnar_jax.data.row_policy import RowProblems
 
 DATABASES = ("mimic_demo", "eicu_demo")
 STA_FILE = "sta.parquet"
@@ -137,39 +145,49 @@ def _require_columns(df: pl.DataFrame, path: str, columns: Sequence[str]) -> Non
     raise DataError(f"{path}: missing column(s) {missing} (found {df.columns})")
 
 
-def _stay_ids(df: pl.DataFrame, path: str, *, unique: bool) -> pl.Series:
-  """The stay_id column as Int64, checked for presence, dtype, nulls and uniqueness."""
+def _stay_ids(df: pl.DataFrame, path: str, problems: RowProblems, *, unique: bool
+              ) -> tuple[pl.DataFrame, pl.Series]:
+  """(rows kept, their stay_id as Int64): the column checked for presence and dtype;
+  rows with a null id, and (`unique`) every row of an id that repeats, are skipped and
+  counted (strict: DataError)."""
   _require_columns(df, path, [STAY_COLUMN])
   dtype = df.schema[STAY_COLUMN]
   if not dtype.is_integer():
     raise DataError(f"{path}: column '{STAY_COLUMN}' has dtype {dtype}; YAIB stay ids "
                     f"are integers")
-  ids = df[STAY_COLUMN]
-  if ids.null_count():
-    raise DataError(f"{path}: column '{STAY_COLUMN}' has {ids.null_count()} null value(s)")
   try:
-    ids = ids.cast(pl.Int64)
+    df = df.with_columns(pl.col(STAY_COLUMN).cast(pl.Int64))
   except Exception as e:  # pylint: disable=broad-except  (UInt64 beyond Int64)
     raise DataError(f"{path}: column '{STAY_COLUMN}' cannot be read as Int64 ({e})") from None
+  n_null = df[STAY_COLUMN].null_count()
+  problems.found(path, f"null {STAY_COLUMN} (row skipped)", n_null,
+                 f"{path}: column '{STAY_COLUMN}' has {n_null} null value(s)")
+  df = df.filter(pl.col(STAY_COLUMN).is_not_null())
   if unique:
-    dup = ids.filter(ids.is_duplicated())
-    if len(dup):
-      raise DataError(f"{path}: column '{STAY_COLUMN}' repeats {dup.n_unique()} stay "
-                      f"id(s), e.g. {few(dup)}; one row per stay is required")
-  return ids
+    rep = df[STAY_COLUMN].is_duplicated()
+    dup = df[STAY_COLUMN].filter(rep)
+    problems.found(path, f"{STAY_COLUMN} repeated (every row of that stay skipped)",
+                   len(dup), lambda: f"{path}: column '{STAY_COLUMN}' repeats "
+                                     f"{dup.n_unique()} stay id(s) in {len(dup)} rows; "
+                                     f"one row per stay is required")
+    df = df.filter(~rep)
+  return df, df[STAY_COLUMN]
 
 
-def _numeric(df: pl.DataFrame, path: str, column: str) -> pl.Series:
-  """A numeric column as Float64 with null -> NaN; ±Inf is an error."""
+def _numeric(df: pl.DataFrame, path: str, column: str, problems: RowProblems
+             ) -> pl.Series:
+  """A numeric column as Float64 with null -> NaN; ±Inf reads as NaN (not recorded),
+  counted (strict: DataError)."""
   dtype = df.schema[column]
   if not (dtype.is_numeric() or dtype == pl.Null):
     raise DataError(f"{path}: column '{column}' has dtype {dtype}; expected numbers")
   x = df[column].cast(pl.Float64)
-  n_inf = int(x.is_infinite().sum())
-  if n_inf:
-    raise DataError(f"{path}: column '{column}' holds ±Inf in {n_inf} row(s); use null "
-                    f"for a value not recorded")
-  return x.fill_null(float("nan"))
+  inf = x.is_infinite().fill_null(False)
+  n_inf = int(inf.sum())
+  problems.found(path, f"{column}: ±Inf (read as not recorded)", n_inf,
+                 f"{path}: column '{column}' holds ±Inf in {n_inf} row(s); use null for a "
+                 f"value not recorded")
+  return x.set(inf, None).fill_null(float("nan")) if n_inf else x.fill_null(float("nan"))
 
 
 def _not_in(ids: pl.Series, other: pl.Series) -> pl.Series:
@@ -179,10 +197,13 @@ def _not_in(ids: pl.Series, other: pl.Series) -> pl.Series:
 # ----------------------------------------------------------------------------- files
 
 
-def _read_outc(path: str, keep: Keep | None = None) -> tuple[pl.Series, np.ndarray]:
-  """outc.parquet -> (stay ids, labels float32 0/1)."""
+def _read_outc(path: str, problems: RowProblems, keep: Keep | None = None
+               ) -> tuple[pl.Series, np.ndarray, pl.Series]:
+  """outc.parquet -> (stay ids, labels float32 0/1, every stay id of the file). Stays
+  whose label is not 0/1 (or null) are dropped and counted (strict: DataError)."""
   df = _read(path, keep)
-  ids = _stay_ids(df, path, unique=True)
+  listed = df[STAY_COLUMN].drop_nulls() if STAY_COLUMN in df.columns else None
+  df, ids = _stay_ids(df, path, problems, unique=True)
   if len(ids) == 0 and keep is not None:
     raise DataError(f"{path}: none of its stays belongs to this process (keep); use "
                     f"fewer train.data_shards")
@@ -194,42 +215,48 @@ def _read_outc(path: str, keep: Keep | None = None) -> tuple[pl.Series, np.ndarr
     raise DataError(f"{path}: column '{LABEL_COLUMN}' has dtype {dtype}; labels must be "
                     f"0/1")
   y = df[LABEL_COLUMN].cast(pl.Float64)
-  bad_rows = y.is_null() | ~y.is_in([0.0, 1.0])
+  bad_rows = (y.is_null() | ~y.is_in([0.0, 1.0])).fill_null(True)
   if bad_rows.any():
-    bad = df[LABEL_COLUMN].filter(bad_rows)
-    shown = (["null"] if bad.null_count() else []) + few(bad.drop_nulls())
-    raise DataError(f"{path}: column '{LABEL_COLUMN}' must hold 0 or 1 for every stay; "
-                    f"found {shown} in {int(bad_rows.sum())} row(s)")
-  return ids, y.to_numpy().astype(np.float32)
+    problems.found(path, f"{LABEL_COLUMN} not 0 or 1 (stay dropped)", int(bad_rows.sum()),
+                   f"{path}: column '{LABEL_COLUMN}' must hold 0 or 1 for every stay; "
+                   f"{int(bad_rows.sum())} row(s) hold null or another value")
+    ids, y = ids.filter(~bad_rows), y.filter(~bad_rows)
+  return ids, y.to_numpy().astype(np.float32), listed.cast(pl.Int64)
 
 
-def _read_sta(path: str, outc_ids: pl.Series, outc_path: str, keep: Keep | None = None
-              ) -> np.ndarray:
-  """sta.parquet -> (N, 4) float32 in the row order of `outc_ids`, NaN = not recorded."""
+def _read_sta(path: str, outc_ids: pl.Series, listed: pl.Series, outc_path: str,
+              problems: RowProblems, keep: Keep | None = None
+              ) -> tuple[pl.Series, np.ndarray]:
+  """sta.parquet -> (the stays of `outc_ids` that have a row, in that order; (N, 4)
+  float32 static features, NaN = not recorded). Stays of outc without a row here are
+  dropped, and rows of stays nowhere in outc (`listed`) skipped, each counted (strict:
+  DataError)."""
   df = _read(path, keep)
-  ids = _stay_ids(df, path, unique=True)
+  df, ids = _stay_ids(df, path, problems, unique=True)
   _require_columns(df, path, STATIC_FEATURES)
   extra = [c for c in df.columns if c not in (STAY_COLUMN, *STATIC_FEATURES)]
   if extra:
     raise DataError(f"{path}: unexpected column(s) {extra}; the static modality is "
                     f"{[STAY_COLUMN, *STATIC_FEATURES]}")
   orphans = _not_in(outc_ids, ids)
-  if len(orphans):
-    raise DataError(f"{outc_path}: {len(orphans)} stay(s) in column '{STAY_COLUMN}' have "
-                    f"no row in {path}, e.g. {few(orphans)}")
-  orphans = _not_in(ids, outc_ids)
-  if len(orphans):
-    raise DataError(f"{path}: {len(orphans)} stay(s) in column '{STAY_COLUMN}' have no "
-                    f"row in {outc_path}, e.g. {few(orphans)}")
+  problems.found(outc_path, f"stay without a row in {STA_FILE} (stay dropped)",
+                 len(orphans), lambda: f"{outc_path}: {len(orphans)} stay(s) in column "
+                                       f"'{STAY_COLUMN}' have no row in {path}")
+  outc_ids = outc_ids.filter(outc_ids.is_in(ids.implode()))
+  orphans = _not_in(ids, listed)
+  problems.found(path, f"stay without a row in {OUTC_FILE} (row skipped)", len(orphans),
+                 lambda: f"{path}: {len(orphans)} stay(s) in column '{STAY_COLUMN}' have "
+                         f"no row in {outc_path}")
   sex_dtype = df.schema["sex"]
   if sex_dtype == pl.Null:
     sex = pl.Series("sex", [float("nan")] * len(df))
   elif sex_dtype == pl.String or isinstance(sex_dtype, (pl.Categorical, pl.Enum)):
     key = df["sex"].cast(pl.String).str.strip_chars().str.to_lowercase()
-    bad = df["sex"].filter(key.is_not_null() & ~key.is_in(list(SEX_CODES)))
-    if len(bad):
-      raise DataError(f"{path}: column 'sex' must hold 'Male', 'Female' or null; found "
-                      f"{few(bad.cast(pl.String))} in {len(bad)} row(s)")
+    unknown = key.is_not_null() & ~key.is_in(list(SEX_CODES))
+    bad = df["sex"].filter(unknown)
+    problems.found(path, "sex not 'Male'/'Female' (read as not recorded)", len(bad),
+                   lambda: f"{path}: column 'sex' must hold 'Male', 'Female' or null; "
+                           f"{len(bad)} row(s) hold another value")
     sex = key.replace_strict(SEX_CODES, default=None, return_dtype=pl.Float64)
     sex = sex.fill_null(float("nan"))
   else:
@@ -237,21 +264,25 @@ def _read_sta(path: str, outc_ids: pl.Series, outc_path: str, keep: Keep | None 
                     f"strings 'Male'/'Female'")
   static = pl.DataFrame({
       STAY_COLUMN: ids,
-      "age": _numeric(df, path, "age"),
+      "age": _numeric(df, path, "age", problems),
       "sex": sex,
-      "height": _numeric(df, path, "height"),
-      "weight": _numeric(df, path, "weight"),
+      "height": _numeric(df, path, "height", problems),
+      "weight": _numeric(df, path, "weight", problems),
   })
   ordered = pl.DataFrame({STAY_COLUMN: outc_ids}).join(
       static, on=STAY_COLUMN, how="left", maintain_order="left")
-  return ordered.select(STATIC_FEATURES).to_numpy().astype(np.float32)
+  return outc_ids, ordered.select(STATIC_FEATURES).to_numpy().astype(np.float32)
 
 
-def _read_dyn(path: str, outc_ids: pl.Series, outc_path: str, window_hours: float,
-              keep: Keep | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
-  """dyn.parquet -> long (stay_id, time [h], variable, value) inside the window."""
+def _read_dyn(path: str, outc_ids: pl.Series, listed: pl.Series, outc_path: str,
+              window_hours: float, problems: RowProblems, keep: Keep | None = None
+              ) -> tuple[pl.DataFrame, dict[str, Any]]:
+  """dyn.parquet -> long (stay_id, time [h], variable, value) inside the window of the
+  stays `outc_ids`. Rows of stays nowhere in outc (`listed`), with a null time or
+  repeating a stay's hour (the later ones) are skipped and counted (strict: DataError);
+  rows of stays dropped before are left out quietly (counted where they were dropped)."""
   df = _read(path, keep)
-  ids = _stay_ids(df, path, unique=False)
+  df, ids = _stay_ids(df, path, problems, unique=False)
   _require_columns(df, path, [TIME_COLUMN])
   variables = [c for c in df.columns if c not in (STAY_COLUMN, TIME_COLUMN)]
   unknown = [c for c in variables if c not in DYN_VARIABLES]
@@ -266,22 +297,28 @@ def _read_dyn(path: str, outc_ids: pl.Series, outc_path: str, window_hours: floa
   if not isinstance(time_dtype, pl.Duration):
     raise DataError(f"{path}: column '{TIME_COLUMN}' has dtype {time_dtype}; YAIB stores "
                     f"the time since admission as a Duration")
-  if df[TIME_COLUMN].null_count():
-    raise DataError(f"{path}: column '{TIME_COLUMN}' has {df[TIME_COLUMN].null_count()} "
-                    f"null value(s)")
-  orphans = _not_in(ids.unique(), outc_ids)
-  if len(orphans):
-    raise DataError(f"{path}: {len(orphans)} stay(s) in column '{STAY_COLUMN}' have no "
-                    f"row in {outc_path}, e.g. {few(orphans)}")
+  n_null = df[TIME_COLUMN].null_count()
+  problems.found(path, f"null {TIME_COLUMN} (row skipped)", n_null,
+                 f"{path}: column '{TIME_COLUMN}' has {n_null} null value(s)")
+  orphan_rows = ~ids.is_in(listed.implode())
+  orphans = ids.filter(orphan_rows).unique()
+  problems.found(path, f"stay without a row in {OUTC_FILE} (row skipped)",
+                 int(orphan_rows.sum()),
+                 lambda: f"{path}: {len(orphans)} stay(s) in column '{STAY_COLUMN}' have no "
+                         f"row in {outc_path}")
+  df = df.filter(pl.col(TIME_COLUMN).is_not_null()
+                 & pl.col(STAY_COLUMN).is_in(outc_ids.implode()))
+  ids = df[STAY_COLUMN]
   hours = (df[TIME_COLUMN].dt.total_milliseconds().cast(pl.Float64) / _MS_PER_HOUR)
   frame = pl.DataFrame({STAY_COLUMN: ids, TIME_COLUMN: hours}).with_columns(
-      _numeric(df, path, v).alias(v) for v in DYN_VARIABLES)
-  dup = frame.select(STAY_COLUMN, TIME_COLUMN).is_duplicated()
-  if dup.any():
-    bad = frame.filter(dup)[STAY_COLUMN]
-    raise DataError(f"{path}: columns '{STAY_COLUMN}', '{TIME_COLUMN}' repeat an hour for "
-                    f"{bad.n_unique()} stay(s), e.g. {few(bad)}; one row per stay and "
-                    f"hour is required")
+      _numeric(df, path, v, problems).alias(v) for v in DYN_VARIABLES)
+  dup = ~frame.select(pl.struct(STAY_COLUMN, TIME_COLUMN).is_first_distinct()).to_series()
+  bad = frame.filter(dup)[STAY_COLUMN]
+  problems.found(path, f"{STAY_COLUMN}, {TIME_COLUMN} repeated (later row skipped)",
+                 len(bad), lambda: f"{path}: columns '{STAY_COLUMN}', '{TIME_COLUMN}' repeat "
+                                   f"an hour for {bad.n_unique()} stay(s); "
+                                   f"one row per stay and hour is required")
+  frame = frame.filter(~dup)
   long = frame.unpivot(index=[STAY_COLUMN, TIME_COLUMN], on=list(DYN_VARIABLES),
                        variable_name="variable", value_name="value"
                        ).filter(pl.col("value").is_not_nan())
@@ -293,7 +330,7 @@ def _read_dyn(path: str, outc_ids: pl.Series, outc_path: str, window_hours: floa
       "dyn_rows_outside_window": n_rows_outside,
       "measurements": int(len(in_window)),
       "measurements_outside_window": int(len(long) - len(in_window)),
-      "stays_with_dyn_rows": int(ids.n_unique()),
+      "stays_with_dyn_rows": int(frame[STAY_COLUMN].n_unique()),
   }
   return in_window, info
 
@@ -302,7 +339,7 @@ def _read_dyn(path: str, outc_ids: pl.Series, outc_path: str, window_hours: floa
 
 
 def _load_database(directory: str, database: str, task: str, window_hours: float,
-                   keep: Keep | None = None) -> dict[str, Any]:
+                   problems: RowProblems, keep: Keep | None = None) -> dict[str, Any]:
   """One database folder -> arrays in the row order of outc.parquet, plus a report."""
   outc_path = os.path.join(directory, OUTC_FILE)
   sta_path = os.path.join(directory, STA_FILE)
@@ -310,9 +347,13 @@ def _load_database(directory: str, database: str, task: str, window_hours: float
   if not os.path.isdir(directory):
     raise DataError(f"{directory}: YAIB folder for task '{task}' and database "
                     f"'{database}' not found")
-  stay_ids, labels_N = _read_outc(outc_path, keep)
-  static_Nx4 = _read_sta(sta_path, stay_ids, outc_path, keep)
-  long, dyn_info = _read_dyn(dyn_path, stay_ids, outc_path, window_hours, keep)
+  outc_ids, outc_labels, listed = _read_outc(outc_path, problems, keep)
+  stay_ids, static_Nx4 = _read_sta(sta_path, outc_ids, listed, outc_path, problems, keep)
+  labels_N = outc_labels[np.asarray(outc_ids.is_in(stay_ids.implode()), bool)]
+  if len(stay_ids) == 0:
+    raise DataError(f"{outc_path}: no stay has a usable label and a row in {sta_path}")
+  long, dyn_info = _read_dyn(dyn_path, stay_ids, listed, outc_path, window_hours,
+                             problems, keep)
 
   # `long` is already cut to [0, window_hours): featurize's window is closed at both
   # ends and would otherwise keep the row at t = window_hours (the next hour's data).
@@ -350,8 +391,8 @@ def _rate(y: np.ndarray) -> float | None:
 
 def load_yaib(root: str | os.PathLike, *, databases: Sequence[str] = DATABASES,
               task: str = "mortality24", window_hours: float = 24.0,
-              keep: Callable[[np.ndarray], np.ndarray] | None = None
-              ) -> tuple[Cohort, dict[str, Any]]:
+              keep: Callable[[np.ndarray], np.ndarray] | None = None,
+              strict: bool = False) -> tuple[Cohort, dict[str, Any]]:
   """Reads YAIB task folders into one validated `Cohort` (one row per ICU stay).
 
   Args:
@@ -363,6 +404,7 @@ def load_yaib(root: str | os.PathLike, *, databases: Sequence[str] = DATABASES,
     keep: patient ids (``"<database>:<stay_id>"``) -> bool mask (`shards.keep_fn`): read
       only those stays' rows of outc, sta and dyn. The counts in `info` are then this
       subset's.
+    strict: refuse the first imperfect row instead of skipping and counting it.
 
   Returns:
     (cohort, info). The cohort has modalities `MODALITY_NAMES` (``static`` first,
@@ -372,13 +414,14 @@ def load_yaib(root: str | os.PathLike, *, databases: Sequence[str] = DATABASES,
     mortality, dyn row and measurement counts, static values not recorded),
     ``modalities`` (per modality: variables, n_features, observed_fraction overall
     and per database with mortality when observed / not observed), and
-    ``featurizer`` (featurize's report per database).
+    ``featurizer`` (featurize's report per database), and ``skipped``
+    (`RowProblems.report`: rows skipped per file and per problem).
 
   Raises:
     DataError: a missing folder or file, a missing ``stay_id``/``label``/``time``
-      column, labels other than 0/1, stays in outc without sta (or the reverse) or
-      dyn stays without outc, dyn columns that are not variables of `GROUPS`, and
-      other malformed values; the message names the file and column.
+      column, a column of the wrong type, dyn columns that are not variables of
+      `GROUPS`; with ``strict``, also every imperfect row (see the module docstring),
+      naming the file and column.
   """
   root = os.fspath(root)
   databases = tuple(databases)
@@ -397,9 +440,11 @@ def load_yaib(root: str | os.PathLike, *, databases: Sequence[str] = DATABASES,
     return lambda stays: np.asarray(keep(np.array([f"{db}:{s}" for s in stays.tolist()])),
                                     bool)
 
+  problems = RowProblems(strict)
   parts = {db: _load_database(os.path.join(root, task, db), db, task, float(window_hours),
-                              stays_kept(db))
+                              problems, stays_kept(db))
            for db in databases}
+  problems.log(f"YAIB {root}")
   names = {parts[db]["feature_names"] for db in databases}
   if len(names) != 1:
     raise RuntimeError("featurize gave different feature columns per database")
@@ -464,6 +509,7 @@ def load_yaib(root: str | os.PathLike, *, databases: Sequence[str] = DATABASES,
           for db, p in parts.items()},
       "modalities": modalities,
       "featurizer": {db: p["report"] for db, p in parts.items()},
+      "skipped": problems.report(),
   }
   logging.info("loaded YAIB %s from %s: %s; observed fraction per modality %s", task,
                root, {db: (d["stays"], d["deaths"]) for db, d in

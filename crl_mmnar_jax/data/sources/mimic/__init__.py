@@ -11,7 +11,7 @@ Inputs (exactly one):
   table                  columns read (MIMIC-IV names and types)
   ====================== =============================================================
   hosp/patients          subject_id int, gender str, anchor_age int, anchor_year int,
-                         dod date
+                         anchor_year_group str, dod date
   hosp/admissions        subject_id int, hadm_id int, admittime, dischtime, deathtime
                          timestamp, admission_type, admission_location,
                          discharge_location, insurance, race str,
@@ -31,7 +31,10 @@ Inputs (exactly one):
                          (``mimic-cxr-2.0.0-metadata.csv.gz``; default
                          ``<directory>/cxr/mimic-cxr-2.0.0-metadata.csv.gz``)
   CXR embeddings         parquet or csv: ``dicom_id`` plus numeric columns (any width;
-                         ``subject_id`` / ``study_id`` columns, if any, are ignored)
+                         ``subject_id`` / ``study_id`` columns, if any, are ignored);
+                         or PhysioNet's TFRecord files (a ``.tfrecord`` file or a
+                         folder of ``<dicom_id>.tfrecord``, read without TensorFlow:
+                         `tfrecord`)
   ====================== =============================================================
 
   Versions: ``version`` is "2.2" or "3.1"; empty means "the directory's name if it is
@@ -40,8 +43,9 @@ Inputs (exactly one):
   are the same in v2.2 and v3.1 (published table documentation); the values differ:
   v3.1 adds admissions from 2020-2022 (``anchor_year_group`` "2020 - 2022"), which
   MIMIC-IV-Note v2.2 and MIMIC-CXR do not cover (notes and X-rays are then missing by
-  design for those years), and v3.x has more ``insurance`` values ("Private",
-  "No charge" besides "Medicaid", "Medicare", "Other"): the one-hot covers both.
+  design for those years: ``anchor_years``, default "2008-2019", excludes them), and
+  v3.x has more ``insurance`` values ("Private", "No charge" besides "Medicaid",
+  "Medicare", "Other"): the one-hot covers both.
 
 * ``meds``: a MEDS event table (one parquet file, or a folder of them) with columns
   ``subject_id``, ``time``, ``code`` and ``numeric_value`` (or ``value``), as written
@@ -81,14 +85,27 @@ Cohort (each step counted in ``info["attrition"]``, a list of {step, unit,
 n_remaining, n_excluded}):
 
 1. subjects (``patients`` and ``admissions``; for MEDS: every subject of the table);
-2. admissions with ``dischtime >= admittime`` (unit: admissions; invalid ones are
+2. ``anchor_year_group`` inside ``anchor_years`` (default `ANCHOR_YEARS` "2008-2019":
+   MIMIC-IV-Note v2.2 and MIMIC-CXR end in 2019, so v3.x's "2020 - 2022" subjects could
+   have neither; "" keeps every group). The group dates the subject's anchor year, not
+   each admission, so this is a subject-level approximation. MEDS tables carry no
+   group: nobody is excluded there (a note in ``info["notes"]`` says so);
+3. admissions with ``dischtime >= admittime`` (unit: admissions; invalid ones are
    dropped before the index is chosen);
-3. subjects with at least one valid admission; the INDEX admission is the first by
-   (admittime, dischtime, hadm_id);
-4. adult at the index admission: age = anchor_age + year(admittime) - anchor_year
+4. subjects with at least one valid admission; the INDEX EPISODE starts with the first
+   admission by (admittime, dischtime, hadm_id) and takes in every later admission
+   that starts less than `EPISODE_GAP_HOURS` = 6 h after the latest discharge so far
+   (or overlaps it): an observation stay converted into an admission a minute after
+   its "discharge", a transfer between hadm_ids. The episode runs from the first
+   admittime to the last dischtime (the real discharge, where prediction happens); its
+   admission type and location are the first admission's, its discharge location the
+   last one's; the merged admissions are counted in the attrition row (extra keys
+   ``admissions_merged``, ``subjects_with_merged``), excluding nobody;
+5. adult at the index admission: age = anchor_age + year(admittime) - anchor_year
    (MEDS: year(admittime) - birth year) >= 18; unknown age is excluded;
-5. survived the index admission: not ``hospital_expire_flag = 1``, no ``deathtime``,
-   discharge location not DIED, and no death recorded before the discharge: for a
+6. survived the index episode: not ``hospital_expire_flag = 1``, no ``deathtime``,
+   discharge location not DIED (in any of its admissions), and no death recorded
+   before its end: for a
    death with a time of day, at or before dischtime; for a date-only death (``dod``,
    or a MEDS_DEATH at exactly midnight), before the discharge DATE. Deviation from
    "a MEDS death at or before the discharge time", with reason: the MEDS ETL writes an
@@ -99,17 +116,21 @@ n_remaining, n_excluded}):
 One row per subject (the split unit); patient_id = subject_id (int), rows sorted by
 it; ``info["fingerprint"]`` hashes the sorted ids.
 
-Tasks (counted from the index discharge; never NaN):
+Tasks (counted from the end of the index episode; never NaN):
 
 =============== =======================================================================
 task            definition
 =============== =======================================================================
-readmission_30d another admission of the subject with 0 < admittime - index dischtime
-                <= 30 days (exactly 30 days: 1; 30 days and a minute: 0). An admission
-                starting at or before the index dischtime (an overlapping record, e.g.
-                an administrative transfer between hadm_ids) is not a readmission.
-icu_90d         an ICU stay (icustays.intime) of a LATER admission (admittime > index
-                dischtime) with 0 < intime - index dischtime <= 90 days
+readmission_30d an UNPLANNED admission of the subject after the index episode with
+                admittime - episode end <= 30 days (exactly 30 days: 1; 30 days and a
+                minute: 0). Admissions within 6 h of a discharge belong to the
+                episode, never readmissions. Planned admissions
+                (`PLANNED_ADMISSION_TYPES`: ELECTIVE, SURGICAL SAME DAY ADMISSION) do
+                NOT count: a scheduled operation or treatment is not a failure of the
+                discharge (an unplanned one in the same 30 days still counts).
+icu_90d         an ICU stay (icustays.intime) of an admission after the index episode
+                with 0 < intime - episode end <= 90 days (planned admissions
+                included: their ICU stays are ICU stays)
 mortality_180d  0 <= date of death - date(index dischtime) <= 180 days (death on the
                 discharge day after a survived admission: 1). Date of death: the raw
                 ``patients.dod``; MEDS: the date of MEDS_DEATH. MIMIC-IV's ``dod``
@@ -120,15 +141,15 @@ mortality_180d  0 <= date of death - date(index dischtime) <= 180 days (death on
 =============== =======================================================================
 
 Modalities, in this order; a modality observed for nobody is dropped with a line in
-``info["notes"]``. Only information from the index admission window [admittime,
-dischtime] is used (prediction is at discharge); ``tests/test_mimic.py`` checks that
-adding events after the discharge changes no feature.
+``info["notes"]``. Only information from the index episode's window [admittime,
+dischtime] is used (prediction is at its discharge); ``tests/test_mimic.py`` and
+``tests/test_leakage.py`` check that adding events after it changes no feature.
 
 ============== =========================================================================
 modality       features (observed when)
 ============== =========================================================================
 ehr            always observed. Age, male, length of stay (hours; known at discharge),
-               ICU stays in the index admission, one-hots of admission type / location
+               ICU stays in the index episode, one-hots of admission type / location
                and discharge location (null or "UNK": NaN); raw input only: insurance
                and race group (`RACE_GROUPS`). Labs (`LAB_ITEMS`, labevents by charttime
                in the window) and vitals (`VITAL_ITEMS`, chartevents of the index
@@ -137,14 +158,17 @@ ehr            always observed. Age, male, length of stay (hours; known at disch
                per variable, hours since admittime; no measurement: count 0, the others
                NaN). Prescriptions (by starttime in the window): orders, distinct drugs,
                `N_CODE_BUCKETS` hashed drug-name buckets. Diagnoses and procedures
-               (coded for the index hadm_id; MEDS: in the window, procedures from the
+               (coded for the episode's hadm_ids; MEDS: in the window, procedures from the
                admission's date): entries, distinct codes, hashed ``ICD<v>:<code>``
                buckets. Hashing: CRC-32 of the lower-cased stripped string.
 cxr            mean embedding of the frontal (ViewPosition PA or AP) images whose study
                (StudyDate + StudyTime) lies in the window (any such image with an
                embedding). Needs ``cxr_embeddings``; without it the modality is absent.
-discharge_note mean text embedding (`text_embed`, 768 dims) of the notes with the index
-radiology_note hadm_id and charttime <= dischtime (any such note)
+discharge_note mean text embedding (`text_embed`, 768 dims) of the notes with an
+radiology_note episode hadm_id, plus those with NO hadm_id (many radiology reports:
+               emergency department, outpatient) charted from
+               `NOTE_BEFORE_ADMIT_HOURS` = 6 h before admittime on; all with charttime
+               <= the episode's dischtime (any such note)
 ============== =========================================================================
 
 Scale and resumability: every stage (``cohort``, ``labs``, ``vitals``,
@@ -154,8 +178,19 @@ admissions or ICU stays, window filter, streaming collection or ``sink_parquet``
 writes ``<stage>.parquet`` into ``<cache_dir>/mimic-<key>`` (key: source path, kind,
 version, format version); a rerun reads finished stages and never opens their tables.
 The time series are featurised in batches of subjects of about `BATCH_VALUES` values,
-and notes are encoded in batches of about `NOTE_BATCH_CHARS` characters, so memory is
-bounded by the batch plus the cohort's output arrays. ``cache_dir=None`` uses a fresh
+and notes are encoded in batches of about `NOTE_BATCH_CHARS` characters whose
+embeddings are added into per-subject float32 sums (image embeddings are summed per
+subject as their file streams), so memory is bounded by the batch plus the cohort's
+output arrays.
+
+Imperfect rows (the row policy of `data.row_policy`): by default skipped and counted per
+file and per problem in ``info["skipped"]`` (kept with each cached stage): values that
+do not parse as their column's type (counted in one more pass over that table, then
+read as null), rows with a null id and every row of a repeated id in patients,
+admissions and icustays, MEDS admission or discharge events without a time, and the
+admissions of a MEDS subject whose admission and discharge events do not pair up (the
+subject then leaves the cohort at step 4). ``strict=True`` raises `DataError` at the
+first of them instead. ``cache_dir=None`` uses a fresh
 temporary folder. Delete the cache folder when the data change. Measured on this
 2-core machine: a generated v2.2-schema folder of 20,000 subjects (40,000 admissions,
 2 M labevents and 2 M chartevents rows, 20,000 notes per note table) loads in 27 s cold
@@ -183,10 +218,19 @@ from crl_mmnar_jax.cohort import Cohort, fingerprint
 from crl_mmnar_jax.data import io
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.io import cache_folder, cached_stage, check_tasks
-from crl_mmnar_jax.data.sources.mimic.cohort import ADULT_AGE, TASKS, cohort_frame
+from crl_mmnar_jax.data.row_policy import CsvTables, RowProblems
+from crl_mmnar_jax.data.sources.mimic.cohort import (
+  ADULT_AGE,
+  ANCHOR_YEARS,
+  EPISODE_GAP_HOURS,
+  PLANNED_ADMISSION_TYPES,
+  TASKS,
+  cohort_frame,
+  parse_anchor_years,
+)
 from crl_mmnar_jax.data.sources.mimic.frames import WINDOW
 from crl_mmnar_jax.data.sources.mimic.meds import ICU_BEFORE_ADMIT_HOURS, MedsSource
-from crl_mmnar_jax.data.sources.mimic.raw import RawSource
+from crl_mmnar_jax.data.sources.mimic.raw import NOTE_BEFORE_ADMIT_HOURS, RawSource
 from crl_mmnar_jax.data.sources.mimic.schema import (
   ADMISSION_LOCATIONS,
   ADMISSION_TYPES,
@@ -215,14 +259,15 @@ from crl_mmnar_jax.data.text_embed import ENCODERS, get_encoder
 
 __all__ = ["TASKS", "MODALITIES", "NOTE_TABLES", "VERSIONS", "TEXT_DIM", "N_CODE_BUCKETS",
            "BATCH_VALUES", "NOTE_BATCH_CHARS", "CACHE_VERSION", "ADULT_AGE",
-           "ICU_BEFORE_ADMIT_HOURS", "LAB_ITEMS", "VITAL_ITEMS", "VALID_RANGES",
+           "ICU_BEFORE_ADMIT_HOURS", "EPISODE_GAP_HOURS", "PLANNED_ADMISSION_TYPES",
+           "ANCHOR_YEARS", "NOTE_BEFORE_ADMIT_HOURS", "LAB_ITEMS", "VITAL_ITEMS", "VALID_RANGES",
            "ADMISSION_TYPES", "ADMISSION_LOCATIONS", "DISCHARGE_LOCATIONS", "INSURANCES",
            "RACE_GROUPS", "bucket", "load_mimic"]
 
 MODALITIES = ("ehr", "cxr", "discharge_note", "radiology_note")
 BATCH_VALUES = 2_000_000        # time-series values featurised at once
 NOTE_BATCH_CHARS = 20_000_000   # note characters encoded at once
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def _key(*parts: Any) -> str:
@@ -248,8 +293,9 @@ def _resolve_version(version: str, directory: str | None) -> tuple[str, list[str
 def load_mimic(directory: str | None = None, *, meds: str | None = None, version: str = "",
                tasks: Sequence[str] = TASKS, cache_dir: str | None = None,
                text_encoder: str = "hashed", text_model_path: str = "",
-               cxr_embeddings: str = "", cxr_metadata: str = ""
-               ) -> tuple[Cohort, dict[str, Any]]:
+               cxr_embeddings: str = "", cxr_metadata: str = "",
+               anchor_years: str = ANCHOR_YEARS, strict: bool = False,
+               text_device: str = "auto") -> tuple[Cohort, dict[str, Any]]:
   """Reads MIMIC-IV (raw layout or MEDS events) into a validated `Cohort` and a report.
 
   Args:
@@ -262,26 +308,35 @@ def load_mimic(directory: str | None = None, *, meds: str | None = None, version
       temporary folder.
     text_encoder: a `text_embed.ENCODERS` name for the note modalities.
     text_model_path: the local Bio_ClinicalBERT folder (``text_encoder="bioclinicalbert"``).
+    text_device: where Bio_ClinicalBERT runs: "auto" (a GPU when torch sees one), "cpu",
+      "cuda" or "cuda:N".
     cxr_embeddings: parquet / csv of image embeddings (``dicom_id`` + numeric columns);
       empty = no chest X-ray modality.
     cxr_metadata: MIMIC-CXR metadata csv; default
       ``<directory>/cxr/mimic-cxr-2.0.0-metadata.csv.gz``.
+    anchor_years: keep subjects whose ``anchor_year_group`` lies in this range
+      ("YYYY-YYYY", default `ANCHOR_YEARS` "2008-2019"; "" keeps every group). MEDS
+      tables carry no group: nobody is excluded there (a note says so).
+    strict: refuse the first imperfect row instead of skipping and counting it.
 
   Returns:
     (cohort, info). patient_id = subject_id, rows sorted by it. ``info``: ``source``
     ("raw" or "meds"), ``path``, ``version``, ``cache_folder``, ``stages_run``,
     ``attrition``, ``n_patients``, ``fingerprint``, ``label_counts`` (task -> {n,
     n_positive}), ``observed_fraction``, ``notes`` (dropped modalities and other
-    remarks), ``modalities`` (per-stage reports), ``text_encoder`` and ``hadm_id``
-    ((N,) the index admission per row; synthetic for MEDS).
+    remarks), ``modalities`` (per-stage reports), ``text_encoder``, ``hadm_id``
+    ((N,) the index admission per row; synthetic for MEDS) and ``skipped``
+    (`RowProblems.report`: rows skipped per file and per problem).
 
   Raises:
-    DataError: missing tables / columns / files, unparsable values, bad arguments.
+    DataError: missing tables / columns / files, bad arguments; with ``strict``, also
+      every imperfect row (see the package docstring).
   """
   if bool(directory) == bool(meds):
     raise DataError("MIMIC-IV: give exactly one of a raw directory (data.dir) or a MEDS "
                     f"events table (data.meds); got dir={directory!r}, meds={meds!r}")
   tasks = check_tasks(tasks, TASKS)
+  years = parse_anchor_years(anchor_years)
   if text_encoder not in ENCODERS:
     raise DataError(f"text encoder {text_encoder!r}: must be one of {list(ENCODERS)}")
   if directory:
@@ -294,27 +349,42 @@ def load_mimic(directory: str | None = None, *, meds: str | None = None, version
   source_path = directory or os.fspath(meds)
   version, notes = _resolve_version(str(version), directory)
   folder = cache_folder(cache_dir, "mimic", _key(os.path.abspath(source_path), src.kind,
-                                                version, CACHE_VERSION))
+                                                version, years, CACHE_VERSION))
   ran: list[str] = []
+  problems = RowProblems(strict)
 
-  def compute_cohort():
-    return cohort_frame(*src.base())
-  base, base_info = cached_stage(folder, "cohort", compute_cohort, ran)
+  def policy(compute: Callable[[], tuple[pl.DataFrame, dict]]
+             ) -> Callable[[], tuple[pl.DataFrame, dict]]:
+    """`compute` under the row policy, its report gaining ``skipped`` (kept in the
+    cache with the stage)."""
+    def run() -> tuple[pl.DataFrame, dict]:
+      src.tables = CsvTables(RowProblems(strict))
+      df, report = src.tables.run(compute)
+      return df, {**report, "skipped": src.tables.problems.counts}
+    return run
+
+  base, base_info = cached_stage(
+      folder, "cohort", policy(lambda: cohort_frame(*src.base(), anchor_years=years)), ran)
+  problems.merge(base_info["skipped"])
+  if src.kind == "meds" and years is not None:
+    notes.append(f"anchor_years {anchor_years}: a MEDS table has no anchor_year_group, "
+                 f"so nobody was excluded by it")
   for a in base_info["attrition"]:
     logging.info("MIMIC-IV attrition: %s: %d %s remain, %d excluded", a["step"],
                  a["n_remaining"], a["unit"], a["n_excluded"])
   if len(base) == 0:
     raise DataError(f"{source_path}: no adult subject survived a first hospital admission")
-  windows = base.select(*WINDOW, "icu_stay_ids")
+  windows = base.select(*WINDOW, "hadm_ids", "icu_stay_ids")
   subjects = base["subject_id"].to_numpy().astype(np.int64)
   reports: dict[str, Any] = {}
 
   def stage(name: str, compute: Callable[[], tuple[pl.DataFrame, dict]]) -> pl.DataFrame:
-    df, rep = cached_stage(folder, name, compute, ran)
+    df, rep = cached_stage(folder, name, policy(compute), ran)
     if df["subject_id"].to_numpy().tolist() != subjects.tolist():
       raise DataError(f"{folder}/{name}.parquet: cached stage does not match the cohort; "
                       f"delete the cache folder {folder}")
-    reports[name] = rep
+    problems.merge(rep["skipped"])
+    reports[name] = {k: v for k, v in rep.items() if k != "skipped"}
     return df
 
   series = {"labs": (src.labs, LAB_ITEMS), "vitals": (src.vitals, VITAL_ITEMS)}
@@ -361,10 +431,12 @@ def load_mimic(directory: str | None = None, *, meds: str | None = None, version
                     f"(needed with data.cxr_embeddings)")
   else:
     add("cxr", stage("cxr-" + _key(os.path.abspath(metadata), os.path.abspath(cxr_embeddings)),
-                     lambda: cxr_stage(metadata, cxr_embeddings, windows, subjects)))
+                     lambda: cxr_stage(metadata, cxr_embeddings, windows, subjects,
+                                       src.tables)))
 
   encoder_fn = lambda: get_encoder(text_encoder, dim=TEXT_DIM, **(
-      {"model_path": text_model_path} if text_encoder == "bioclinicalbert" else {}))
+      {"model_path": text_model_path, "device": text_device}
+      if text_encoder == "bioclinicalbert" else {}))
   encoder_key = f"{text_encoder}-{_key(text_model_path)}"
   for modality, table in NOTE_TABLES.items():
     if src.kind == "meds":
@@ -407,7 +479,9 @@ def load_mimic(directory: str | None = None, *, meds: str | None = None, version
       "modalities": reports,
       "text_encoder": text_encoder,
       "hadm_id": base["hadm_id"].to_numpy(),
+      "skipped": problems.report(),
   }
+  problems.log(f"MIMIC-IV {source_path}")
   logging.info("MIMIC-IV (%s): %d patients, stages run %s, observed fraction %s",
                src.kind, len(subjects), ran, info["observed_fraction"])
   return cohort, info

@@ -14,6 +14,7 @@ import os
 import polars as pl
 
 from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.row_policy import CsvTables, RowProblems
 from crl_mmnar_jax.data.sources.mimic.frames import clean, collect, icd, in_window, subjects_in
 from crl_mmnar_jax.data.sources.mimic.schema import (
   LAB_ITEMS,
@@ -27,12 +28,14 @@ ICU_BEFORE_ADMIT_HOURS = 24     # an ICU stay this close before an admission joi
 
 
 class MedsSource:
-  """A MEDS event table (file or folder of parquet files)."""
+  """A MEDS event table (file or folder of parquet files). `tables.problems` (the row
+  policy) may be replaced per stage by the loader."""
 
   kind = "meds"
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, tables: CsvTables | None = None):
     self.path = path
+    self.tables = tables or CsvTables(RowProblems())
     self._lf = _scan_meds(path)
 
   def _codes_with(self, prefix: str) -> pl.LazyFrame:
@@ -48,7 +51,7 @@ class MedsSource:
             | pl.col("code").is_in(["MEDS_BIRTH", "MEDS_DEATH"]))
     ev = collect(self._lf.filter(keep).select("subject_id", "time", "code"), path)
     patients = _meds_patients(subjects, ev)
-    adm = _meds_admissions(ev, path)
+    adm = _meds_admissions(ev, path, self.tables.problems)
     return patients, adm, _meds_icu(ev, adm)
 
   def _lab_like(self, items: dict[int, str], windows: pl.DataFrame) -> pl.LazyFrame:
@@ -136,16 +139,21 @@ def _meds_patients(subjects: pl.DataFrame, ev: pl.DataFrame) -> pl.DataFrame:
       pl.when(pl.col("g") == "M").then(1.0).when(pl.col("g") == "F").then(0.0).alias("male"),
       "birth_year", "death_time",
       (pl.col("death_time") == pl.col("death_time").dt.truncate("1d")).fill_null(False)
-      .alias("death_date_only"))
+      .alias("death_date_only"),
+      pl.lit(None, pl.String).alias("anchor_year_group"))   # not in MEDS
 
 
-def _meds_admissions(ev: pl.DataFrame, path: str) -> pl.DataFrame:
-  """Admission/discharge events paired by order per subject, synthetic hadm_id."""
+def _meds_admissions(ev: pl.DataFrame, path: str, problems: RowProblems) -> pl.DataFrame:
+  """Admission/discharge events paired by order per subject, synthetic hadm_id. Events
+  without a time are skipped; a subject whose admission and discharge events do not
+  pair up has no admission (dropped from the cohort); both counted (strict:
+  DataError)."""
   def events(prefix: str, name: str) -> pl.DataFrame:
     rows = ev.filter(pl.col("code").str.starts_with(prefix))
-    if rows["time"].null_count():
-      raise DataError(f"{path}: {rows['time'].null_count()} {prefix} event(s) without a time")
-    return (rows.sort("subject_id", "time", "code")
+    n = rows["time"].null_count()
+    problems.found(path, f"{prefix} event without a time (skipped)", n,
+                   f"{path}: {n} {prefix} event(s) without a time")
+    return (rows.filter(pl.col("time").is_not_null()).sort("subject_id", "time", "code")
             .with_columns(pl.int_range(pl.len()).over("subject_id").alias("_k"),
                           pl.col("code").str.split("//").alias("_parts"))
             .rename({"time": name}))
@@ -156,9 +164,14 @@ def _meds_admissions(ev: pl.DataFrame, path: str) -> pl.DataFrame:
             .filter(pl.col("len").fill_null(0) != pl.col("len_right").fill_null(0)))
   if len(counts):
     r = counts.sort("subject_id").row(0, named=True)
-    raise DataError(f"{path}: subject {r['subject_id']} has {r['len'] or 0} "
-                    f"HOSPITAL_ADMISSION but {r['len_right'] or 0} HOSPITAL_DISCHARGE "
-                    f"events; they cannot be paired")
+    problems.found(path, "subject's admission and discharge events cannot be paired "
+                         "(its admissions dropped)", len(counts),
+                   f"{path}: subject {r['subject_id']} has {r['len'] or 0} "
+                   f"HOSPITAL_ADMISSION but {r['len_right'] or 0} HOSPITAL_DISCHARGE "
+                   f"events; they cannot be paired ({len(counts)} subject(s) in all)")
+    unpaired = counts["subject_id"].implode()
+    adm = adm.filter(~pl.col("subject_id").is_in(unpaired))
+    dis = dis.filter(~pl.col("subject_id").is_in(unpaired))
   out = adm.join(dis.select("subject_id", "_k", "dischtime", pl.col("_parts").alias("_d")),
                  on=["subject_id", "_k"], how="inner").sort("subject_id", "_k")
   get = lambda col, i: pl.col(col).list.get(i, null_on_oob=True)

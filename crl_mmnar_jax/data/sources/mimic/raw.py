@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from crl_mmnar_jax.data import io
-from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.row_policy import CsvTables, RowProblems
 from crl_mmnar_jax.data.sources.mimic.frames import clean, collect, icd, in_window, subjects_in
 from crl_mmnar_jax.data.sources.mimic.schema import (
   ADMISSIONS,
@@ -28,42 +28,56 @@ from crl_mmnar_jax.data.sources.mimic.schema import (
   VITAL_ITEMS,
 )
 
+NOTE_BEFORE_ADMIT_HOURS = 6   # a report without hadm_id this long before admittime joins
 
-def _check_ids(df: pl.DataFrame, columns: list[str], path: str, unique: str) -> None:
+
+def _check_ids(df: pl.DataFrame, columns: list[str], path: str, unique: str,
+               tables: CsvTables) -> pl.DataFrame:
+  """`df` without rows whose ids are null and without every row of a repeated `unique`
+  id, each counted (strict: DataError)."""
   for c in columns:
-    if df[c].null_count():
-      raise DataError(f"{path}: column {c} has {df[c].null_count()} null value(s)")
-  if df[unique].is_duplicated().any():
-    dup = io.few(df.filter(pl.col(unique).is_duplicated())[unique])
-    raise DataError(f"{path}: column {unique} repeats ids, e.g. {dup}")
+    n = df[c].null_count()
+    tables.problems.found(path, f"null {c} (row skipped)", n,
+                          f"{path}: column {c} has {n} null value(s)")
+    df = df.filter(pl.col(c).is_not_null())
+  rep = df[unique].is_duplicated()
+  if rep.any():
+    dup = df.filter(rep)[unique]
+    tables.problems.found(path, f"{unique} repeated (every row of that id skipped)",
+                          len(dup), f"{path}: column {unique} repeats {dup.n_unique()} "
+                                    f"id(s) in {len(dup)} rows")
+  return df.filter(~rep)
 
 
 class RawSource:
-  """The PhysioNet CSV layout."""
+  """The PhysioNet CSV layout. `tables` (the row policy's typed scans) may be replaced
+  per stage by the loader."""
 
   kind = "raw"
 
-  def __init__(self, directory: str):
+  def __init__(self, directory: str, tables: CsvTables | None = None):
     self.directory = directory
+    self.tables = tables or CsvTables(RowProblems())
 
   def _scan(self, name: str) -> tuple[pl.LazyFrame, str]:
     path = io.require_table(self.directory, name, "MIMIC-IV")
-    return io.scan_csv(path, RAW_TABLES[name], f"MIMIC-IV table '{name}'"), path
+    return self.tables.scan(path, RAW_TABLES[name], f"MIMIC-IV table '{name}'"), path
 
   def base(self) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     lf, path = self._scan(PATIENTS)
-    patients = collect(lf, path)
-    _check_ids(patients, ["subject_id"], path, unique="subject_id")
+    patients = _check_ids(collect(lf, path), ["subject_id"], path, "subject_id",
+                          self.tables)
     gender = pl.col("gender").str.strip_chars()
     patients = patients.select(
         "subject_id",
         pl.when(gender == "M").then(1.0).when(gender == "F").then(0.0).alias("male"),
         (pl.col("anchor_year") - pl.col("anchor_age")).alias("birth_year"),
         pl.col("dod").cast(TIMESTAMP).alias("death_time"),
-        pl.lit(True).alias("death_date_only"))
+        pl.lit(True).alias("death_date_only"),
+        pl.col("anchor_year_group").str.strip_chars())
     lf, path = self._scan(ADMISSIONS)
-    adm = collect(lf, path)
-    _check_ids(adm, ["subject_id", "hadm_id"], path, unique="hadm_id")
+    adm = _check_ids(collect(lf, path), ["subject_id", "hadm_id"], path, "hadm_id",
+                     self.tables)
     adm = adm.select(
         "subject_id", "hadm_id", "admittime", "dischtime",
         ((pl.col("hospital_expire_flag") == 1).fill_null(False)
@@ -73,8 +87,8 @@ class RawSource:
         *(clean(c) for c in ("admission_type", "admission_location",
                              "discharge_location", "insurance", "race")))
     lf, path = self._scan(ICUSTAYS)
-    icu = collect(lf, path)
-    _check_ids(icu, ["subject_id", "hadm_id", "stay_id"], path, unique="stay_id")
+    icu = _check_ids(collect(lf, path), ["subject_id", "hadm_id", "stay_id"], path,
+                     "stay_id", self.tables)
     return patients, adm, icu
 
   def labs(self, windows: pl.DataFrame) -> tuple[pl.LazyFrame, str]:
@@ -101,9 +115,12 @@ class RawSource:
     return in_window(lf, windows).select("subject_id", "name"), path
 
   def _codes(self, name: str, windows: pl.DataFrame) -> tuple[pl.LazyFrame, str]:
+    """Codes of every admission of the index episode (coded at their discharge, which
+    is at or before the episode's end)."""
     lf, path = self._scan(name)
-    lf = lf.filter(pl.col("hadm_id").is_in(windows["hadm_id"].implode()))
-    lf = lf.join(windows.lazy().select("hadm_id", "subject_id"), on="hadm_id", how="inner")
+    hadm = _episode_hadm(windows)
+    lf = lf.filter(pl.col("hadm_id").is_in(hadm["hadm_id"].implode()))
+    lf = lf.join(hadm.lazy(), on="hadm_id", how="inner")
     return lf.select("subject_id", icd(pl.col("icd_version").cast(pl.String),
                                        pl.col("icd_code"))), path
 
@@ -114,13 +131,29 @@ class RawSource:
     return self._codes(PROCEDURES_ICD, windows)
 
   def notes(self, name: str, windows: pl.DataFrame) -> tuple[pl.LazyFrame, str] | None:
-    """Notes of table `name` (`schema.NOTE_TABLES`) of the index admission up to its
-    dischtime; None when the table is not there (MIMIC-IV-Note is optional)."""
+    """Notes of table `name` (`schema.NOTE_TABLES`) of the index episode up to its end:
+    those with a hadm_id of the episode, and those WITHOUT a hadm_id (many radiology
+    reports: emergency department, outpatient) of the subject charted from
+    `NOTE_BEFORE_ADMIT_HOURS` before admittime to the episode's dischtime. None when the
+    table is not there (MIMIC-IV-Note is optional)."""
     path = io.table_path(self.directory, name)
     if path is None:
       return None
-    lf = io.scan_csv(path, RAW_TABLES[name], f"MIMIC-IV-Note table '{name}'")
-    lf = lf.filter(pl.col("hadm_id").is_in(windows["hadm_id"].implode()))
-    lf = lf.join(windows.lazy().select("hadm_id", "dischtime"), on="hadm_id", how="inner")
+    lf = self.tables.scan(path, RAW_TABLES[name], f"MIMIC-IV-Note table '{name}'")
+    hadm = _episode_hadm(windows)
+    linked = (lf.filter(pl.col("hadm_id").is_in(hadm["hadm_id"].implode()))
+              .join(hadm.lazy(), on=["hadm_id", "subject_id"], how="inner"))
+    unlinked = lf.filter(pl.col("hadm_id").is_null() & subjects_in(windows)).join(
+        windows.lazy().select("subject_id", "admittime"), on="subject_id", how="inner"
+    ).filter(pl.col("charttime") >= pl.col("admittime")
+             - pl.duration(hours=NOTE_BEFORE_ADMIT_HOURS)).drop("admittime")
+    ends = windows.lazy().select("subject_id", "dischtime")
+    lf = pl.concat([linked, unlinked]).join(ends, on="subject_id", how="inner")
     lf = lf.filter(pl.col("charttime") <= pl.col("dischtime"))
     return lf.select("subject_id", "charttime", "note_id", "text"), path
+
+
+def _episode_hadm(windows: pl.DataFrame) -> pl.DataFrame:
+  """(hadm_id, subject_id) of every admission of each subject's index episode."""
+  return (windows.select("subject_id", pl.col("hadm_ids").alias("hadm_id"))
+          .explode("hadm_id").drop_nulls("hadm_id"))

@@ -34,7 +34,7 @@ NOTE_TABLES = {"discharge_note": NOTE_DISCHARGE, "radiology_note": NOTE_RADIOLOG
 # table -> columns read (MIMIC-IV name -> polars type)
 RAW_TABLES: dict[str, dict[str, pl.DataType]] = {
     PATIENTS: {"subject_id": pl.Int64, "gender": pl.String, "anchor_age": pl.Int64,
-               "anchor_year": pl.Int64, "dod": pl.Date},
+               "anchor_year": pl.Int64, "anchor_year_group": pl.String, "dod": pl.Date},
     ADMISSIONS: {"subject_id": pl.Int64, "hadm_id": pl.Int64, "admittime": TIMESTAMP,
                  "dischtime": TIMESTAMP, "deathtime": TIMESTAMP,
                  "admission_type": pl.String, "admission_location": pl.String,

@@ -21,9 +21,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import polars as pl
 
-from crl_mmnar_jax.data import io
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.featurize import ModalityGroup, featurize_batched, hash_bucket
+from crl_mmnar_jax.data.row_policy import CsvTables
+from crl_mmnar_jax.data.sources.mimic import tfrecord
 from crl_mmnar_jax.data.sources.mimic.frames import collect, in_window, sink, subjects_in
 from crl_mmnar_jax.data.sources.mimic.schema import (
   ADMISSION_LOCATIONS,
@@ -162,19 +163,13 @@ def feature_block(df: pl.DataFrame, stats_nan_when_absent: bool
 # ----------------------------------------------------------------------------- notes, cxr
 
 
-def _embedding_frame(subjects: np.ndarray, ids_K: np.ndarray, x_KxD: np.ndarray,
+def _embedding_frame(subjects: np.ndarray, sums_NxD: np.ndarray, counts_N: np.ndarray,
                      prefix: str) -> pl.DataFrame:
-  """Per-subject means of rows `x_KxD` (rows sorted by `ids_K`) on `subjects`."""
-  present_N = np.zeros(len(subjects), bool)
-  out_NxD = np.zeros((len(subjects), x_KxD.shape[1]), np.float32)
-  if len(ids_K):
-    uniq, start, count = np.unique(ids_K, return_index=True, return_counts=True)
-    means = (np.add.reduceat(x_KxD.astype(np.float64), start, axis=0)
-             / count[:, None]).astype(np.float32)
-    rows = np.searchsorted(subjects, uniq)
-    present_N[rows] = True
-    out_NxD[rows] = means
-  names = [f"{prefix}{j:03d}" for j in range(x_KxD.shape[1])]
+  """Per-subject means from per-subject sums and counts (rows of `subjects`)."""
+  present_N = counts_N > 0
+  out_NxD = np.zeros(sums_NxD.shape, np.float32)
+  out_NxD[present_N] = sums_NxD[present_N] / counts_N[present_N, None].astype(np.float32)
+  names = [f"{prefix}{j:03d}" for j in range(sums_NxD.shape[1])]
   df = pl.DataFrame({"subject_id": subjects, "present": present_N})
   return df.hstack(pl.DataFrame(out_NxD, schema=names, orient="row"))
 
@@ -183,7 +178,9 @@ def note_stage(rows: pl.LazyFrame, path: str, name: str, subjects: np.ndarray,
                encoder_fn: Callable[[], Any], scratch: str, batch_chars: int
                ) -> tuple[pl.DataFrame, dict]:
   """Notes -> mean text embedding per subject, encoded in batches of subjects holding
-  about `batch_chars` characters (the encoder is built only when a note is there)."""
+  about `batch_chars` characters (the encoder is built only when a note is there).
+  Each batch's embeddings are added into per-subject float32 sums and dropped, so
+  memory holds one batch of notes plus the cohort's (N, dim) output."""
   rows_path = os.path.join(scratch, f".{name}.rows.parquet")
   sink(rows.select("subject_id", "charttime", "note_id", pl.col("text").fill_null("")),
        rows_path, path)
@@ -194,20 +191,24 @@ def note_stage(rows: pl.LazyFrame, path: str, name: str, subjects: np.ndarray,
   chars_S = per["chars"].to_numpy().astype(np.int64)
   batch_S = (np.cumsum(chars_S) - chars_S) // batch_chars
   encoder = encoder_fn() if len(ids_S) else None
-  ids, parts = [], []
+  dim = encoder.dim if encoder is not None else TEXT_DIM
+  sums_NxD = np.zeros((len(subjects), dim), np.float32)
+  counts_N = np.zeros(len(subjects), np.int64)
   for b in np.unique(batch_S):
     batch = ids_S[batch_S == b]
     notes = (pl.scan_parquet(rows_path)
              .filter(pl.col("subject_id").is_between(int(batch[0]), int(batch[-1]))
                      & pl.col("subject_id").is_in(pl.Series(batch).implode()))
              .sort("subject_id", "charttime", "note_id").collect())
-    parts.append(encoder.encode(notes["text"].to_list()))
-    ids.append(notes["subject_id"].to_numpy())
+    x_BxD = np.asarray(encoder.encode(notes["text"].to_list()), np.float32)
+    uniq, start, count = np.unique(notes["subject_id"].to_numpy(), return_index=True,
+                                   return_counts=True)
+    rows_U = np.searchsorted(subjects, uniq)
+    sums_NxD[rows_U] += np.add.reduceat(x_BxD, start, axis=0, dtype=np.float32)
+    counts_N[rows_U] += count
+    del notes, x_BxD
   os.remove(rows_path)
-  dim = encoder.dim if encoder is not None else TEXT_DIM
-  x_KxD = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
-  ids_K = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-  return _embedding_frame(subjects, ids_K, x_KxD, "emb"), {
+  return _embedding_frame(subjects, sums_NxD, counts_N, "emb"), {
       "notes_in_window": int(per["n"].sum()) if len(per) else 0,
       "subjects_with_notes": len(ids_S)}
 
@@ -221,8 +222,13 @@ def _study_time() -> pl.Expr:
   return (date.cast(TIMESTAMP) + pl.duration(microseconds=micros)).alias("time")
 
 
-def _read_embeddings(path: str, dicom_ids: pl.Series) -> tuple[pl.DataFrame, list[str]]:
-  """The embedding rows of `dicom_ids`: dicom_id plus numeric columns (any width)."""
+def _scan_embeddings(path: str, dicom_ids: pl.Series) -> tuple[pl.LazyFrame, list[str]]:
+  """Lazy (dicom_id, numeric columns as Float32) of an embeddings file (any width): a
+  parquet or csv table, or TFRecord files (a ``.tfrecord`` file or a folder of them,
+  `tfrecord`; only those of `dicom_ids` are opened)."""
+  if path.endswith(tfrecord.SUFFIX) or os.path.isdir(path):
+    df = tfrecord.read_embeddings(path, dicom_ids.to_list())
+    return df.lazy(), [c for c in df.columns if c != "dicom_id"]
   if not os.path.isfile(path):
     raise DataError(f"{path}: CXR embeddings file not found")
   try:
@@ -240,23 +246,35 @@ def _read_embeddings(path: str, dicom_ids: pl.Series) -> tuple[pl.DataFrame, lis
   bad = [c for c in cols if not schema[c].is_numeric()]
   if bad or not cols:
     raise DataError(f"{path}: CXR embedding columns must be numeric, found {bad[:5] or 'none'}")
-  lf = lf.select(pl.col("dicom_id").cast(pl.String), *(pl.col(c).cast(pl.Float64) for c in cols))
-  return collect(lf.filter(pl.col("dicom_id").is_in(dicom_ids.implode())), path), cols
+  return lf.select(pl.col("dicom_id").cast(pl.String),
+                   *(pl.col(c).cast(pl.Float32) for c in cols)), cols
 
 
 def cxr_stage(metadata: str, embeddings: str, windows: pl.DataFrame,
-              subjects: np.ndarray) -> tuple[pl.DataFrame, dict]:
-  """Mean embedding of the frontal images whose study lies in the window."""
-  lf = io.scan_csv(metadata, CXR_METADATA_COLUMNS, "MIMIC-CXR metadata")
+              subjects: np.ndarray, tables: CsvTables) -> tuple[pl.DataFrame, dict]:
+  """Mean embedding of the frontal images whose study lies in the window. The images'
+  embeddings are summed per subject while the file streams (float32), never held all
+  at once."""
+  lf = tables.scan(metadata, CXR_METADATA_COLUMNS, "MIMIC-CXR metadata")
   lf = lf.filter(subjects_in(windows)
                  & pl.col("ViewPosition").str.strip_chars().is_in(list(FRONTAL_VIEWS)))
   images = collect(in_window(lf.with_columns(_study_time()), windows)
                    .select("subject_id", "dicom_id"), metadata)
-  emb, cols = _read_embeddings(embeddings, images["dicom_id"])
-  joined = images.join(emb, on="dicom_id", how="inner").sort("subject_id", "dicom_id")
-  x_KxD = joined.select(cols).to_numpy().astype(np.float64)
-  if not np.isfinite(x_KxD).all():
+  emb, cols = _scan_embeddings(embeddings, images["dicom_id"])
+  joined = emb.filter(pl.col("dicom_id").is_in(images["dicom_id"].implode())).join(
+      images.lazy(), on="dicom_id", how="inner")
+  per = collect(joined.group_by("subject_id").agg(
+      pl.len().alias("_n"),
+      *(pl.col(c).is_finite().all().alias(f"_ok{j}") for j, c in enumerate(cols)),
+      *(pl.col(c).sum() for c in cols)), embeddings).sort("subject_id")
+  if not per.select(pl.all_horizontal(f"_ok{j}" for j in range(len(cols)))
+                    ).to_series().all():
     raise DataError(f"{embeddings}: CXR embeddings hold NaN or Inf values")
-  df = _embedding_frame(subjects, joined["subject_id"].to_numpy(), x_KxD, "cxr")
+  sums_NxD = np.zeros((len(subjects), len(cols)), np.float32)
+  counts_N = np.zeros(len(subjects), np.int64)
+  rows = np.searchsorted(subjects, per["subject_id"].to_numpy())
+  sums_NxD[rows] = per.select(cols).to_numpy().astype(np.float32)
+  counts_N[rows] = per["_n"].to_numpy()
+  df = _embedding_frame(subjects, sums_NxD, counts_N, "cxr")
   return df, {"frontal_images_in_window": len(images),
-              "images_without_embedding": len(images) - len(joined)}
+              "images_without_embedding": len(images) - int(counts_N.sum())}

@@ -1,0 +1,207 @@
+"""Numerical feature embeddings (`embeddings.py`): PLE against the paper's per-bin formula,
+bin edges from training rows only, periodic frequencies that learn, and a missing
+modality that still contributes exactly nothing with either embedding."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from crl_mmnar_jax import methods
+from crl_mmnar_jax.batch import make_batch
+from crl_mmnar_jax.data import quantiles
+from crl_mmnar_jax.data.sources.synthetic import make_synthetic
+from crl_mmnar_jax.data.standardize import standardize
+from crl_mmnar_jax.embeddings import EmbeddingSpec, Periodic, PiecewiseLinear, ple_encode
+from crl_mmnar_jax.model import CRLMMNAR, ModelConfig
+from experiments.configs import synthetic
+
+
+def _naive_ple(x: float, edges: list[float]) -> list[float]:
+  """The paper's definition for one value and one feature's distinct edges b_0..b_T."""
+  t_max = len(edges) - 1
+  out = []
+  for t in range(1, t_max + 1):
+    lo, hi = edges[t - 1], edges[t]
+    if x < lo and t > 1:
+      out.append(0.0)
+    elif x >= hi and t < t_max:
+      out.append(1.0)
+    else:
+      out.append((x - lo) / (hi - lo))
+  return out
+
+
+def test_ple_equals_the_per_bin_formula_and_reconstructs_the_value():
+  rng = np.random.default_rng(0)
+  values = np.concatenate([rng.normal(size=(300, 3)), [[0, 0, 0]]], 0)
+  values[:, 1] = np.round(values[:, 1])            # ties: fewer distinct edges
+  values[:, 2] = (values[:, 2] > 1.9)              # rare binary: one bin
+  edges, counts = quantiles.bin_edges(values, 6)
+  assert counts[0] == 6 and counts[1] < 6 and counts[2] == 1
+  module = PiecewiseLinear(edges, counts, 4, rngs=nnx.Rngs(0))
+  x = np.array([[-9.0, -9.0, -2.0], [edges[0, 2], 0.0, 0.5], [0.1, 0.4, 1.0],
+                [9.0, 9.0, 3.0]], np.float32)
+  x[1, 0] = edges[0, 2]                                 # exactly on an inner edge
+  got = np.asarray(ple_encode(jnp.asarray(x), module.lower_FxT[...], module.inv_width_FxT[...],
+                              module.clip_low_FxT[...], module.clip_high_FxT[...]))
+  for i in range(x.shape[0]):
+    for f in range(3):
+      e = list(edges[f, :counts[f] + 1])
+      want = _naive_ple(float(x[i, f]), e) + [0.0] * (6 - counts[f])
+      np.testing.assert_allclose(got[i, f], want, rtol=1e-5, atol=1e-5)
+      # The encoding is a piecewise-linear code of the value: b_0 + sum_t e_t w_t = x.
+      width = np.diff(e)
+      assert e[0] + float(np.dot(got[i, f, :counts[f]], width)) == pytest.approx(
+          float(x[i, f]), abs=1e-4)
+  # The module: per-feature linear layer on the code, then ReLU.
+  y = np.asarray(module(jnp.asarray(x)))
+  want = np.maximum(np.einsum("bft,ftk->bfk", got, module.w_FxTxK[...]) + module.b_FxK[...], 0)
+  np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+
+
+def _cohort():
+  c = make_synthetic(400, n_modalities=3, n_tasks=2, seed=4).cohort
+  rows = np.arange(c.n)
+  return c, rows[rows % 4 != 0], rows[rows % 4 == 0]
+
+
+@pytest.mark.parametrize("preprocess", ["standard", "quantile_normal"])
+def test_bin_edges_come_from_observed_training_rows_only(preprocess):
+  c, train, other = _cohort()
+  out, stats = standardize(c, train, preprocess=preprocess, num_bins=8)
+  # Independent computation: quantiles of the transformed, measured training values.
+  for m, name in enumerate(c.modality_names):
+    fit = train[c.present[train, m]]
+    z = out.features[m][fit].astype(np.float64)
+    measured = ~np.isnan(c.features[m][fit])
+    for j in range(z.shape[1]):
+      want = np.unique(np.quantile(z[measured[:, j], j], np.linspace(0, 1, 9)))
+      got = stats[name]["bin_edges"][j, :stats[name]["n_bins"][j] + 1]
+      if len(want) == len(got):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+      else:    # float32 rounding of the output can merge two nearly equal quantiles
+        assert abs(len(want) - len(got)) == 1
+  # Changing every validation and test value changes no edge ...
+  rng = np.random.default_rng(1)
+  feats = tuple(np.where(np.isin(np.arange(c.n), other)[:, None] & c.present[:, [m]],
+                         rng.normal(50.0, 30.0, f.shape), f).astype(np.float32)
+                for m, f in enumerate(c.features))
+  _, stats2 = standardize(dataclasses.replace(c, features=feats), train,
+                          preprocess=preprocess, num_bins=8)
+  for name in c.modality_names:
+    np.testing.assert_array_equal(stats2[name]["bin_edges"], stats[name]["bin_edges"])
+  # ... while changing training values does (the test can fail): ties in half of them.
+  feats = list(c.features)
+  feats[0] = feats[0].copy()
+  feats[0][train[:len(train) // 2]] = np.where(c.present[train[:len(train) // 2], :1], 1.0, 0.0)
+  feats = tuple(feats)
+  _, stats3 = standardize(dataclasses.replace(c, features=feats), train,
+                          preprocess=preprocess, num_bins=8)
+  assert not np.allclose(stats3[c.modality_names[0]]["bin_edges"],
+                         stats[c.modality_names[0]]["bin_edges"])
+
+
+def test_periodic_shape_finiteness_and_gradient_to_frequencies():
+  module = Periodic(5, 8, 0.1, rngs=nnx.Rngs(0))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(7, 5)) * [1, 10, 100, 1e3, 1e4],
+                  jnp.float32)
+  y = module(x)
+  assert y.shape == (7, 5, 8) and bool(jnp.all(jnp.isfinite(y))) and bool(jnp.all(y >= 0))
+  graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+
+  def loss(p):
+    return jnp.sum(nnx.merge(graphdef, p, rest)(x) ** 2)
+
+  g = jax.grad(loss)(params)
+  g_freq = np.asarray(g["freq_FxC"][...])
+  assert g_freq.shape == (5, 48) and np.all(np.isfinite(g_freq))
+  assert np.all(np.abs(g_freq).sum(1) > 0)          # every feature's frequencies learn
+
+
+# ----------------------------------------------------------------------------- models
+
+
+DIMS = (3, 5, 4)
+
+
+def _spec(kind):
+  if kind == "periodic":
+    return EmbeddingSpec("periodic", dim=4, frequency_scale=0.5)
+  rng = np.random.default_rng(0)
+  bins = tuple(quantiles.bin_edges(rng.normal(size=(100, d)), 5) for d in DIMS)
+  return EmbeddingSpec("ple", dim=4, bins=bins)
+
+
+def _inputs(b=8):
+  rng = np.random.default_rng(0)
+  x = tuple(jnp.asarray(rng.normal(size=(b, d)), jnp.float32) for d in DIMS)
+  present = rng.random((b, len(DIMS))) < 0.55
+  present[:, 0] = True
+  present[1] = True
+  return x, jnp.asarray(present)
+
+
+@pytest.mark.parametrize("kind", ["ple", "periodic"])
+def test_missing_modality_has_exactly_zero_gradient_with_each_embedding(kind):
+  cfg = ModelConfig(input_dims=DIMS, n_tasks=2, dim=16, n_heads=4, proj_dim=8)
+  model = CRLMMNAR(cfg, rngs=nnx.Rngs(0), embedding=_spec(kind))
+  x, present = _inputs()
+
+  def scalar(x, dropout_seed):
+    out = model(x, present, deterministic=False, rngs=nnx.Rngs(dropout=dropout_seed))
+    return sum(jnp.sum(jax.random.normal(jax.random.key(i), v.shape) * v)
+               for i, (k, v) in enumerate(sorted(out.items()))
+               if jnp.issubdtype(v.dtype, jnp.floating))
+
+  grads = jax.jit(jax.grad(scalar), static_argnums=1)(x, 3)
+  for m, g in enumerate(grads):
+    missing = ~np.asarray(present[:, m])
+    assert missing.any() or m == 0
+    np.testing.assert_array_equal(np.asarray(g)[missing], 0.0)
+    assert np.abs(np.asarray(g)[~missing]).sum() > 0
+  # NaN in a missing row changes no output and no parameter gradient.
+  bad = tuple(jnp.where(present[:, m:m + 1], xm, jnp.nan) for m, xm in enumerate(x))
+  for k, v in model(x, present).items():
+    np.testing.assert_array_equal(np.asarray(v), np.asarray(model(bad, present)[k]), err_msg=k)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def param_loss(p, x):
+    return jnp.sum(nnx.merge(graphdef, p, rest)(x, present)["logits_BxT"])
+
+  g_ok, g_bad = (jax.grad(param_loss)(params, xx) for xx in (x, bad))
+  for a, b in zip(jax.tree.leaves(g_ok), jax.tree.leaves(g_bad)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+NEURAL = ("crl_mmnar", "masked_transformer", "zero_impute_mlp", "mean_impute_mlp",
+          "late_fusion", "missing_token", "muse", "m3care")
+
+
+@pytest.mark.parametrize("kind", ["ple", "periodic"])
+def test_every_neural_method_builds_with_the_embedding_and_ignores_missing_inputs(kind):
+  c = make_synthetic(160, seed=2).cohort
+  rows = np.arange(c.n)
+  std, stats = standardize(c, rows[:120], num_bins=6)
+  data = methods.MethodData(std, rows[:120], rows[120:], stats)
+  config = synthetic.get_config("tiny")
+  config.model.update(dim=16, n_heads=2, proj_dim=8, num_embedding=kind, num_bins=6,
+                      num_embedding_dim=4)
+  config.baseline.reference_size = 16
+  order = rows[120:][np.argsort(std.present[120:].sum(1), kind="stable")]
+  batch = make_batch(std, np.concatenate([order[:6], order[-2:]]))
+  bad = tuple(jnp.where(batch.present_BxM[:, m:m + 1], x, jnp.nan)
+              for m, x in enumerate(batch.x))
+  for name in NEURAL:
+    model = methods.get_method(name).build(config, data, nnx.Rngs(params=0))
+    embeds = [v for p, v in nnx.iter_graph(model) if type(v).__name__ in
+              ("PiecewiseLinear", "Periodic")]
+    assert embeds, name                          # the embedding is really there
+    forward = nnx.jit(lambda mdl, x: mdl(x, batch.present_BxM)["logits_BxT"])
+    ref = forward(model, batch.x)
+    assert np.all(np.isfinite(np.asarray(ref))), name
+    np.testing.assert_array_equal(np.asarray(ref), np.asarray(forward(model, bad)),
+                                  err_msg=name)
