@@ -124,28 +124,29 @@ def info_nce(a_BxMxP: Array, b_BxMxP: Array, valid_BxM: Array, weight_B: Array,
 
 def _drawn_info_nce(logits_MxBxB: Array, valid_MxB: Array, draw_MxB: Array) -> Array:
   """`info_nce` with random drops (see there); logits[m, i, j] = a_i · b_j / τ."""
-  w_MxB = jnp.where(valid_MxB, draw_MxB, 0.0)
-  drawn_MxB = w_MxB > 0
+  w_MxB = jnp.where(valid_MxB, draw_MxB, 0.0)      # 1 / P(drawn) for drawn rows, else 0
+  b = logits_MxBxB.shape[-1]
+  eye = jnp.eye(b, dtype=bool)
   diag_MxB = jnp.diagonal(logits_MxBxB, axis1=1, axis2=2)
   # b_j against every valid a_i: the exact column of the leave-one-out loss.
   ce_cols = jax.nn.logsumexp(
       jnp.where(valid_MxB[:, :, None], logits_MxBxB, MASKED_LOGIT), axis=1) - diag_MxB
-  # a_i against its own b_i and the other drawn b_j, each weighted by w_j = 1 / P(drawn):
-  # X = Σ_j w_j exp(s_ij) is unbiased for the leave-one-out sum, and log X is corrected
-  # by the delta method, + Var(X) / (2 X²) with Var(X) estimated by Σ_j (w_j² - w_j)
-  # exp(2 s_ij) (draws are independent across patients), so that the bias left is of
-  # second order.
-  b = logits_MxBxB.shape[-1]
-  other_MxBxB = drawn_MxB[:, None, :] & ~jnp.eye(b, dtype=bool)
-  log_w_MxBxB = jnp.where(other_MxBxB, jnp.log(jnp.maximum(w_MxB, 1e-30))[:, None, :],
-                          MASKED_LOGIT)
-  log_w_MxBxB = jnp.where(jnp.eye(b, dtype=bool), 0.0, log_w_MxBxB)
-  log_x = jax.nn.logsumexp(logits_MxBxB + log_w_MxBxB, axis=2)
+  # a_i against its own b_i and the other drawn b_j, each weighted by w_j:
+  # X_i = exp(s_ii) + Σ_{j≠i} w_j exp(s_ij) is unbiased for the leave-one-out sum, and
+  # log X_i is corrected by the delta method, + Var(X_i) / (2 X_i²) with Var(X_i)
+  # estimated by Σ_{j≠i} (w_j² - w_j) exp(2 s_ij) (draws are independent across
+  # patients), so that the bias left is of second order. One shared row maximum, then
+  # weighted row sums (matrix-vector products), instead of three log-sum-exps.
+  counted_MxBxB = (w_MxB > 0)[:, None, :] | eye
+  top_MxB = jax.lax.stop_gradient(
+      jnp.max(jnp.where(counted_MxBxB, logits_MxBxB, -jnp.inf), axis=2))
+  e_MxBxB = jnp.where(counted_MxBxB, jnp.exp(logits_MxBxB - top_MxB[..., None]), 0.0)
+  e_diag_MxB = jnp.exp(diag_MxB - top_MxB)
+  x_MxB = jnp.einsum("mij,mj->mi", e_MxBxB, w_MxB) + (1.0 - w_MxB) * e_diag_MxB
   c_MxB = w_MxB * w_MxB - w_MxB
-  log_c_MxBxB = jnp.where(other_MxBxB & (c_MxB > 0)[:, None, :],
-                          jnp.log(jnp.maximum(c_MxB, 1e-30))[:, None, :], MASKED_LOGIT)
-  log_v = jax.nn.logsumexp(2 * logits_MxBxB + log_c_MxBxB, axis=2)
-  ce_rows = log_x + 0.5 * jnp.exp(log_v - 2 * log_x) - diag_MxB
+  v_MxB = jnp.maximum(jnp.einsum("mij,mj->mi", e_MxBxB * e_MxBxB, c_MxB)
+                      - c_MxB * e_diag_MxB * e_diag_MxB, 0.0)
+  ce_rows = jnp.log(x_MxB) + top_MxB + 0.5 * v_MxB / (x_MxB * x_MxB) - diag_MxB
   n_M = valid_MxB.sum(-1)
   per_m = _safe_div((w_MxB * 0.5 * (ce_rows + ce_cols)).sum(-1), n_M)
   use_M = n_M >= 2

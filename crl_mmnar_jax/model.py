@@ -11,6 +11,10 @@ Shapes: B patients, M modalities, T tasks, D model width, P contrastive width.
     ê_m      = Rec_m(h_{-m})   with h_{-m} the fusion of the observed tokens except m
     (a_m, b_m) = (normalize(P_m e_m), normalize(P'_m ê_m))  (InfoNCE pair)
 
+In training, `cfg.rec_drops = k` in 1..M-1 draws k observed modalities per patient to
+leave out (one fusion copy each) instead of every one; the losses reweight the drawn
+pairs by 1 / P(drawn) (`draw_drops`, docs/design.md, "The method", 6-7).
+
 A missing modality contributes nothing: its input is replaced by zeros before its
 encoder (`jnp.where`, so even NaN/Inf inputs are harmless and gradients are exactly
 zero), its token is zeroed, and it is masked out of attention and pooling.

@@ -1,5 +1,7 @@
 """Benchmark sections of the train step and the rectifier: `train` (compile time, step
-time, patients/s and FLOPs of the real train step against the measured matmul peak),
+time, patients/s and FLOPs of the real train step against the measured matmul peak, for
+random drops `loss.rec_drops=1` and the exact leave-one-out `rec_drops=0`, step alone
+and whole loop),
 `scaling` (weak scaling over simulated CPU devices) and `rectifier` (`fit` and `apply`).
 """
 

@@ -191,22 +191,28 @@ def _train(compute_dtype, n_steps=3):
 
 
 def test_bfloat16_compute_is_finite_and_agrees_with_float32():
-  """bfloat16 has an 8-bit mantissa (relative rounding 2^-9 ≈ 0.2% per operation); after a
-  few layers the loss agrees with float32 to about 1%. We allow 3% on every loss term
-  and 3e-3 on every parameter after three AdamW steps of lr 1e-3 (each step moves a
-  parameter by at most ~lr, so this bounds the drift of the updates)."""
-  s32, _, l32 = _train("float32")
-  s16, opt16, l16 = _train("bfloat16")
+  """bfloat16 has an 8-bit mantissa (relative rounding 2^-9 ≈ 0.2% per operation); the
+  loss terms, computed in float32 from bfloat16 activations, agree with float32 to
+  about 0.1% (measured: at most 0.11% over three steps); we allow 1%. Parameters: AdamW
+  moves every coordinate by about lr per step whatever its gradient's size, so a
+  coordinate whose gradient is near zero can move the other way in bfloat16; each may
+  differ by at most 2·lr per step, and 95% must agree to 0.1·lr per step (measured:
+  98%, largest difference 1.2·lr per step)."""
+  n_steps, lr = 3, 1e-3
+  s32, _, l32 = _train("float32", n_steps)
+  s16, opt16, l16 = _train("bfloat16", n_steps)
   for a, b in zip(l32, l16):
     assert b["finite"] and np.isfinite(b["total"])
     for k in ("pred", "miss", "rec", "con", "total"):
-      np.testing.assert_allclose(b[k], a[k], rtol=3e-2, err_msg=k)
+      np.testing.assert_allclose(b[k], a[k], rtol=1e-2, err_msg=k)
   p32, p16 = jax.tree.leaves(s32), jax.tree.leaves(s16)
   assert all(p.dtype == jnp.float32 for p in p16)            # parameters stay float32
   assert all(o.dtype == jnp.float32 for o in jax.tree.leaves(opt16)
              if jnp.issubdtype(o.dtype, jnp.floating))       # and the optimizer state
-  for a, b in zip(p32, p16):
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=3e-3)
+  diff = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel()
+                         for a, b in zip(p32, p16)])
+  assert diff.max() <= 2 * lr * n_steps
+  assert np.mean(diff <= 0.1 * lr * n_steps) >= 0.95
 
 
 @pytest.mark.parametrize("b,rec_drops", [(128, 1), (96, 2), (8, 1)])
