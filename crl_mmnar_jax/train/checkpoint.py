@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 from typing import Any, Callable
 
 import jax
@@ -81,14 +82,41 @@ class _NotFromOrbax(logging.Filter):
     return "orbax" not in record.pathname
 
 
+def _closed_loop(e: BaseException | None) -> bool:
+  return isinstance(e, RuntimeError) and "Event loop is closed" in str(e)
+
+
 @contextlib.contextmanager
 def _orbax_errors_silenced():
-  """Orbax's save threads log each failure with a traceback; the caller reports it."""
+  """Orbax's save threads log each failure with a traceback; the caller reports it.
+
+  When a save fails (a full disk), orbax abandons its tensorstore writes, which then
+  finish on a closed event loop: each raises `RuntimeError: Event loop is closed` from a
+  native thread through sys.excepthook or sys.unraisablehook, hundreds of tracebacks,
+  during the save and after it. Those, and only those, are dropped while saving, and
+  for the rest of the process once a save has failed.
+  """
   quiet = _NotFromOrbax()
   logger = logging.getLogger("absl")
   logger.addFilter(quiet)
+  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+  def quiet_excepthook(kind, value, tb):
+    if not _closed_loop(value):
+      excepthook(kind, value, tb)
+
+  def quiet_unraisablehook(unraisable):
+    if not _closed_loop(unraisable.exc_value):
+      unraisablehook(unraisable)
+
+  sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
   try:
     yield
+  except BaseException:
+    logging.getLogger("asyncio").addFilter(lambda record: False)
+    raise
+  else:
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
   finally:
     logger.removeFilter(quiet)
 
@@ -125,8 +153,6 @@ class Checkpoints:
       n = e.errno if isinstance(e, OSError) else int(code.group(1)) if code else None
       if not n:
         raise
-      # orbax's abandoned write tasks would each log the error again at exit
-      logging.getLogger("asyncio").addFilter(lambda record: False)
       raise OSError(n, os.strerror(n), os.path.join(str(mgr.directory), str(step))) from None
 
   def _restore(self, mgr: ocp.CheckpointManager, like_state: Any,
