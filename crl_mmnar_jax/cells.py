@@ -13,11 +13,17 @@ results are written:
   number of positives whose complement (negatives) is below K as ">N-K";
 * outcome rates of groups smaller than K are withheld (None), and counts inside notes
   are masked the same way.
+
+`data_info.json` (the loader's counts: attrition, dropped rows, label counts) goes
+through `suppress_info` before it is written: the same masking, plus lists of ids or of
+per-patient file paths replaced by their number and per-file problem counts of small
+files pooled.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import re
 from typing import Any
 
@@ -130,5 +136,68 @@ def suppress(results: dict, k: int) -> dict:
       if 0 < row.get(group, k) < k:
         row[rate] = row["observed_fraction"] = None
   out = _walk(r, k)
+  out["min_cell_size"] = k
+  return out
+
+
+# ----------------------------------------------------------------------------- data_info
+
+# Integers of a loader's info that are settings or sizes, not counts of patients or rows.
+INFO_NOT_COUNTS = ("data_shards", "counts_cover_shards", "window_hours", "n_features",
+                   "dim", "seed", "version", "min_cell_size")
+_TEXT_COUNT = re.compile(r"\b(\d+)( (?:row|patient|stay|record|subject|value|line|cell|"
+                         r"admission|measurement)s?(?:\(s\))?)\b")
+
+
+def _info_walk(x: Any, k: int, key: str, n_all: Any) -> Any:
+  if isinstance(x, dict):
+    if key == "by_file":          # file -> {problem: n}: small files pooled, like patterns
+      x = _pool_files(x, k)
+    out = {kk: _info_walk(v, k, f"{key}.{kk}" if "fraction" in key else str(kk), n_all)
+           for kk, v in x.items()}
+    for pos in ("n_positive", "n_pos"):
+      if pos in x and "n" in x:
+        out[pos] = shown_positives(x[pos], x["n"], k)
+    return out
+  if isinstance(x, (list, tuple)):
+    if key.endswith("ids") or (x and all(isinstance(v, str) and os.sep in v
+                                         and ": " not in v for v in x)):
+      return shown(len(x), k)     # ids, or the paths of per-patient files: their number
+    return [_info_walk(v, k, key, n_all) for v in x]
+  if isinstance(x, str):
+    return _TEXT_COUNT.sub(lambda m: f"<{k}{m.group(2)}" if 0 < int(m.group(1)) < k
+                           else m.group(0), x)
+  if key in INFO_NOT_COUNTS or isinstance(x, (bool, np.bool_)):
+    return x
+  if isinstance(x, (float, np.floating)) and "fraction" in key and isinstance(n_all, int):
+    return None if 0 < round(float(x) * n_all) < k else x   # a fraction of a small group
+  return shown(x, k)
+
+
+def _pool_files(by_file: dict, k: int) -> dict:
+  """Files with fewer than k counted rows pooled into one "other files" entry (per-record
+  files name a patient)."""
+  keep, other, n_other = {}, {}, 0
+  for f, problems in by_file.items():
+    if sum(int(n) for n in problems.values()) >= k:
+      keep[f] = problems
+      continue
+    n_other += 1
+    for p, n in problems.items():
+      other[p] = other.get(p, 0) + int(n)
+  if n_other:
+    keep[f"{OTHER} ({n_other} files)"] = dict(sorted(other.items()))
+  return keep
+
+
+def suppress_info(info: dict, k: int) -> dict:
+  """A loader's info (WORKDIR/data_info.json) fit to leave the run: every count below k
+  written "<k" (0 stays 0), positives whose complement is below k ">N-k", lists of ids
+  and of per-patient file paths replaced by their number, files with fewer than k
+  counted rows pooled, fractions of the cohort that stand for fewer than k patients
+  withheld, counts inside messages masked. Settings and sizes (`INFO_NOT_COUNTS`) stay."""
+  n_all = next((info[key] for key in ("n_patients", "n_stays", "n")
+                if isinstance(info.get(key), (int, np.integer))), None)
+  out = _info_walk(copy.deepcopy(info), k, "", None if n_all is None else int(n_all))
   out["min_cell_size"] = k
   return out

@@ -26,6 +26,12 @@ import numpy as np
 MAX_MODALITIES = 30  # pattern ids must fit in an int32
 
 
+def _first_row(mask_N: np.ndarray) -> str:
+  """"first at row R" (1-based row of the cohort) for a boolean mask of bad rows; error
+  messages name positions and counts, never an id or a value."""
+  return f"first at row {int(np.argmax(mask_N)) + 1}"
+
+
 def pattern_ids(present_NxM: np.ndarray) -> np.ndarray:
   """Pattern id per row: the integer whose bit m is present[:, m]."""
   present_NxM = np.asarray(present_NxM, dtype=bool)
@@ -113,10 +119,12 @@ class Cohort:
       raise ValueError(f"{source}: {len(self.features)} feature arrays for {m} modalities")
     if self.patient_id.shape != (n,):
       raise ValueError(f"{source}: patient_id must have shape ({n},)")
-    uniq, counts = np.unique(self.patient_id, return_counts=True)
+    uniq, inverse, counts = np.unique(self.patient_id, return_inverse=True,
+                                      return_counts=True)
     if uniq.size != n:
-      dup = uniq[counts > 1][:5].tolist()
-      raise ValueError(f"{source}: duplicate patient_id values, e.g. {dup}")
+      is_dup_N = counts[inverse.reshape(-1)] > 1
+      raise ValueError(f"{source}: {int((counts > 1).sum())} patient_id value(s) appear in "
+                       f"more than one row ({_first_row(is_dup_N)})")
     for name, f in zip(self.modality_names, self.features):
       if f.ndim != 2 or f.shape[0] != n:
         raise ValueError(f"{source}: modality '{name}' features must be (N, d), got {f.shape}")
@@ -126,30 +134,32 @@ class Cohort:
       obs = self.present[:, j]
       inf_N = np.isinf(self.features[j]).any(axis=1)
       if (inf_N & obs).any():
-        bad = int(np.argmax(inf_N & obs))
-        raise ValueError(f"{source}: modality '{name}' has Inf features for observed "
-                         f"patient {self.patient_id[bad]!r}")
+        raise ValueError(f"{source}: modality '{name}' has Inf features for "
+                         f"{int((inf_N & obs).sum())} observed patient(s) "
+                         f"({_first_row(inf_N & obs)})")
       if np.any(self.features[j][~obs] != 0):   # NaN != 0 too
         raise ValueError(f"{source}: modality '{name}' has non-zero features in rows where "
                          f"it is missing (they must be 0)")
     none_observed = ~self.present.any(axis=1)
     if none_observed.any():
-      ids = self.patient_id[none_observed][:5].tolist()
       raise ValueError(f"{source}: {int(none_observed.sum())} patient(s) have no observed "
-                       f"modality (e.g. patient_id {ids}); every patient needs at least one")
+                       f"modality ({_first_row(none_observed)}); every patient needs at "
+                       f"least one")
     if self.labels.shape != (n, t) or self.labels.dtype != np.float32:
       raise ValueError(f"{source}: labels must be float32 (N, T)=({n}, {t}), got "
                        f"{self.labels.dtype} {self.labels.shape}")
-    known = self.labels[~np.isnan(self.labels)]
-    if not np.all((known == 0) | (known == 1)):
-      bad = np.unique(known[(known != 0) & (known != 1)])[:5].tolist()
-      raise ValueError(f"{source}: labels must be 0, 1 or null, found {bad}")
+    bad_NxT = ~np.isnan(self.labels) & (self.labels != 0) & (self.labels != 1)
+    if bad_NxT.any():
+      t_bad = int(np.flatnonzero(bad_NxT.any(axis=0))[0])
+      raise ValueError(f"{source}: labels must be 0, 1 or null; task "
+                       f"'{self.task_names[t_bad]}' has {int(bad_NxT[:, t_bad].sum())} "
+                       f"row(s) with another value ({_first_row(bad_NxT[:, t_bad])})")
     if self.split is not None:
       allowed = {"train", "val", "test"}
-      found = set(np.unique(self.split).tolist())
-      if not found <= allowed:
-        raise ValueError(f"{source}: split values must be train/val/test, found "
-                         f"{sorted(found - allowed)}")
+      bad_N = ~np.isin(np.asarray(self.split).astype(str), sorted(allowed))
+      if bad_N.any():
+        raise ValueError(f"{source}: split values must be train/val/test; "
+                         f"{int(bad_N.sum())} row(s) hold another value ({_first_row(bad_N)})")
     return self
 
 

@@ -9,6 +9,7 @@ checked by their loaders, which know their files.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import Any, Callable
 
@@ -108,6 +109,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.log_every": integer(1),
     "train.checkpoint_every": integer(0),
     "train.progress": boolean(),
+    "train.tensorboard": boolean(),
     "train.compute_dtype": one_of("float32", "bfloat16"),
     "train.data_shards": integer(1),
     "train.cv_folds": integer(1, 20),
@@ -122,6 +124,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.n_boot": integer(0),
     "eval.min_pattern_count": integer(1),
     "eval.plots": boolean(),
+    "eval.smoke": boolean(),
     "baseline.reference_size": integer(1),
     "baseline.muse_layers": integer(0),
     "baseline.muse_edge_dropout": number(0.0, 1.0, high_open=True),
@@ -134,6 +137,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "baseline.gbt_num_leaves": integer(2),
     "baseline.gbt_min_child_samples": integer(1),
     "baseline.gbt_early_stopping": integer(1),
+    "baseline.gbt_feature_fraction": number(0.0, 1.0, low_open=True),
+    "baseline.gbt_lambda_l2": number(0.0),
 }
 
 
@@ -166,6 +171,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       _fail("data.val_fraction", values["data.val_fraction"],
             f"below 1 - data.test_fraction={values['data.test_fraction']} (no rows "
             f"would be left for training)")
+  if values.get("train.tensorboard") and importlib.util.find_spec("tensorboardX") is None:
+    _fail("train.tensorboard", True, "False unless tensorboardX is installed "
+          "(pip install -e '.[tensorboard]')")
   if values.get("train.cv_folds", 1) > 1 and values.get("train.data_shards", 1) > 1:
     _fail("train.cv_folds", values["train.cv_folds"],
           "1 with train.data_shards > 1 (each member standardises every training row)")

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 import polars as pl
 
-from crl_mmnar_jax import cells, distributed
+from crl_mmnar_jax import cells, distributed, predictor
 from crl_mmnar_jax import data as data_lib
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax import rectifier as rectifier_lib
@@ -260,7 +260,9 @@ def _jsonable(x: Any) -> Any:
 def fit_and_predict(config: ml_collections.ConfigDict, method: Method, data: MethodData,
                     predict_rows: dict[str, np.ndarray], workdir: str,
                     mesh: jax.sharding.Mesh, config_hash: str,
-                    log: Callable[[str], None]) -> tuple[dict[str, np.ndarray], dict]:
+                    log: Callable[[str], None],
+                    on_epoch: Callable[[int, float], None] | None = None,
+                    ) -> tuple[dict[str, np.ndarray], dict]:
   """Trains (neural) or fits (direct) `method` on `data`; returns its probabilities per
   row set and the `training` record of results.json."""
   from crl_mmnar_jax.methods import DirectMethod
@@ -268,6 +270,8 @@ def fit_and_predict(config: ml_collections.ConfigDict, method: Method, data: Met
   from crl_mmnar_jax.train import step as step_lib
   if isinstance(method, DirectMethod):
     probs, fitted = method.fit_predict(config, data, predict_rows)
+    if jax.process_index() == 0:     # a fitted model kept as arrays (logreg)
+      predictor.save_direct_model(workdir, method.name, fitted.pop("arrays", None))
     score = train_lib.mean_auroc(data.cohort.labels[data.val_rows], probs["val"])
     log(f"fitted {method.name}: val mean AUROC {score:.4f}")
     train_lib.MetricsWriter(os.path.join(workdir, "metrics.jsonl"), None).write(
@@ -275,12 +279,12 @@ def fit_and_predict(config: ml_collections.ConfigDict, method: Method, data: Met
     return probs, {"kind": "direct", "model": method.summary, "fitted": fitted,
                    "best_epoch": None, "best_step": None, "best_val_mean_auroc": score,
                    "history": [], "resumed": False, "devices": 1}
-  fit = train_lib.fit(config, method, data, workdir, mesh, config_hash, log)
+  fit = train_lib.fit(config, method, data, workdir, mesh, config_hash, log, on_epoch)
   bs = int(config.train.eval_batch_size)
   probs = {s: step_lib.predict(fit.predict_fn, fit.state, data.cohort, r, bs, mesh,
                                 data.layout)
            for s, r in predict_rows.items()}
-  return probs, {"kind": "neural", "model": method.summary, "best_epoch": fit.best_epoch + 1,
+  return probs, {"kind": "neural", "model": method.summary, "best_epoch": fit.best_epoch,
                  "best_step": fit.best_step, "best_val_mean_auroc": fit.best_score,
                  "history": fit.history, "resumed": fit.resumed,
                  "devices": int(mesh.devices.size)}
@@ -297,8 +301,11 @@ def fit_cross_fitted(config: ml_collections.ConfigDict, method: Method, raw: Coh
 
   def fit_member(member_config, member_cohort, stats, train, val, predict_rows, folder):
     data = methods_lib.MethodData(member_cohort, train, val, stats)
-    return fit_and_predict(member_config, method, data, predict_rows, folder, mesh,
-                           f"{config_hash}:member{os.path.basename(folder)}", log)
+    out = fit_and_predict(member_config, method, data, predict_rows, folder, mesh,
+                          f"{config_hash}:member{os.path.basename(folder)}", log)
+    if jax.process_index() == 0:     # what `predictor.load` needs of this member
+      predictor.save_preprocessing(folder, stats, len(train), int(member_config.seed))
+    return out
 
   def prepare(cohort, train):
     return standardize(cohort, train, None, **standardize_options(config))
@@ -309,18 +316,25 @@ def fit_cross_fitted(config: ml_collections.ConfigDict, method: Method, raw: Coh
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       log: Callable[[str], None] = print) -> dict:
+                       log: Callable[[str], None] = print,
+                       on_epoch: Callable[[int, float], None] | None = None) -> dict:
   """Runs one experiment end to end; returns the results dict (results.json holds it
-  with counts below `eval.min_pattern_count` suppressed, `cells.py`)."""
+  with counts below `eval.min_pattern_count` suppressed, `cells.py`). `on_epoch(epoch,
+  val mean AUROC)` is called after each joint training epoch of a neural method without
+  `train.cv_folds` (`train.loop.fit`; experiments/tune.py prunes with it)."""
   with contextlib.ExitStack() as stack:
-    return _train_and_evaluate(config, workdir, log, stack)
+    return _train_and_evaluate(config, workdir, log, stack, on_epoch)
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                        log: Callable[[str], None], stack: contextlib.ExitStack) -> dict:
+                        log: Callable[[str], None], stack: contextlib.ExitStack,
+                        on_epoch: Callable[[int, float], None] | None = None) -> dict:
   from crl_mmnar_jax import methods as methods_lib  # imports are slow: not at module level
   method = methods_lib.get_method(config.method)     # a bad name fails before loading data
   check_config(config)                   # every setting, before anything is read or written
+  if config.eval.get("smoke", False):
+    from crl_mmnar_jax.report import SMOKE_NOTE
+    log(SMOKE_NOTE)     # again at the end
   checkpoint.check_directory(workdir)
   # Before any collective (the sharded loading is one): the same config everywhere.
   distributed.assert_same_on_all_processes(f"{config_hash(config)}:{config.seed}",
@@ -363,8 +377,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # count labels over ALL patients) stays out of results.json, which holds evaluation.
     if n_shards > 1:   # the loader counted the patients of process 0's shards only
       info = {**info, "counts_cover_shards": list(layout.held), "data_shards": n_shards}
-    write_atomic(os.path.join(workdir, "data_info.json"),
-                 json.dumps(_jsonable(info), indent=2))
+    # Small cells suppressed like results.json (`cells.suppress_info`).
+    shared_info = cells.suppress_info(_jsonable(info), int(config.eval.min_pattern_count))
+    write_atomic(os.path.join(workdir, "data_info.json"), json.dumps(shared_info, indent=2))
   log(f"cohort '{config.data.name}': {cohort.n} patients, modalities "
       f"{list(cohort.modality_names)}, tasks {list(cohort.task_names)}; split "
       + ", ".join(f"{s} {len(rows[s])}" for s in SPLITS))
@@ -385,7 +400,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     probs, training = fit_cross_fitted(config, method, raw, held, workdir, mesh, th, log)
   else:
     data = methods_lib.MethodData(cohort, rows["train"], rows["val"], stats, layout)
-    probs, training = fit_and_predict(config, method, data, held, workdir, mesh, th, log)
+    probs, training = fit_and_predict(config, method, data, held, workdir, mesh, th, log,
+                                      on_epoch)
+    if jax.process_index() == 0:     # what `predictor.load` needs (docs/predict.md)
+      predictor.save_preprocessing(workdir, stats, len(rows["train"]), int(config.seed))
   t_train = time.perf_counter() - t_start
 
   pattern = {s: cohort.pattern[held[s]] for s in ("val", "test")}
@@ -403,8 +421,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   reference = {}
   if config.eval.get("reference_logreg", True) and n_shards == 1:   # needs every row
     from crl_mmnar_jax.methods.direct import logreg_mean_impute
-    reference["logreg_mean_impute"] = logreg_mean_impute(
-        cohort, rows["train"], rows["val"], {"test": rows["test"]})[0]["test"]
+    reference["logreg_mean_impute"] = logreg_mean_impute(   # "val": for its thresholds
+        cohort, rows["train"], rows["val"], {"val": held["val"], "test": rows["test"]})[0]
 
   # ---- final evaluation: the only place test labels are read.
   test_labels = sealed.open()
@@ -441,11 +459,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         labels, probs, rectified, pattern, names, int(e.n_boot), seed,
         int(e.min_pattern_count))
   for ref_name, ref_probs in reference.items():
-    results.setdefault("reference", {})[ref_name] = metrics_lib.task_metrics(
-        test_labels, ref_probs, names)
+    results.setdefault("reference", {})[ref_name] = _with_ci(
+        test_labels, ref_probs["test"], names, e.n_boot, seed)
+  oracle = None
   if extras["true_prob"] is not None:
-    true_test = extras["true_prob"][rows["test"]]
-    results["oracle"] = {"test": metrics_lib.task_metrics(test_labels, true_test, names)}
+    oracle = {s: extras["true_prob"][held[s]] for s in ("val", "test")}
+    results["oracle"] = {"test": metrics_lib.task_metrics(test_labels, oracle["test"], names)}
+  from crl_mmnar_jax import provenance, report
+  results.update(report.comparisons(labels, probs, rectified, reference, oracle, names,
+                                    n_boot=int(e.n_boot), seed=seed))
+  results["provenance"] = provenance.gather()
+  results["smoke"] = bool(e.get("smoke", False))
   results["timing"] = {"train_s": t_train, "total_s": time.perf_counter() - t_start}
 
   if jax.process_index() == 0:
@@ -460,14 +484,23 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     predictions = pl.DataFrame(frame).with_columns(
         [pl.col(c).fill_nan(None) for c in frame if c.endswith("_label")])
     write_parquet_atomic(predictions, os.path.join(workdir, "predictions.parquet"))
+    others = {"reference": next(iter(reference.values()), None), "oracle": oracle}
+    extra = {f"{name}_prob_{kind}": np.concatenate([v["val"][:, t], v["test"][:, t]])
+             for kind, v in others.items() if v is not None for t, name in enumerate(names)}
+    if extra:    # the same rows as predictions.parquet (report.md's ROC and calibration)
+      write_parquet_atomic(pl.DataFrame({k: frame[k] for k in ("patient_id", "split")} | extra),
+                           os.path.join(workdir, "reference_predictions.parquet"))
     # Per pattern, like the predictions; results.json and report.md pool small cells.
     write_atomic(os.path.join(workdir, "rectifier.json"),
                  json.dumps(_jsonable(results["rectifier"]), indent=2))
+    predictor.save_manifest(workdir, config, cohort, training)
     fault_point("outputs", path=os.path.join(workdir, "results.json"))
     shared = cells.suppress(_jsonable(results), int(e.min_pattern_count))
     write_atomic(os.path.join(workdir, "results.json"), json.dumps(shared, indent=2))
-    from crl_mmnar_jax import report
-    report.write_report(workdir, shared, predictions, cohort.modality_names,
-                        plots=bool(e.plots))
+    report.write_report(workdir, shared, predictions.with_columns(
+        [pl.Series(k, v) for k, v in extra.items()]), cohort.modality_names,
+        plots=bool(e.plots))
+    if shared["smoke"]:
+      log(report.SMOKE_NOTE)
   results["timing"]["total_s"] = time.perf_counter() - t_start
   return results

@@ -551,3 +551,35 @@ def task_metrics(labels_NxT, probs_NxT, task_names: Sequence[str]) -> dict[str, 
     mean["note"] = "; ".join(notes)
   out["mean"] = mean
   return out
+
+
+# ----------------------------------------------------------------------------------
+# Operating points: a patient is flagged when p >= threshold.
+
+
+def threshold_metrics(y, p, thresholds: Sequence[float]) -> list[dict]:
+  """{"threshold", "sensitivity", "specificity", "ppv"} per threshold on the rows of
+  known label (NaN labels dropped); NaN where a rate has no denominator."""
+  y_K, p_K, _ = _known_rows(y, p)
+  t_T = _as_1d(thresholds, "thresholds")
+  pos_sorted, neg_sorted = np.sort(p_K[y_K == 1]), np.sort(p_K[y_K == 0])
+  tp_T = pos_sorted.shape[0] - np.searchsorted(pos_sorted, t_T, side="left")
+  fp_T = neg_sorted.shape[0] - np.searchsorted(neg_sorted, t_T, side="left")
+  tn_T = neg_sorted.shape[0] - fp_T
+  rate = lambda num, den: float(num / den) if den > 0 else float("nan")
+  return [{"threshold": float(t), "sensitivity": rate(tp, pos_sorted.shape[0]),
+           "specificity": rate(tn, neg_sorted.shape[0]), "ppv": rate(tp, tp + fp)}
+          for t, tp, fp, tn in zip(t_T, tp_T, fp_T, tn_T)]
+
+
+def threshold_for_sensitivity(y, p, target: float = 0.9) -> float:
+  """The largest threshold whose sensitivity (p >= threshold) is at least `target`
+  on the rows of known label; NaN without positives."""
+  if not 0.0 < float(target) <= 1.0:
+    raise ValueError(f"target sensitivity must be in (0, 1], got {target!r}")
+  y_K, p_K, _ = _known_rows(y, p)
+  pos_desc = -np.sort(-p_K[y_K == 1])
+  if pos_desc.shape[0] == 0:
+    return float("nan")
+  k = max(1, int(np.ceil(float(target) * pos_desc.shape[0] - 1e-9)))
+  return float(pos_desc[k - 1])

@@ -34,7 +34,8 @@ import numpy as np
 LOCK_FILE = ".lock"
 FINGERPRINT_FILE = "data_fingerprint.json"     # in WORKDIR/checkpoints/
 POST_TRAINING = ("rectifier", "eval")           # config sections the checkpoint ignores
-NOT_HASHED = ("train.progress", "eval.plots")   # change nothing in the results
+# Settings that change nothing in the results.
+NOT_HASHED = ("train.progress", "train.tensorboard", "eval.plots")
 FAULT_ENV = "CRL_FAULT"
 _TMP_NAME = re.compile(r"^\.?.+\.tmp\d*$")
 

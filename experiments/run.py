@@ -6,7 +6,10 @@ r"""Entry point: python -m experiments.run --config=NAME[:PRESET] --workdir=DIR 
 
 NAME is a file in experiments/configs/ (its docstring says what it runs and what to
 expect; `--config NAME` works too); every config has the smoke-run preset `tiny`.
-`--config.a.b=value` overrides any field. Rerunning with the same workdir resumes; a
+`--config.a.b=value` overrides any field. A run prints one summary line, one line per
+epoch and the test result (a progress bar on top when stderr is a terminal); the
+resolved config goes to WORKDIR/config.json, and docs/outputs.md lists everything the
+workdir holds. Rerunning with the same workdir resumes; a
 workdir holding another training config, or checkpoints trained on other data, is
 refused. Known failures end with one line on stderr and a non-zero exit code: bad input
 or settings, a busy or corrupt workdir (1), an I/O error naming the path (1), and
@@ -45,6 +48,23 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
   flags.DEFINE_integer("process_id", None, "This process's index.", flag_values=fv)
 
 
+def summary(fv: flags.FlagValues) -> str:
+  """The one line a run starts with: config, method, data, epochs and workdir (the whole
+  resolved config goes to WORKDIR/config.json)."""
+  config = fv.config
+  name = config_flags.get_config_filename(fv["config"])
+  stem, sep, preset = name.partition(":")
+  if os.path.dirname(os.path.abspath(stem)) == CONFIG_DIR:
+    stem = os.path.basename(stem).removesuffix(".py")
+  t = config.train
+  epochs = f"{int(t.epochs)} epochs"
+  if int(t.get("pretrain_epochs", 0)):
+    epochs = f"{int(t.pretrain_epochs)} pre-training + {epochs}"
+  return (f"run: config {stem}{sep}{preset}, method {config.method}, data "
+          f"{config.data.name}, {epochs}, workdir {fv.workdir} (resolved config: "
+          f"{os.path.join(fv.workdir, 'config.json')})")
+
+
 def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
   cli.no_positional(argv)
   config = fv.config
@@ -53,12 +73,10 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
     from crl_mmnar_jax import distributed
     distributed.initialize_distributed(fv.coordinator_address, fv.num_processes,
                                        fv.process_id)
-  import json
-
   from crl_mmnar_jax import workdir as workdir_lib
-  from crl_mmnar_jax.experiment import config_to_dict, train_and_evaluate
+  from crl_mmnar_jax.experiment import train_and_evaluate
   from crl_mmnar_jax.train.loop import NonFiniteLossError
-  print(json.dumps(config_to_dict(config), indent=2, sort_keys=True))
+  print(summary(fv), flush=True)
   signal.signal(signal.SIGTERM, workdir_lib.raise_interrupted)  # one line, not a silent death
   try:
     results = train_and_evaluate(config, fv.workdir)

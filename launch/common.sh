@@ -2,7 +2,7 @@
 # Helpers shared by the launch scripts. Sourced, never run: `. "$HERE/common.sh"`.
 #
 # Every script prints each command before running it, one per line, prefixed with
-# "+ " and quoted so that the line can be pasted into a shell; with --dry-run it only
+# "+ " and quoted so that the line can be pasted into a shell; with --dry_run it only
 # prints. Lines starting with "#" are comments (which step, what happens when).
 # Written for bash >= 3.2 (the bash of macOS, where tpu_pod.sh may be started): no
 # associative arrays, no `wait -n`, empty arrays expanded as ${a[@]+"${a[@]}"}.
@@ -43,7 +43,7 @@ crl_note() {
   printf '# %s\n' "$1"
 }
 
-# crl_run CMD ARG...: prints the command, then runs it unless --dry-run.
+# crl_run CMD ARG...: prints the command, then runs it unless --dry_run.
 crl_run() {
   crl_show "$(crl_cmdline "$@")"
   if [[ $CRL_DRY_RUN != 1 ]]; then
@@ -68,25 +68,37 @@ crl_usage_error() {
   exit 2
 }
 
+# crl_option_name --NAME: NAME with every "-" turned into "_" (--dry-run -> --dry_run).
+crl_option_name() {
+  local name=${1#--}
+  printf -- '--%s' "${name//-/_}"
+}
+
 # crl_split_args ARG...: sets the array CRL_ARGS to the arguments with every
-# "--option=value" split into "--option" "value", so that scripts parse one form.
-# Left alone: everything after "--", and "--config.a.b=value" overrides (passed through).
+# "--option=value" split into "--option" "value", so that scripts parse one form, and
+# every option name in the underscore spelling of the Python scripts' absl flags
+# (--dry_run, --log_dir); the older dashed spellings (--dry-run) are accepted that way.
+# Left alone: everything after "--", "--config.a.b=value" overrides (passed through) and
+# the value of --create_flag (a gcloud flag).
 crl_split_args() {
   CRL_ARGS=()
-  local a
+  local a prev=""
   while (($#)); do
     a=$1
     shift
     if [[ $a == -- ]]; then
       CRL_ARGS+=(-- "$@")
       return 0
-    elif [[ $a == --config.* ]]; then
+    elif [[ $a == --config.* || $prev == --create_flag ]]; then
       CRL_ARGS+=("$a")
     elif [[ $a == --*=* ]]; then
-      CRL_ARGS+=("${a%%=*}" "${a#*=}")
+      CRL_ARGS+=("$(crl_option_name "${a%%=*}")" "${a#*=}")
+    elif [[ $a == --?* ]]; then
+      CRL_ARGS+=("$(crl_option_name "$a")")
     else
       CRL_ARGS+=("$a")
     fi
+    prev=${CRL_ARGS[${#CRL_ARGS[@]}-1]}
   done
 }
 

@@ -3,8 +3,8 @@
 #
 # experiments.run on the GPUs of one node: ONE process drives every visible GPU (the
 # data-parallel mesh spans all local devices, so each global batch is split over them;
-# the batch size must be a multiple of the number of GPUs). With --num-nodes N > 1, run
-# this script once on every node with its --node-rank: each node's process joins the
+# the batch size must be a multiple of the number of GPUs). With --num_nodes N > 1, run
+# this script once on every node with its --node_rank: each node's process joins the
 # others through jax.distributed (--distributed --coordinator_address --num_processes
 # --process_id), and the workdir must then be on storage shared by all nodes.
 #
@@ -31,18 +31,18 @@ Runs python -m experiments.run on the GPUs of this node, one process for all of 
 Options (environment variable in brackets):
   --gpus LIST          CUDA_VISIBLE_DEVICES for the run, e.g. 0,1,2,3 (default: leave
                        it as it is, i.e. every GPU the node shows)
-  --num-nodes N        nodes taking part (default 1); N > 1 adds --distributed
-  --node-rank R        this node's index, 0..N-1 (default 0; node 0 hosts the
+  --num_nodes N        nodes taking part (default 1); N > 1 adds --distributed
+  --node_rank R        this node's index, 0..N-1 (default 0; node 0 hosts the
                        coordinator)
   --coordinator H:P    host:port of node 0, reachable from every node (required when
                        N > 1)
   --platform P         JAX_PLATFORMS (default cuda; rocm for AMD GPUs; "" lets JAX
                        choose)
   --install            first run python3 -m pip install -e <project root> "jax[EXTRA]"
-  --jax-extra EXTRA    the extra of --install (default cuda12)
-  --log-dir DIR        also write the output to DIR/node-R.log (tee)
+  --jax_extra EXTRA    the extra of --install (default cuda12)
+  --log_dir DIR        also write the output to DIR/node-R.log (tee)
   --python PY          interpreter (default python3) [PYTHON]
-  --dry-run            print the commands, run nothing
+  --dry_run            print the commands, run nothing
   -h, --help           this help
 
 EXPERIMENT_ARGS (after --) go to experiments.run unchanged and must include
@@ -51,7 +51,7 @@ EXPERIMENT_ARGS (after --) go to experiments.run unchanged and must include
 Examples:
   $CRL_PROG --gpus 0,1 -- --config=synthetic --workdir=/tmp/crl_gpu
   # two nodes (run on each, with its rank):
-  $CRL_PROG --num-nodes 2 --node-rank 0 --coordinator 10.0.0.2:12355 -- \\
+  $CRL_PROG --num_nodes 2 --node_rank 0 --coordinator 10.0.0.2:12355 -- \\
       --config=synthetic --workdir=/shared/crl_gpu2
 EOF
 }
@@ -72,17 +72,17 @@ set -- ${CRL_ARGS[@]+"${CRL_ARGS[@]}"}
 while (($#)); do
   case $1 in
     -h | --help) usage; exit 0 ;;
-    --dry-run) CRL_DRY_RUN=1 ;;
+    --dry_run) CRL_DRY_RUN=1 ;;
     --gpus) crl_need_value "$@"; GPUS=$2; shift ;;
-    --num-nodes) crl_need_value "$@"; NUM_NODES=$2; shift ;;
-    --node-rank) crl_need_value "$@"; NODE_RANK=$2; shift ;;
+    --num_nodes) crl_need_value "$@"; NUM_NODES=$2; shift ;;
+    --node_rank) crl_need_value "$@"; NODE_RANK=$2; shift ;;
     --coordinator) crl_need_value "$@"; COORDINATOR=$2; shift ;;
     --platform)
       (($# >= 2)) || crl_usage_error "option $1 needs a value"
       PLATFORM=$2; shift ;;
     --install) INSTALL=1 ;;
-    --jax-extra) crl_need_value "$@"; JAX_EXTRA=$2; shift ;;
-    --log-dir) crl_need_value "$@"; LOG_DIR=$2; shift ;;
+    --jax_extra) crl_need_value "$@"; JAX_EXTRA=$2; shift ;;
+    --log_dir) crl_need_value "$@"; LOG_DIR=$2; shift ;;
     --python) crl_need_value "$@"; PYTHON=$2; shift ;;
     --) shift; EXP_ARGS+=("$@"); break ;;
     --config | --config.* | --workdir)
@@ -95,17 +95,17 @@ done
 if [[ -n $GPUS ]] && ! [[ $GPUS =~ ^[A-Za-z0-9-]+(,[A-Za-z0-9-]+)*$ ]]; then
   crl_usage_error "--gpus takes a comma-separated list such as 0,1,3, got '$GPUS'"
 fi
-crl_need_uint --num-nodes "$NUM_NODES"
-crl_need_uint --node-rank "$NODE_RANK"
-((NUM_NODES >= 1)) || crl_usage_error "--num-nodes must be at least 1"
-((NODE_RANK < NUM_NODES)) || crl_usage_error "--node-rank must be below --num-nodes ($NUM_NODES)"
+crl_need_uint --num_nodes "$NUM_NODES"
+crl_need_uint --node_rank "$NODE_RANK"
+((NUM_NODES >= 1)) || crl_usage_error "--num_nodes must be at least 1"
+((NODE_RANK < NUM_NODES)) || crl_usage_error "--node_rank must be below --num_nodes ($NUM_NODES)"
 if ((NUM_NODES > 1)); then
-  [[ -n $COORDINATOR ]] || crl_usage_error "--coordinator HOST:PORT is required with --num-nodes > 1"
+  [[ -n $COORDINATOR ]] || crl_usage_error "--coordinator HOST:PORT is required with --num_nodes > 1"
   [[ $COORDINATOR =~ ^[^:]+:[0-9]+$ ]] || crl_usage_error "--coordinator must be HOST:PORT, got '$COORDINATOR'"
 elif [[ -n $COORDINATOR ]]; then
-  crl_usage_error "--coordinator only makes sense with --num-nodes > 1"
+  crl_usage_error "--coordinator only makes sense with --num_nodes > 1"
 fi
-crl_check_exp_args " (--num-nodes, --node-rank, --coordinator)" ${EXP_ARGS[@]+"${EXP_ARGS[@]}"}
+crl_check_exp_args " (--num_nodes, --node_rank, --coordinator)" ${EXP_ARGS[@]+"${EXP_ARGS[@]}"}
 
 if ((INSTALL)); then
   crl_note "install the package and the CUDA build of JAX"

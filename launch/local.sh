@@ -28,17 +28,17 @@ Starts N processes of experiments.run on this machine (CPU), joined by
 jax.distributed over localhost, one log per process, and waits for all of them.
 
 Options (environment variable in brackets):
-  --num-processes N          processes to start (default 2) [CRL_NUM_PROCESSES]
-  --devices-per-process K    simulated CPU devices per process, through
+  --num_processes N          processes to start (default 2) [CRL_NUM_PROCESSES]
+  --devices_per_process K    simulated CPU devices per process, through
                              XLA_FLAGS=--xla_force_host_platform_device_count=K
                              (default 1) [CRL_DEVICES_PER_PROCESS]
   --port PORT                coordinator port on localhost (default: a random free
                              port in 20000-39999) [CRL_PORT]
-  --log-dir DIR              logs go to DIR/process-I.log (default logs) [CRL_LOG_DIR]
+  --log_dir DIR              logs go to DIR/process-I.log (default logs) [CRL_LOG_DIR]
   --python PY                Python interpreter (default python3) [PYTHON]
   --grace SECONDS            after a failure, how long the others get between SIGTERM
                              and SIGKILL (default 10)
-  --dry-run                  print the commands, run nothing
+  --dry_run                  print the commands, run nothing
   -h, --help                 this help
 
 EXPERIMENT_ARGS (after --) go to every process unchanged; they must include
@@ -46,7 +46,7 @@ EXPERIMENT_ARGS (after --) go to every process unchanged; they must include
 --coordinator_address, --num_processes and --process_id itself.
 
 Example:
-  $CRL_PROG --num-processes 2 --devices-per-process 2 -- \\
+  $CRL_PROG --num_processes 2 --devices_per_process 2 -- \\
       --config=synthetic:tiny --workdir=/tmp/crl_local2
 Rerunning the same command resumes from the workdir's last checkpoint.
 EOF
@@ -65,11 +65,11 @@ set -- ${CRL_ARGS[@]+"${CRL_ARGS[@]}"}
 while (($#)); do
   case $1 in
     -h | --help) usage; exit 0 ;;
-    --dry-run) CRL_DRY_RUN=1 ;;
-    --num-processes) crl_need_value "$@"; NUM=$2; shift ;;
-    --devices-per-process) crl_need_value "$@"; DEVICES=$2; shift ;;
+    --dry_run) CRL_DRY_RUN=1 ;;
+    --num_processes) crl_need_value "$@"; NUM=$2; shift ;;
+    --devices_per_process) crl_need_value "$@"; DEVICES=$2; shift ;;
     --port) crl_need_value "$@"; PORT=$2; shift ;;
-    --log-dir) crl_need_value "$@"; LOG_DIR=$2; shift ;;
+    --log_dir) crl_need_value "$@"; LOG_DIR=$2; shift ;;
     --python) crl_need_value "$@"; PYTHON=$2; shift ;;
     --grace) crl_need_value "$@"; GRACE=$2; shift ;;
     --) shift; EXP_ARGS+=("$@"); break ;;
@@ -80,12 +80,12 @@ while (($#)); do
   shift
 done
 
-crl_need_uint --num-processes "$NUM"
-crl_need_uint --devices-per-process "$DEVICES"
+crl_need_uint --num_processes "$NUM"
+crl_need_uint --devices_per_process "$DEVICES"
 crl_need_uint --grace "$GRACE"
-((NUM >= 1)) || crl_usage_error "--num-processes must be at least 1"
-((DEVICES >= 1)) || crl_usage_error "--devices-per-process must be at least 1"
-[[ -n $LOG_DIR ]] || crl_usage_error "--log-dir must not be empty"
+((NUM >= 1)) || crl_usage_error "--num_processes must be at least 1"
+((DEVICES >= 1)) || crl_usage_error "--devices_per_process must be at least 1"
+[[ -n $LOG_DIR ]] || crl_usage_error "--log_dir must not be empty"
 
 crl_check_exp_args "; leave it out of EXPERIMENT_ARGS" ${EXP_ARGS[@]+"${EXP_ARGS[@]}"}
 

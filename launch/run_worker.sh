@@ -36,28 +36,28 @@ worker, after installing the package when needed.
 Options (environment variable in brackets):
   --workdir DIR          the run's workdir, the same on every worker: a path on shared
                          storage, or gs://BUCKET/PATH (mounted with gcsfuse, see
-                         --gcs-direct) [CRL_WORKDIR]
-  --worker-id ID         this worker's index, used to name the log (default:
+                         --gcs_direct) [CRL_WORKDIR]
+  --worker_id ID         this worker's index, used to name the log (default:
                          CRL_WORKER_ID, TPU_WORKER_ID, the GCE metadata
                          agent-worker-number, else 0)
-  --log-dir DIR          write the output to DIR/worker-ID.log instead of stdout
-  --tee ID               with --log-dir: worker ID also copies its log to stdout
+  --log_dir DIR          write the output to DIR/worker-ID.log instead of stdout
+  --tee ID               with --log_dir: worker ID also copies its log to stdout
   --venv DIR             use (and create with uv when missing) a virtual environment
-  --python-version V     Python of a new --venv (default 3.12)
-  --jax-extra EXTRA      also install "jax[EXTRA]" (tpu, cuda12, ...)
+  --python_version V     Python of a new --venv (default 3.12)
+  --jax_extra EXTRA      also install "jax[EXTRA]" (tpu, cuda12, ...)
   --wheel FILE           install this wheel instead of the source tree (pip install -e)
   --install MODE         auto: install when an import check fails (default);
                          always; never
-  --install-only         install (steps 1-2) and exit
-  --gcs-mount-root DIR   where gs:// buckets are mounted (default \$HOME/gcs)
-  --gcs-direct           pass a gs:// workdir to the program unchanged instead of
+  --install_only         install (steps 1-2) and exit
+  --gcs_mount_root DIR   where gs:// buckets are mounted (default \$HOME/gcs)
+  --gcs_direct           pass a gs:// workdir to the program unchanged instead of
                          mounting it (for a library version that writes to GCS itself)
   --python PY            interpreter without --venv (default python3) [PYTHON]
-  --dry-run              print the commands, run nothing
+  --dry_run              print the commands, run nothing
   -h, --help             this help
 
 Example (on each worker of a pod, from the project root):
-  $CRL_PROG --venv .venv --jax-extra tpu --log-dir logs \\
+  $CRL_PROG --venv .venv --jax_extra tpu --log_dir logs \\
       --workdir gs://my-bucket/crl/run1 -- --config=synthetic --config.seed=1
 EOF
 }
@@ -82,19 +82,19 @@ set -- ${CRL_ARGS[@]+"${CRL_ARGS[@]}"}
 while (($#)); do
   case $1 in
     -h | --help) usage; exit 0 ;;
-    --dry-run) CRL_DRY_RUN=1 ;;
+    --dry_run) CRL_DRY_RUN=1 ;;
     --workdir) crl_need_value "$@"; WORKDIR=$2; shift ;;
-    --worker-id) crl_need_value "$@"; WORKER_ID=$2; shift ;;
-    --log-dir) crl_need_value "$@"; LOG_DIR=$2; shift ;;
+    --worker_id) crl_need_value "$@"; WORKER_ID=$2; shift ;;
+    --log_dir) crl_need_value "$@"; LOG_DIR=$2; shift ;;
     --tee) crl_need_value "$@"; TEE_ID=$2; shift ;;
     --venv) crl_need_value "$@"; VENV=$2; shift ;;
-    --python-version) crl_need_value "$@"; PY_VERSION=$2; shift ;;
-    --jax-extra) crl_need_value "$@"; JAX_EXTRA=$2; shift ;;
+    --python_version) crl_need_value "$@"; PY_VERSION=$2; shift ;;
+    --jax_extra) crl_need_value "$@"; JAX_EXTRA=$2; shift ;;
     --wheel) crl_need_value "$@"; WHEEL=$2; shift ;;
     --install) crl_need_value "$@"; INSTALL=$2; shift ;;
-    --install-only) INSTALL_ONLY=1 ;;
-    --gcs-mount-root) crl_need_value "$@"; GCS_MOUNT_ROOT=$2; shift ;;
-    --gcs-direct) GCS_DIRECT=1 ;;
+    --install_only) INSTALL_ONLY=1 ;;
+    --gcs_mount_root) crl_need_value "$@"; GCS_MOUNT_ROOT=$2; shift ;;
+    --gcs_direct) GCS_DIRECT=1 ;;
     --python) crl_need_value "$@"; PYTHON=$2; shift ;;
     --) shift; EXP_ARGS+=("$@"); break ;;
     --config | --config.*)
@@ -108,7 +108,7 @@ case $INSTALL in
   auto | always | never) ;;
   *) crl_usage_error "--install must be auto, always or never, got '$INSTALL'" ;;
 esac
-[[ -z $WORKER_ID ]] || crl_need_uint --worker-id "$WORKER_ID"
+[[ -z $WORKER_ID ]] || crl_need_uint --worker_id "$WORKER_ID"
 [[ -z $TEE_ID ]] || crl_need_uint --tee "$TEE_ID"
 for a in ${EXP_ARGS[@]+"${EXP_ARGS[@]}"}; do
   case $a in

@@ -8,7 +8,7 @@
 #       tar -C <project root> --exclude=... -cf - . | tar -C STAGE/crl_mmnar_jax -xf -
 #  1. create the slice (skipped with --reuse):
 #       gcloud compute tpus tpu-vm create NAME --zone=ZONE --accelerator-type=TYPE \
-#           --version=RUNTIME [--project=P] [--spot] [extra --create-flag flags]
+#           --version=RUNTIME [--project=P] [--spot] [extra --create_flag flags]
 #     TYPE is chips or cores and generation (v5litepod-16: 16 v5e chips on 4 hosts);
 #     RUNTIME is the VM image (default from TYPE: v2-alpha-tpuv6e, v2-alpha-tpuv5,
 #     v2-alpha-tpuv5-lite, tpu-ubuntu2204-base for v4 and older).
@@ -17,7 +17,7 @@
 #  3. install on every worker (a uv virtual environment with Python 3.12, the package
 #     and jax[tpu]; see run_worker.sh):
 #       gcloud compute tpus tpu-vm ssh NAME --zone=ZONE --worker=all \
-#           --command 'cd crl_mmnar_jax && bash launch/run_worker.sh --install-only ...'
+#           --command 'cd crl_mmnar_jax && bash launch/run_worker.sh --install_only ...'
 #  4. run on every worker at once; jax.distributed.initialize() finds the other hosts by
 #     itself on a TPU slice. Each worker writes ~/crl_mmnar_jax/logs/worker-N.log;
 #     worker 0's log is also streamed here (tee), the others print one status line:
@@ -54,25 +54,25 @@ Options (environment variable in brackets):
   --config.a.b=value      config overrides, passed through (also after --)
   --name NAME             slice name (default crl-mmnar) [CRL_TPU_NAME]
   --zone ZONE             zone (default us-central1-a) [CRL_TPU_ZONE]
-  --accelerator-type T    e.g. v5litepod-16, v4-32, v6e-16 (default v5litepod-16)
+  --accelerator_type T    e.g. v5litepod-16, v4-32, v6e-16 (default v5litepod-16)
                           [CRL_TPU_TYPE]
   --version RUNTIME       TPU VM runtime image (default: from the accelerator type)
                           [CRL_TPU_VERSION]
   --project PROJECT       Google Cloud project (default: gcloud's) [CRL_PROJECT]
   --spot                  create a Spot slice (cheaper, can be preempted; rerun resumes)
-  --create-flag FLAG      extra flag for 'tpu-vm create' (repeatable), e.g.
-                          --create-flag=--network=my-net
+  --create_flag FLAG      extra flag for 'tpu-vm create' (repeatable), e.g.
+                          --create_flag=--network=my-net
   --reuse                 use an existing slice NAME: skip the create step
   --keep                  do not delete the slice (at the end or on failure)
-  --log-dir DIR           where the workers' logs are fetched (default logs/tpu-NAME)
-  --remote-dir DIR        the code's directory in the workers' home (default crl_mmnar_jax)
-  --python-version V      Python of the workers' virtual environment (default 3.12)
-  --gcs-direct            give the gs:// workdir to the program as is (no FUSE mount)
-  --dry-run               print every command, run nothing
+  --log_dir DIR           where the workers' logs are fetched (default logs/tpu-NAME)
+  --remote_dir DIR        the code's directory in the workers' home (default crl_mmnar_jax)
+  --python_version V      Python of the workers' virtual environment (default 3.12)
+  --gcs_direct            give the gs:// workdir to the program as is (no FUSE mount)
+  --dry_run               print every command, run nothing
   -h, --help              this help
 
 Example:
-  $CRL_PROG --zone=us-central1-a --accelerator-type=v5litepod-16 \\
+  $CRL_PROG --zone=us-central1-a --accelerator_type=v5litepod-16 \\
       --workdir=gs://my-bucket/crl/synthetic-seed1 --config=synthetic --config.seed=1
 EOF
 }
@@ -99,25 +99,25 @@ set -- ${CRL_ARGS[@]+"${CRL_ARGS[@]}"}
 while (($#)); do
   case $1 in
     -h | --help) usage; exit 0 ;;
-    --dry-run) CRL_DRY_RUN=1 ;;
+    --dry_run) CRL_DRY_RUN=1 ;;
     --workdir) crl_need_value "$@"; WORKDIR=$2; shift ;;
     --config) crl_need_value "$@"; CONFIG=$2; shift ;;
     --config.*) EXP_ARGS+=("$1") ;;
     --name) crl_need_value "$@"; NAME=$2; shift ;;
     --zone) crl_need_value "$@"; ZONE=$2; shift ;;
-    --accelerator-type) crl_need_value "$@"; TYPE=$2; shift ;;
+    --accelerator_type) crl_need_value "$@"; TYPE=$2; shift ;;
     --version) crl_need_value "$@"; VERSION=$2; shift ;;
     --project) crl_need_value "$@"; PROJECT=$2; shift ;;
     --spot) SPOT=1 ;;
-    --create-flag)
+    --create_flag)
       (($# >= 2)) || crl_usage_error "option $1 needs a value"
       CREATE_FLAGS+=("$2"); shift ;;
     --reuse) REUSE=1 ;;
     --keep) KEEP=1 ;;
-    --log-dir) crl_need_value "$@"; LOG_DIR=$2; shift ;;
-    --remote-dir) crl_need_value "$@"; REMOTE_DIR=$2; shift ;;
-    --python-version) crl_need_value "$@"; PY_VERSION=$2; shift ;;
-    --gcs-direct) GCS_DIRECT=1 ;;
+    --log_dir) crl_need_value "$@"; LOG_DIR=$2; shift ;;
+    --remote_dir) crl_need_value "$@"; REMOTE_DIR=$2; shift ;;
+    --python_version) crl_need_value "$@"; PY_VERSION=$2; shift ;;
+    --gcs_direct) GCS_DIRECT=1 ;;
     --) shift; EXP_ARGS+=("$@"); break ;;
     *) crl_usage_error "unknown option '$1'" ;;
   esac
@@ -131,7 +131,7 @@ fi
 [[ $NAME =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]] ||
   crl_usage_error "--name must be lowercase letters, digits and hyphens, starting with a letter, got '$NAME'"
 [[ $REMOTE_DIR =~ ^[A-Za-z0-9._-]+$ && $REMOTE_DIR != . && $REMOTE_DIR != .. ]] ||
-  crl_usage_error "--remote-dir must be a plain directory name, got '$REMOTE_DIR'"
+  crl_usage_error "--remote_dir must be a plain directory name, got '$REMOTE_DIR'"
 [[ -n $ZONE ]] || crl_usage_error "--zone must not be empty"
 for a in ${EXP_ARGS[@]+"${EXP_ARGS[@]}"}; do
   case $a in
@@ -158,10 +158,10 @@ GFLAGS=("--zone=$ZONE")
 TPU=(gcloud compute tpus tpu-vm)
 
 # What each worker runs, as one shell command line for `ssh --command`.
-WORKER=(bash launch/run_worker.sh --venv .venv --python-version "$PY_VERSION" --jax-extra tpu)
-INSTALL_CMD="cd $(crl_quote "$REMOTE_DIR") && $(crl_cmdline "${WORKER[@]}" --install-only)"
-RUN_ARGS=("${WORKER[@]}" --log-dir logs --tee 0 --workdir "$WORKDIR")
-((!GCS_DIRECT)) || RUN_ARGS+=(--gcs-direct)
+WORKER=(bash launch/run_worker.sh --venv .venv --python_version "$PY_VERSION" --jax_extra tpu)
+INSTALL_CMD="cd $(crl_quote "$REMOTE_DIR") && $(crl_cmdline "${WORKER[@]}" --install_only)"
+RUN_ARGS=("${WORKER[@]}" --log_dir logs --tee 0 --workdir "$WORKDIR")
+((!GCS_DIRECT)) || RUN_ARGS+=(--gcs_direct)
 RUN_ARGS+=(-- "--config=$CONFIG" ${EXP_ARGS[@]+"${EXP_ARGS[@]}"})
 RUN_CMD="cd $(crl_quote "$REMOTE_DIR") && $(crl_cmdline "${RUN_ARGS[@]}")"
 

@@ -16,10 +16,8 @@
 # %% [markdown]
 # # CRL-MMNAR quickstart
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/YOUR_GITHUB_USER/crl_mmnar_jax/blob/main/notebooks/quickstart.ipynb)
-#
-# > **Placeholder:** replace `YOUR_GITHUB_USER` in the badge link above and in the
-# > install cell below with the GitHub owner of the `crl_mmnar_jax` repository.
+# To run it on Colab: *File → Open notebook → GitHub*, paste the repository's URL and
+# pick `notebooks/quickstart.ipynb`; then set `REPO_URL` in the setup cell below.
 #
 # In a hospital, *which* data exist for a patient was decided by a clinician: a lab
 # panel or a chest X-ray exists because someone ordered it, usually because they were
@@ -45,23 +43,27 @@
 # %% [markdown]
 # ## Setup
 #
-# On Colab this installs the library from GitHub. Where it is already importable (a
-# local checkout with `pip install -e .`, or CI) nothing is installed.
+# **The one setting:** `REPO_URL`, the GitHub repository to install the library from
+# when it is not importable (on Colab). Where it is already importable (a local
+# checkout with `pip install -e ".[notebook]"`, or CI) nothing is installed and
+# `REPO_URL` is not used.
 
 # %%
+REPO_URL = ""   # e.g. "https://github.com/OWNER/crl_mmnar_jax"
+
 import importlib.util
 import subprocess
 import sys
 
-REPO = "YOUR_GITHUB_USER/crl_mmnar_jax"  # placeholder: the repository's GitHub owner/name
-
-if importlib.util.find_spec("crl_mmnar_jax") is None:
-  print(f"installing crl_mmnar_jax from https://github.com/{REPO} ...")
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}"],
-                 check=True)
-  importlib.invalidate_caches()
-else:
+if importlib.util.find_spec("crl_mmnar_jax") is not None:
   print("crl_mmnar_jax is already importable: nothing to install")
+elif not REPO_URL.startswith("https://"):
+  print("crl_mmnar_jax is not installed: set REPO_URL at the top of this cell to the "
+        "repository's GitHub URL (https://github.com/OWNER/crl_mmnar_jax) and run it again")
+else:
+  print(f"installing crl_mmnar_jax from {REPO_URL} ...")
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{REPO_URL}"], check=True)
+  importlib.invalidate_caches()
 
 # %%
 import os

@@ -26,17 +26,18 @@ BAD = {
     "train.pretrain_epochs": -1, "train.lr": 1e3, "train.final_lr_fraction": 2.0,
     "train.warmup_steps": -5, "train.weight_decay": -1e-4, "train.clip_norm": -1.0,
     "train.aux_final": 1.5, "train.patience": 0, "train.log_every": 0,
-    "train.checkpoint_every": -1, "train.progress": "true", "train.data_shards": 0, "train.cv_folds": 0,
+    "train.checkpoint_every": -1, "train.progress": "true", "train.tensorboard": "yes", "train.data_shards": 0, "train.cv_folds": 0,
     "rectifier.n_folds": 1, "rectifier.kappa_grid": (), "rectifier.lambda_grid": (-5, 7),
     "rectifier.z": -1.0, "rectifier.min_count": 0, "rectifier.shrinkage": -2.0,
     "rectifier.rule": "best", "rectifier.rule_z": -1.0, "eval.n_boot": -1,
-    "eval.min_pattern_count": 0, "eval.plots": 1, "baseline.reference_size": 0,
+    "eval.min_pattern_count": 0, "eval.plots": 1, "eval.smoke": "yes", "baseline.reference_size": 0,
     "baseline.muse_layers": -1, "baseline.muse_edge_dropout": 1.0,
     "baseline.muse_con_weight": -1.0, "baseline.muse_temperature": 0.0,
     "baseline.m3care_temperature": -0.1, "baseline.logreg_l2_grid": (0.1, -1.0),
     "baseline.gbt_n_estimators": 0, "baseline.gbt_learning_rate": 0.0,
     "baseline.gbt_num_leaves": 1, "baseline.gbt_min_child_samples": 0,
-    "baseline.gbt_early_stopping": 0,
+    "baseline.gbt_early_stopping": 0, "baseline.gbt_feature_fraction": 0.0,
+    "baseline.gbt_lambda_l2": -1.0,
 }
 
 

@@ -124,3 +124,39 @@ def test_modality_table_matches_naive_counts():
       assert r["rate_not_observed"] == pytest.approx(np.mean([labels[i, 0] for i in not_obs]))
     else:
       assert r["rate_not_observed"] is None
+
+
+def test_validate_messages_name_rows_not_ids_or_values():
+  """Cohort.validate names counts and row positions; no patient id, no raw value."""
+  import dataclasses
+  c = _cohort()                                   # ids 100..139
+  secret = np.arange(987650, 987650 + c.n)        # ids that cannot appear by chance
+  c = dataclasses.replace(c, patient_id=secret)
+  def message(**changes):
+    with pytest.raises(ValueError) as e:
+      dataclasses.replace(c, **changes).validate("cohort X")
+    msg = str(e.value)
+    assert msg.startswith("cohort X: ") and "9876" not in msg, msg
+    return msg
+  dup = secret.copy()
+  dup[[5, 9]] = dup[2]
+  assert "1 patient_id value(s) appear in more than one row (first at row 3)" in message(
+      patient_id=dup)
+  x0 = c.features[0].copy()
+  x0[[4, 7], 1] = np.inf
+  assert "modality 'a' has Inf features for 2 observed patient(s) (first at row 5)" in message(
+      features=(x0, c.features[1]))
+  present = c.present.copy()
+  present[[6, 11], :] = False
+  feats = tuple(np.where(present[:, [m]], f, 0).astype(np.float32)
+                for m, f in enumerate(c.features))
+  assert "2 patient(s) have no observed modality (first at row 7)" in message(
+      present=present, features=feats)
+  labels = c.labels.copy()
+  labels[[8, 12], 0] = 7.0
+  msg = message(labels=labels)
+  assert "task 'y' has 2 row(s) with another value (first at row 9)" in msg and "7" not in msg
+  split = np.array(["train"] * c.n, dtype=object)
+  split[13] = "holdout"
+  msg = message(split=split)
+  assert "1 row(s) hold another value (first at row 14)" in msg and "holdout" not in msg

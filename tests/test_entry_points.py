@@ -10,11 +10,12 @@ import sys
 import pytest
 from absl import flags
 
-from experiments import bench, mmnar_injection, pattern_stability, run, summarize, sweep
+from experiments import bench, mmnar_injection, pattern_stability, run, summarize, sweep, tune
 from experiments.configs import CONFIG_DIR, METHODS, available_configs, cli, resolve_config_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ("run", "sweep", "pattern_stability", "summarize", "mmnar_injection", "bench")
+SCRIPTS = ("run", "sweep", "pattern_stability", "summarize", "mmnar_injection", "bench",
+           "tune", "predict")
 CONFIGS = ("eicu", "injection", "mimic", "physionet2012", "synthetic", "tables", "yaib")
 
 
@@ -87,9 +88,11 @@ def test_help_in_process_exits_0(capsys):
 
 def test_importing_every_script_defines_no_global_flag():
   """Several scripts define --workdir or --config: each defines its flags only when run."""
-  for module in (bench, mmnar_injection, pattern_stability, run, summarize, sweep):
+  from experiments import predict
+  for module in (bench, mmnar_injection, pattern_stability, run, summarize, sweep, tune,
+                 predict):
     assert isinstance(module.SCRIPT, cli.Script)
-  for name in ("workdir", "config", "only", "repeats", "dry_run", "task"):
+  for name in ("workdir", "config", "only", "repeats", "dry_run", "task", "trials", "search"):
     assert name not in flags.FLAGS, name
 
 

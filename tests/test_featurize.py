@@ -242,3 +242,43 @@ def test_random_table_matches_naive_oracle():
         continue
       for var in group.variables:
         _check(_stats(f, stay, group.name, var), _naive(table, var, stay))
+
+
+def test_gbt_sees_not_measured_summaries_as_missing_like_a_naive_loop():
+  """`methods.direct.featurized_not_measured`: after standardisation (which imputes the
+  training mean), the trees get NaN back exactly where a stay's observed group has no
+  usable measurement of the variable (naive loop over stays), never elsewhere."""
+  from crl_mmnar_jax.cohort import Cohort
+  from crl_mmnar_jax.data.standardize import standardize
+  from crl_mmnar_jax.methods import direct
+  rng = np.random.default_rng(1)
+  n = 300
+  table = pl.DataFrame({
+      "stay_id": rng.integers(0, 40, n),
+      "time": rng.integers(0, 20, n) / 4.0,
+      "variable": rng.choice(["hr", "temp", "na", "k", "ph"], n, p=[.4, .1, .3, .1, .1]),
+      "value": rng.normal(50.0, 10.0, n),
+  })
+  f = featurize(table, GROUPS)
+  keep = f.present.any(1)
+  cohort = Cohort(f.stay_id[keep], tuple(x[keep] for x in f.features), f.present[keep],
+                  rng.integers(0, 2, (int(keep.sum()), 1)).astype(np.float32),
+                  f.group_names, ("y",), feature_names=f.feature_names).validate()
+  std, stats = standardize(cohort, np.arange(cohort.n // 2))
+  masks = direct.featurized_not_measured(std, stats)
+  pairs = {(s, v) for s, v in zip(table["stay_id"].to_list(), table["variable"].to_list())}
+  n_marked = 0
+  for g, group in enumerate(GROUPS):
+    want = np.zeros_like(masks[g])
+    for i, stay in enumerate(cohort.patient_id):
+      for k, var in enumerate(group.variables):
+        if cohort.present[i, g] and (int(stay), var) not in pairs:
+          for j, stat in enumerate(STATS):
+            want[i, k * len(STATS) + j] = stat != "count"
+    np.testing.assert_array_equal(masks[g], want, err_msg=group.name)
+    n_marked += int(want.sum())
+    # Only cells standardisation imputed (a slope left NaN by one distinct time is
+    # imputed but not marked).
+    imputed = np.isnan(cohort.features[g]) & cohort.present[:, [g]]
+    assert not np.any(masks[g] & ~imputed)
+  assert n_marked > 0                      # the test can fail: some cells are marked

@@ -1,5 +1,5 @@
 """The launch scripts in launch/: syntax, shellcheck, --help, bad options, and the exact
-commands they print with --dry-run.
+commands they print with --dry_run.
 
 Nothing is trained here and no cloud is touched: gcloud, python, curl, gcsfuse, sudo and
 uv are fakes on PATH that record every call (a dry run must record none). The failure
@@ -9,6 +9,7 @@ run the real scripts against those fakes.
 
 import importlib.util
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -122,7 +123,7 @@ def option_value(argv, name):
 def assert_dry(env, proc):
   """A dry run: exit 0, nothing called, nothing written."""
   assert proc.returncode == 0, proc.stderr
-  assert env.calls() == [], f"--dry-run ran commands: {env.calls()}"
+  assert env.calls() == [], f"--dry_run ran commands: {env.calls()}"
   assert os.listdir(env.cwd) == [] and os.listdir(env.tmpdir) == []
 
 
@@ -166,29 +167,74 @@ def test_help(env, script, flag):
   proc = env.run(script, flag)
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.startswith(f"Usage: launch/{script}")
-  assert "--dry-run" in proc.stdout
+  assert "--dry_run" in proc.stdout
   assert env.calls() == []
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_unknown_option_fails_with_a_message(env, script):
-  proc = env.run(script, "--dry-run", "--no-such-option")
+  proc = env.run(script, "--dry_run", "--no_such_option")
   assert proc.returncode == 2
-  assert f"launch/{script}: error: unknown option '--no-such-option'" in proc.stderr
+  assert f"launch/{script}: error: unknown option '--no_such_option'" in proc.stderr
   assert "--help" in proc.stderr
   assert commands(proc.stdout) == [] and env.calls() == []
 
 
+OLD_SPELLINGS = {   # script: its options as the absl flags spell them, one set per test
+    "tpu_pod.sh": ["--workdir=gs://b/r", "--accelerator_type=v4-32", "--log_dir", "L",
+                   "--remote_dir=code", "--python_version", "3.11", "--gcs_direct",
+                   "--create_flag", "--network=my-net"],
+    "run_worker.sh": ["--worker_id", "3", "--log_dir=L", "--python_version=3.11",
+                      "--jax_extra", "tpu", "--gcs_mount_root", "/m", "--install=never",
+                      "--workdir=gs://b/x"],
+    "gpu.sh": ["--num_nodes=2", "--node_rank", "1", "--coordinator=h:1", "--jax_extra=rocm",
+               "--install", "--log_dir", "L", "--", "--workdir=/w"],
+    "local.sh": ["--num_processes", "3", "--devices_per_process=2", "--log_dir=L",
+                 "--port=23456", "--", "--workdir=/w", "--config.train.dry-run=1"],
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_options_are_spelled_with_underscores_and_the_old_dashes_still_work(env, script):
+  """Every launcher option is spelled like the absl flags of the Python scripts
+  (--dry_run, --log_dir); the dashed spelling of before (--dry-run) means the same, and
+  nothing after -- or in a --create_flag value is respected."""
+  args = OLD_SPELLINGS[script]
+  usage = env.run(script, "--help").stdout
+  for a in args:
+    if a.startswith("--") and "." not in a and a != "--network=my-net":
+      assert a.split("=")[0] in usage, a
+  assert not re.search(r"^  --\w+-", usage, flags=re.M)      # no dashed option in --help
+  new = env.run(script, "--dry_run", *args)
+  assert_dry(env, new)
+  dashed = []
+  for i, a in enumerate(args):
+    before = "--" not in args[:i] and not (i and args[i - 1] == "--create_flag")
+    name, sep, value = a.partition("=")
+    dashed.append(name.replace("_", "-") + sep + value if before and a.startswith("--")
+                  else a)
+  assert dashed != args
+  old = env.run(script, "--dry-run", *dashed)
+  assert_dry(env, old)
+  strip = lambda out: [c for c in commands(out) if not any("coordinator_address" in w
+                                                           for w in c)]
+  assert strip(old.stdout) == strip(new.stdout) and commands(new.stdout)
+  if script == "tpu_pod.sh":
+    assert "--network=my-net" in gcloud_commands(new.stdout)[0]
+  if script == "local.sh":
+    assert "--config.train.dry-run=1" in commands(new.stdout)[1]
+
+
 @pytest.mark.parametrize("script,option", [("tpu_pod.sh", "--zone"), ("local.sh", "--port"),
-                                           ("gpu.sh", "--gpus"), ("run_worker.sh", "--log-dir")])
+                                           ("gpu.sh", "--gpus"), ("run_worker.sh", "--log_dir")])
 def test_option_without_value(env, script, option):
-  proc = env.run(script, "--dry-run", option)
+  proc = env.run(script, "--dry_run", option)
   assert proc.returncode == 2 and f"option {option} needs a value" in proc.stderr
 
 
 # ----------------------------------------------------------------------------- tpu_pod.sh
 
-POD_ARGS = ["--name", "crl-test", "--zone=europe-west4-b", "--accelerator-type", "v5litepod-16",
+POD_ARGS = ["--name", "crl-test", "--zone=europe-west4-b", "--accelerator_type", "v5litepod-16",
             "--workdir", "gs://my-bucket/crl/run 1", "--config", "synthetic:tiny",
             "--config.seed=2", "--", "--config.train.epochs=3"]
 
@@ -198,7 +244,7 @@ def gcloud_commands(stdout):
 
 
 def test_tpu_pod_dry_run_prints_every_step(env):
-  proc = env.run("tpu_pod.sh", "--dry-run", *POD_ARGS)
+  proc = env.run("tpu_pod.sh", "--dry_run", *POD_ARGS)
   assert_dry(env, proc)
   cmds = commands(proc.stdout)
   gc = gcloud_commands(proc.stdout)
@@ -219,13 +265,13 @@ def test_tpu_pod_dry_run_prints_every_step(env):
     assert zone in ssh and "--worker=all" in ssh
   remote_install = shlex.split(option_value(install, "--command"))
   assert remote_install[:5] == ["cd", "crl_mmnar_jax", "&&", "bash", "launch/run_worker.sh"]
-  assert "--install-only" in remote_install
-  assert option_value(remote_install, "--jax-extra") == "tpu"
+  assert "--install_only" in remote_install
+  assert option_value(remote_install, "--jax_extra") == "tpu"
   assert option_value(remote_install, "--venv") == ".venv"
   remote_run = shlex.split(option_value(run, "--command"))
   assert remote_run[:5] == ["cd", "crl_mmnar_jax", "&&", "bash", "launch/run_worker.sh"]
   assert option_value(remote_run, "--workdir") == "gs://my-bucket/crl/run 1"
-  assert option_value(remote_run, "--log-dir") == "logs"
+  assert option_value(remote_run, "--log_dir") == "logs"
   assert option_value(remote_run, "--tee") == "0"
   experiment = remote_run[remote_run.index("--") + 1:]
   assert experiment == ["--config=synthetic:tiny", "--config.seed=2", "--config.train.epochs=3"]
@@ -237,13 +283,13 @@ def test_tpu_pod_dry_run_prints_every_step(env):
 
 
 def test_tpu_pod_keep_reuse_spot_project(env):
-  proc = env.run("tpu_pod.sh", "--dry-run", "--keep", "--reuse", *POD_ARGS)
+  proc = env.run("tpu_pod.sh", "--dry_run", "--keep", "--reuse", *POD_ARGS)
   assert_dry(env, proc)
   assert [c[4] for c in gcloud_commands(proc.stdout)] == ["scp", "ssh", "ssh", "describe", "scp"]
   assert "# 6. (--keep) the slice is kept" in proc.stdout
 
-  proc = env.run("tpu_pod.sh", "--dry-run", "--workdir=gs://b/r", "--spot", "--project", "my-proj",
-                 "--create-flag=--network=my-net")
+  proc = env.run("tpu_pod.sh", "--dry_run", "--workdir=gs://b/r", "--spot", "--project", "my-proj",
+                 "--create_flag=--network=my-net")
   assert_dry(env, proc)
   create = gcloud_commands(proc.stdout)[0]
   assert create == TPU + ["create", "crl-mmnar", "--zone=us-central1-a", "--project=my-proj",
@@ -253,7 +299,7 @@ def test_tpu_pod_keep_reuse_spot_project(env):
 
 
 def test_tpu_pod_options_from_environment(env):
-  proc = env.run("tpu_pod.sh", "--dry-run", extra_env={
+  proc = env.run("tpu_pod.sh", "--dry_run", extra_env={
       "CRL_TPU_NAME": "envslice", "CRL_TPU_ZONE": "us-east5-a", "CRL_TPU_TYPE": "v6e-16",
       "CRL_WORKDIR": "gs://b/env", "CRL_CONFIG": "yaib"})
   assert_dry(env, proc)
@@ -268,7 +314,7 @@ def test_tpu_pod_options_from_environment(env):
     ("v4-32", "tpu-ubuntu2204-base"), ("v5p-16", "v2-alpha-tpuv5"),
     ("v5litepod-32", "v2-alpha-tpuv5-lite"), ("v6e-64", "v2-alpha-tpuv6e")])
 def test_tpu_pod_runtime_from_accelerator_type(env, accelerator, runtime):
-  proc = env.run("tpu_pod.sh", "--dry-run", "--workdir=gs://b/r", f"--accelerator-type={accelerator}")
+  proc = env.run("tpu_pod.sh", "--dry_run", "--workdir=gs://b/r", f"--accelerator_type={accelerator}")
   assert_dry(env, proc)
   assert f"--version={runtime}" in gcloud_commands(proc.stdout)[0]
 
@@ -276,13 +322,13 @@ def test_tpu_pod_runtime_from_accelerator_type(env, accelerator, runtime):
 @pytest.mark.parametrize("args,message", [
     ([], "--workdir is required"),
     (["--workdir", "relative/dir"], "--workdir must be gs://BUCKET/PATH or an absolute path"),
-    (["--workdir=gs://b/r", "--accelerator-type=x9-8"], "pass --version"),
+    (["--workdir=gs://b/r", "--accelerator_type=x9-8"], "pass --version"),
     (["--workdir=gs://b/r", "--name=Bad_Name"], "--name must be lowercase"),
     (["--workdir=gs://b/r", "--", "--workdir=/other"], "give '--workdir=/other' as an option"),
     (["--workdir=gs://b/r", "--", "--process_id=1"], "is set on the workers"),
 ])
 def test_tpu_pod_bad_arguments(env, args, message):
-  proc = env.run("tpu_pod.sh", "--dry-run", *args)
+  proc = env.run("tpu_pod.sh", "--dry_run", *args)
   assert proc.returncode == 2 and message in proc.stderr, proc.stderr
   assert env.calls() == []
 
@@ -290,9 +336,9 @@ def test_tpu_pod_bad_arguments(env, args, message):
 def test_tpu_pod_remote_command_runs_on_a_worker(env, tmp_path):
   """The --command string, run by a worker's shell (here: bash in a fake home with the
   code in ~/crl_mmnar_jax), reaches run_worker.sh with every argument intact."""
-  proc = env.run("tpu_pod.sh", "--dry-run", *POD_ARGS)
+  proc = env.run("tpu_pod.sh", "--dry_run", *POD_ARGS)
   remote = option_value(gcloud_commands(proc.stdout)[3], "--command")
-  remote = remote.replace("launch/run_worker.sh", "launch/run_worker.sh --dry-run --worker-id 0", 1)
+  remote = remote.replace("launch/run_worker.sh", "launch/run_worker.sh --dry_run --worker_id 0", 1)
   os.symlink(ROOT, env.home / "crl_mmnar_jax")
   worker = subprocess.run(["bash", "-c", remote], cwd=env.home, capture_output=True, text=True,
                           env={**os.environ, **{k: v for k, v in env.vars.items() if v}},
@@ -312,7 +358,7 @@ def test_tpu_pod_remote_command_runs_on_a_worker(env, tmp_path):
 
 def test_tpu_pod_success_deletes_the_slice_and_fetches_every_log(env):
   stage_list = env.tmp / "stage.txt"
-  proc = env.run("tpu_pod.sh", "--workdir=gs://b/r", "--name=ok", "--log-dir", str(env.tmp / "got"),
+  proc = env.run("tpu_pod.sh", "--workdir=gs://b/r", "--name=ok", "--log_dir", str(env.tmp / "got"),
                  extra_env={"FAKE_STAGE_LIST": str(stage_list)})
   assert proc.returncode == 0, proc.stderr
   calls = env.calls()
@@ -355,7 +401,7 @@ def test_tpu_pod_failed_create_deletes_nothing(env):
 
 
 def test_run_worker_dry_run_plain(env):
-  proc = env.run("run_worker.sh", "--dry-run", "--worker-id", "3", "--log-dir", "my logs",
+  proc = env.run("run_worker.sh", "--dry_run", "--worker_id", "3", "--log_dir", "my logs",
                  "--install", "never", "--workdir", "/shared/run 1", "--",
                  "--config=synthetic:tiny", "--config.seed=4")
   assert_dry(env, proc)
@@ -368,9 +414,9 @@ def test_run_worker_dry_run_plain(env):
 
 
 def test_run_worker_dry_run_install_with_venv_and_wheel(env):
-  proc = env.run("run_worker.sh", "--dry-run", "--install=always", "--venv", "venv dir",
-                 "--python-version", "3.11", "--wheel", "dist/crl.whl", "--jax-extra", "cuda12",
-                 "--install-only")
+  proc = env.run("run_worker.sh", "--dry_run", "--install=always", "--venv", "venv dir",
+                 "--python_version", "3.11", "--wheel", "dist/crl.whl", "--jax_extra", "cuda12",
+                 "--install_only")
   assert_dry(env, proc)
   assert commands(proc.stdout) == [
       ["python3", "-m", "pip", "install", "--upgrade", "uv"],
@@ -379,8 +425,8 @@ def test_run_worker_dry_run_install_with_venv_and_wheel(env):
 
 
 def test_run_worker_dry_run_gcs_direct_and_worker_id_from_env(env):
-  proc = env.run("run_worker.sh", "--dry-run", "--install=never", "--gcs-direct",
-                 "--workdir=gs://b/x", "--log-dir=L", extra_env={"TPU_WORKER_ID": "5"})
+  proc = env.run("run_worker.sh", "--dry_run", "--install=never", "--gcs_direct",
+                 "--workdir=gs://b/x", "--log_dir=L", extra_env={"TPU_WORKER_ID": "5"})
   assert_dry(env, proc)
   cmds = commands(proc.stdout)
   assert not any(c[0] == "gcsfuse" for c in cmds)
@@ -389,13 +435,13 @@ def test_run_worker_dry_run_gcs_direct_and_worker_id_from_env(env):
 
 def test_run_worker_runs_and_reports(env):
   fake_python = str(env.bin / "python3")
-  ok = env.run("run_worker.sh", "--install=never", "--worker-id=2", "--log-dir", "logs",
+  ok = env.run("run_worker.sh", "--install=never", "--worker_id=2", "--log_dir", "logs",
                "--workdir", "/w", "--", "--config=synthetic", extra_env={"PYTHON": fake_python})
   assert ok.returncode == 0, ok.stderr
   assert "worker 2: exit status 0 (log: logs/worker-2.log)" in ok.stdout
   log = (env.cwd / "logs" / "worker-2.log").read_text()
   assert "fake python -m experiments.run --config=synthetic --workdir=/w --distributed" in log
-  bad = env.run("run_worker.sh", "--install=never", "--worker-id=1", "--log-dir", "logs",
+  bad = env.run("run_worker.sh", "--install=never", "--worker_id=1", "--log_dir", "logs",
                 "--workdir", "/w", extra_env={"PYTHON": fake_python, "FAKE_RC": "3"})
   assert bad.returncode == 3
   assert "worker 1: exit status 3" in bad.stdout and "last lines of logs/worker-1.log" in bad.stderr
@@ -405,10 +451,10 @@ def test_run_worker_runs_and_reports(env):
     ([], "--workdir is required"),
     (["--workdir=/w", "--", "--workdir=/x"], "not after --"),
     (["--workdir=/w", "--install=sometimes"], "--install must be auto, always or never"),
-    (["--workdir=/w", "--worker-id=a"], "non-negative integer"),
+    (["--workdir=/w", "--worker_id=a"], "non-negative integer"),
 ])
 def test_run_worker_bad_arguments(env, args, message):
-  proc = env.run("run_worker.sh", "--dry-run", *args)
+  proc = env.run("run_worker.sh", "--dry_run", *args)
   assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
@@ -416,7 +462,7 @@ def test_run_worker_bad_arguments(env, args, message):
 
 
 def test_gpu_dry_run_single_node(env):
-  proc = env.run("gpu.sh", "--dry-run", "--gpus", "0,1", "--", "--config=synthetic",
+  proc = env.run("gpu.sh", "--dry_run", "--gpus", "0,1", "--", "--config=synthetic",
                  "--workdir=/tmp/g h")
   assert_dry(env, proc)
   assert commands(proc.stdout) == [[
@@ -426,8 +472,8 @@ def test_gpu_dry_run_single_node(env):
 
 
 def test_gpu_dry_run_multi_node_with_install_and_log(env):
-  proc = env.run("gpu.sh", "--dry-run", "--num-nodes=2", "--node-rank=1",
-                 "--coordinator=10.0.0.1:1234", "--install", "--log-dir", "logs", "--",
+  proc = env.run("gpu.sh", "--dry_run", "--num_nodes=2", "--node_rank=1",
+                 "--coordinator=10.0.0.1:1234", "--install", "--log_dir", "logs", "--",
                  "--config=synthetic", "--workdir=/shared/g")
   assert_dry(env, proc)
   install, mkdir, run = commands(proc.stdout)
@@ -439,15 +485,15 @@ def test_gpu_dry_run_multi_node_with_install_and_log(env):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--num-nodes=2", "--", "--workdir=/w"], "--coordinator HOST:PORT is required"),
-    (["--num-nodes=2", "--node-rank=2", "--coordinator=h:1", "--", "--workdir=/w"],
-     "--node-rank must be below"),
+    (["--num_nodes=2", "--", "--workdir=/w"], "--coordinator HOST:PORT is required"),
+    (["--num_nodes=2", "--node_rank=2", "--coordinator=h:1", "--", "--workdir=/w"],
+     "--node_rank must be below"),
     (["--gpus=0;1", "--", "--workdir=/w"], "--gpus takes a comma-separated list"),
     (["--", "--config=synthetic"], "must include --workdir"),
     (["--", "--workdir=/w", "--distributed"], "is set by the launcher"),
 ])
 def test_gpu_bad_arguments(env, args, message):
-  proc = env.run("gpu.sh", "--dry-run", *args)
+  proc = env.run("gpu.sh", "--dry_run", *args)
   assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
@@ -463,7 +509,7 @@ def test_gpu_says_when_jax_has_no_cuda_plugin(env):
 
 
 def test_local_dry_run_prints_one_command_per_process(env):
-  proc = env.run("local.sh", "--dry-run", "--num-processes", "3", "--devices-per-process", "2",
+  proc = env.run("local.sh", "--dry_run", "--num_processes", "3", "--devices_per_process", "2",
                  "--port", "23456", "--", "--config=synthetic:tiny", "--workdir=/tmp/x y")
   assert_dry(env, proc)
   cmds = commands(proc.stdout)
@@ -479,7 +525,7 @@ def test_local_dry_run_prints_one_command_per_process(env):
 
 
 def test_local_dry_run_random_port_and_existing_xla_flags(env):
-  proc = env.run("local.sh", "--dry-run", "--log-dir=L", "--", "--workdir=/w",
+  proc = env.run("local.sh", "--dry_run", "--log_dir=L", "--", "--workdir=/w",
                  extra_env={"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"})
   assert_dry(env, proc)
   runs = commands(proc.stdout)[1:]
@@ -494,20 +540,20 @@ def test_local_dry_run_random_port_and_existing_xla_flags(env):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--num-processes=0", "--", "--workdir=/w"], "at least 1"),
-    (["--devices-per-process=two", "--", "--workdir=/w"], "non-negative integer"),
+    (["--num_processes=0", "--", "--workdir=/w"], "at least 1"),
+    (["--devices_per_process=two", "--", "--workdir=/w"], "non-negative integer"),
     (["--port=70000", "--", "--workdir=/w"], "1-65535"),
     (["--", "--config=synthetic"], "must include --workdir"),
     (["--", "--workdir=/w", "--process_id=1"], "is set by the launcher"),
     (["--config=synthetic"], "experiment flags go after --"),
 ])
 def test_local_bad_arguments(env, args, message):
-  proc = env.run("local.sh", "--dry-run", *args)
+  proc = env.run("local.sh", "--dry_run", *args)
   assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
 def test_local_waits_for_all_and_writes_one_log_per_process(env):
-  proc = env.run("local.sh", "--num-processes", "3", "--python", str(env.bin / "python3"), "--",
+  proc = env.run("local.sh", "--num_processes", "3", "--python", str(env.bin / "python3"), "--",
                  "--workdir=/w")
   assert proc.returncode == 0, proc.stderr
   for i in range(3):
@@ -520,7 +566,7 @@ def test_local_one_failure_stops_the_others(env):
   pids_file = env.tmp / "sleepers"
   t0 = time.monotonic()
   try:
-    proc = env.run("local.sh", "--num-processes", "3", "--grace", "1", "--python",
+    proc = env.run("local.sh", "--num_processes", "3", "--grace", "1", "--python",
                    str(env.bin / "python3"), "--", "--workdir=/w",
                    extra_env={"FAKE_FAIL_IDS": "1", "FAKE_SLEEP": str(pids_file)})
     assert time.monotonic() - t0 < 20          # the sleepers (60 s) were not waited for
@@ -543,7 +589,7 @@ def test_local_interrupt_stops_every_process(env):
   pids_file = env.tmp / "sleepers"
   full_env = {k: v for k, v in {**os.environ, **env.vars, "FAKE_SLEEP": str(pids_file)}.items()
               if v is not None}
-  proc = subprocess.Popen(["bash", os.path.join(LAUNCH, "local.sh"), "--num-processes", "2",
+  proc = subprocess.Popen(["bash", os.path.join(LAUNCH, "local.sh"), "--num_processes", "2",
                            "--python", str(env.bin / "python3"), "--", "--workdir=/w"],
                           cwd=env.cwd, env=full_env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)

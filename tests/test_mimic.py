@@ -175,6 +175,51 @@ def test_cxr_and_notes(raw):
   assert not c.features[2][_row(c, fx.S2)].any()        # admission without notes: zeros
 
 
+def test_note_stage_sums_per_subject_and_writes_small_row_groups(tmp_path, monkeypatch):
+  """The note stage's scratch file holds row groups of NOTE_ROW_GROUP notes (the sink
+  buffers one row group: polars' default would hold ~1.5 GB of discharge text), its
+  batches are small, and the per-subject means equal a naive mean of the encodings."""
+  import pyarrow.parquet as pq
+
+  from crl_mmnar_jax.data.sources.mimic import stages
+  texts = [f"note {i} about chest pain and fever, day {i % 3}" for i in range(11)]
+  subject_N = np.array([5, 9, 5, 2, 9, 9, 5, 2, 2, 9, 5])
+  rows = pl.LazyFrame({"subject_id": subject_N, "charttime": [dt.datetime(2150, 1, 1)] * 11,
+                       "note_id": np.arange(11), "text": texts})
+  groups, batches = [], []
+  real_sink = stages.sink
+  def sink(lf, out, path, row_group_size=None):
+    real_sink(lf, out, path, row_group_size=row_group_size)
+    groups.append(pq.ParquetFile(out).metadata.num_row_groups)
+  monkeypatch.setattr(stages, "sink", sink)
+  monkeypatch.setattr(stages, "NOTE_ROW_GROUP", 3)
+  enc = text_embed.get_encoder("hashed", dim=16)
+  class Counting:
+    dim = 16
+    def encode(self, batch):
+      batches.append(len(batch))
+      return enc.encode(batch)
+  subjects = np.array([2, 5, 7, 9])
+  df, report = stages.note_stage(rows, "notes.csv", "notes", subjects, Counting,
+                                 str(tmp_path), batch_chars=120)
+  assert groups == [4]                                       # ceil(11 / 3)
+  assert sum(batches) == 11 and max(batches) < 11            # several batches
+  assert report == {"notes_in_window": 11, "subjects_with_notes": 3}
+  x = df.select(pl.exclude("subject_id", "present")).to_numpy()
+  for r, s in enumerate(subjects):
+    mine = [t for t, k in zip(texts, subject_N) if k == s]
+    want = enc.encode(mine).astype(np.float64).mean(0) if mine else np.zeros(16)
+    np.testing.assert_allclose(x[r], want, rtol=1e-5, atol=1e-6)
+  assert df["present"].to_list() == [True, True, False, True]
+  assert not os.listdir(tmp_path)                            # the scratch file is removed
+  # Batches also end at `batch_notes` notes (short notes: the (notes, dim) embeddings
+  # dominate); subjects 2, 5, 9 have 3, 4 and 4 notes, none split.
+  batches.clear()
+  again, _ = stages.note_stage(rows, "notes.csv", "notes", subjects, Counting,
+                               str(tmp_path), batch_chars=10**9, batch_notes=6)
+  assert batches == [3, 4, 4] and again.equals(df)
+
+
 def test_no_information_after_discharge(tmp_path, raw):
   _, base, base_info = raw
   folder = fx.write_raw(str(tmp_path / "late"), fx.with_post_discharge_events(fx.tables()),
@@ -300,8 +345,11 @@ def test_bad_arguments_and_meds_input(tmp_path):
     mimic.load_mimic(meds=path)
   fx.to_meds().filter(~pl.col("code").str.starts_with("HOSPITAL_DISCHARGE//HOME")
                       ).write_parquet(path)
-  with pytest.raises(DataError, match="cannot be paired"):
+  with pytest.raises(DataError, match=r"ev\.parquet: 7 subject\(s\) have admission and "
+                                      r"discharge events that cannot be paired") as e:
     mimic.load_mimic(meds=path, strict=True)
+  ids = fx.to_meds()["subject_id"].unique().to_list()
+  assert not any(str(i) in str(e.value).split(": ", 1)[1] for i in ids)   # no subject id
   cohort, info = mimic.load_mimic(meds=path)           # those subjects have no admission
   assert info["skipped"]["by_problem"] == {
       "subject's admission and discharge events cannot be paired (its admissions "

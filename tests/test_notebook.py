@@ -1,41 +1,79 @@
-"""The Colab quickstart: stored without outputs, in sync with its paired .py, and it runs.
+"""The notebooks: stored without outputs, in sync with their paired .py, and they run.
 
-`notebooks/quickstart.ipynb` is paired with `notebooks/quickstart.py` (jupytext "percent"
-format) and stored without outputs. Edit the .py, then regenerate the notebook
-(`--update` keeps the cell ids, so the diff shows only what changed):
+`notebooks/quickstart.ipynb` (synthetic data) and `notebooks/physionet2012.ipynb`
+(PhysioNet 2012 set A, read from ../shared/data; skipped when it is absent) are each
+paired with a `.py` of the same name (jupytext "percent" format) and stored without
+outputs. Edit the .py, then regenerate the notebook (`--update` keeps the cell ids, so
+the diff shows only what changed):
 
-    jupytext --update --to ipynb notebooks/quickstart.py
+    jupytext --update --to ipynb notebooks/NAME.py
 
 After editing the .ipynb in Jupyter or Colab instead, carry the edits to the .py with
-`jupytext --to py:percent notebooks/quickstart.ipynb`, then rewrite the notebook without
-outputs with `jupytext --to ipynb notebooks/quickstart.py`.
+`jupytext --to py:percent notebooks/NAME.ipynb`, then rewrite the notebook without
+outputs with `jupytext --to ipynb notebooks/NAME.py`.
 
-The execution test runs the notebook end to end on CPU in a kernel started from this
+The execution test runs a notebook end to end on CPU in a kernel started from this
 interpreter (`sys.executable`, through a kernel spec written to a temporary directory),
 with the working tree first on PYTHONPATH, so it exercises this checkout and never
-reaches the notebook's Colab install branch.
+reaches the notebook's Colab install branch; `test_install_cell_without_repo_url`
+runs that branch's guard instead.
 """
 
+import dataclasses
 import importlib
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOK = os.path.join(ROOT, "notebooks", "quickstart.ipynb")
-PAIRED_PY = os.path.join(ROOT, "notebooks", "quickstart.py")
-TOTAL_LIMIT_S = 180      # the whole notebook, kernel start included
-CELL_TIMEOUT_S = 150     # any single cell
+SHARED_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
 KERNEL_NAME = "crl-mmnar-notebook-test"
-SYNC_HINT = ("regenerate the notebook from the .py with `jupytext --update --to ipynb "
-             "notebooks/quickstart.py` (if you edited the .ipynb, first `jupytext --to "
-             "py:percent notebooks/quickstart.ipynb`)")
-CLEAR_HINT = ("rewrite it from the .py without outputs with `jupytext --to ipynb "
-              "notebooks/quickstart.py` (if you edited the .ipynb, first `jupytext --to "
-              "py:percent notebooks/quickstart.ipynb`)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Notebook:
+  name: str
+  total_limit_s: int        # the whole notebook, kernel start included
+  cell_timeout_s: int       # any single cell
+  min_pngs: int             # plots the run must show
+  expect: tuple[str, ...]   # text every run's outputs hold
+  needs: str | None = None  # a data folder; the execution test skips without it
+
+  @property
+  def ipynb(self) -> str:
+    return os.path.join(ROOT, "notebooks", f"{self.name}.ipynb")
+
+  @property
+  def py(self) -> str:
+    return os.path.join(ROOT, "notebooks", f"{self.name}.py")
+
+  def sync_hint(self) -> str:
+    return (f"regenerate the notebook from the .py with `jupytext --update --to ipynb "
+            f"notebooks/{self.name}.py` (if you edited the .ipynb, first `jupytext --to "
+            f"py:percent notebooks/{self.name}.ipynb`)")
+
+  def clear_hint(self) -> str:
+    return (f"rewrite it from the .py without outputs with `jupytext --to ipynb "
+            f"notebooks/{self.name}.py` (if you edited the .ipynb, first `jupytext --to "
+            f"py:percent notebooks/{self.name}.ipynb`)")
+
+
+NOTEBOOKS = {
+    # About 40 s on an idle 2-core CPU.
+    "quickstart": Notebook("quickstart", 180, 150, 4, ("finished in",)),
+    # Three physionet2012:tiny runs on set A: 110 s of CPU time (as a script), 200 s wall
+    # here with a load average of 10; the limits leave room for a shared CI machine.
+    "physionet2012": Notebook(
+        "physionet2012", 300, 240, 1,
+        ("3997 stays, 554 in-hospital deaths", "missingness indicators only", "λ = "),
+        needs=os.path.join(SHARED_DATA, "physionet2012", "set-a")),
+}
+PARAMS = [pytest.param(nb, id=name) for name, nb in NOTEBOOKS.items()]
 
 
 def _require(module: str, dist: str):
@@ -48,47 +86,49 @@ def _require(module: str, dist: str):
                 pytrace=False)
 
 
-def _read_ipynb():
+def _read_ipynb(notebook: Notebook):
   nbformat = _require("nbformat", "nbformat")
-  return nbformat.read(NOTEBOOK, as_version=4)
+  return nbformat.read(notebook.ipynb, as_version=4)
 
 
 def _cells(nb) -> list[tuple[str, str]]:
   return [(c.cell_type, c.source.rstrip()) for c in nb.cells]
 
 
-def test_stored_notebook_is_valid_and_has_no_outputs():
+@pytest.mark.parametrize("notebook", PARAMS)
+def test_stored_notebook_is_valid_and_has_no_outputs(notebook):
   nbformat = _require("nbformat", "nbformat")
-  nb = _read_ipynb()
+  nb = _read_ipynb(notebook)
   nbformat.validate(nb)
   dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
            and (c.get("outputs") or c.get("execution_count") is not None)]
   assert not dirty, (
-      f"notebooks/quickstart.ipynb is stored with outputs or execution counts in code "
-      f"cell(s) {dirty}; {CLEAR_HINT}")
+      f"notebooks/{notebook.name}.ipynb is stored with outputs or execution counts in "
+      f"code cell(s) {dirty}; {notebook.clear_hint()}")
   attachments = [i for i, c in enumerate(nb.cells) if c.get("attachments")]
   assert not attachments, f"cells {attachments} carry attachments"
 
 
-def test_notebook_and_py_are_in_sync():
+@pytest.mark.parametrize("notebook", PARAMS)
+def test_notebook_and_py_are_in_sync(notebook):
   jupytext = _require("jupytext", "jupytext")
-  nb = _read_ipynb()
-  py = jupytext.read(PAIRED_PY, fmt="py:percent")
+  nb = _read_ipynb(notebook)
+  py = jupytext.read(notebook.py, fmt="py:percent")
   nb_cells, py_cells = _cells(nb), _cells(py)
   nb_code = [s for t, s in nb_cells if t == "code"]
   py_code = [s for t, s in py_cells if t == "code"]
-  assert nb_code, "notebooks/quickstart.ipynb has no code cells"
+  assert nb_code, f"notebooks/{notebook.name}.ipynb has no code cells"
   for i, (a, b) in enumerate(zip(nb_code, py_code)):
-    assert a == b, (f"code cell {i} differs between quickstart.ipynb and quickstart.py; "
-                    f"{SYNC_HINT}.\n--- ipynb ---\n{a}\n--- py ---\n{b}")
+    assert a == b, (f"code cell {i} differs between {notebook.name}.ipynb and .py; "
+                    f"{notebook.sync_hint()}.\n--- ipynb ---\n{a}\n--- py ---\n{b}")
   assert len(nb_code) == len(py_code), (
-      f"quickstart.ipynb has {len(nb_code)} code cells, quickstart.py {len(py_code)}; "
-      f"{SYNC_HINT}")
-  assert nb_cells == py_cells, f"the markdown cells differ; {SYNC_HINT}"
+      f"{notebook.name}.ipynb has {len(nb_code)} code cells, the .py {len(py_code)}; "
+      f"{notebook.sync_hint()}")
+  assert nb_cells == py_cells, f"the markdown cells differ; {notebook.sync_hint()}"
   formats = nb.metadata.get("jupytext", {}).get("formats", "")
   assert "py:percent" in formats, (
-      f"quickstart.ipynb is not paired with the percent-format .py (jupytext formats = "
-      f"{formats!r}); {SYNC_HINT}")
+      f"{notebook.name}.ipynb is not paired with the percent-format .py (jupytext formats = "
+      f"{formats!r}); {notebook.sync_hint()}")
 
 
 def _kernel_manager(tmp_path):
@@ -119,11 +159,43 @@ def _text(cell) -> str:
   return "".join(parts)
 
 
+def _install_cell(nb):
+  cell = next((c for c in nb.cells if c.cell_type == "code"
+               and 'find_spec("crl_mmnar_jax")' in c.source), None)
+  assert cell is not None, "no install cell (find_spec(\"crl_mmnar_jax\")) found"
+  return cell
+
+
+@pytest.mark.parametrize("notebook", PARAMS)
+def test_install_cell_without_repo_url(notebook, monkeypatch, capsys):
+  """As shipped (REPO_URL unset), a notebook opened where the package is not importable
+  prints one line saying what to set, and runs no pip."""
+  cell = _install_cell(_read_ipynb(notebook)).source
+  assert cell.lstrip().startswith('REPO_URL = ""'), (
+      f"{notebook.name}: REPO_URL must be the first line of the install cell, unset")
+  real_find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
+      None if name == "crl_mmnar_jax" else real_find_spec(name, *a)))
+  calls = []
+  monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
+  exec(compile(cell, f"{notebook.name}-install-cell", "exec"), {})
+  out = capsys.readouterr().out.strip().splitlines()
+  assert calls == [], f"pip was run without a repository URL: {calls}"
+  assert len(out) == 1 and "set REPO_URL" in out[0], out
+  # With a URL, the same cell installs from it.
+  exec(compile(cell.replace('REPO_URL = ""', 'REPO_URL = "https://github.com/o/r"', 1),
+               f"{notebook.name}-install-cell", "exec"), {})
+  assert len(calls) == 1 and any("git+https://github.com/o/r" in str(a) for a in calls[0][0])
+
+
 @pytest.mark.slow
-def test_notebook_executes_on_cpu(tmp_path):
+@pytest.mark.parametrize("notebook", PARAMS)
+def test_notebook_executes_on_cpu(tmp_path, notebook):
+  if notebook.needs and not os.path.isdir(notebook.needs):
+    pytest.skip(f"{notebook.name}: data not found at {notebook.needs} (see docs/data.md)")
   nbclient = _require("nbclient", "nbclient")
   nbformat = _require("nbformat", "nbformat")
-  nb = _read_ipynb()
+  nb = _read_ipynb(notebook)
   # One extra cell, in memory only: which interpreter and which package the kernel ran.
   nb.cells.append(nbformat.v4.new_code_cell(
       "import sys, crl_mmnar_jax\nprint(sys.executable)\nprint(crl_mmnar_jax.__file__)"))
@@ -133,9 +205,10 @@ def test_notebook_executes_on_cpu(tmp_path):
       "PYTHONPATH": os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p]),
       "TMPDIR": str(tmp_path),                  # the notebook's mkdtemp workdir lands here
       "IPYTHONDIR": str(tmp_path / "ipython"),  # no profile or history in the user's home
+      "OMP_NUM_THREADS": "1",   # LightGBM: no thread contention on a shared CI machine
   })
   client = nbclient.NotebookClient(
-      nb, km=_kernel_manager(tmp_path), timeout=CELL_TIMEOUT_S, startup_timeout=120,
+      nb, km=_kernel_manager(tmp_path), timeout=notebook.cell_timeout_s, startup_timeout=120,
       allow_errors=False, record_timing=True,
       extra_arguments=["--HistoryManager.hist_file=:memory:"],
       resources={"metadata": {"path": str(tmp_path)}})
@@ -143,24 +216,27 @@ def test_notebook_executes_on_cpu(tmp_path):
   try:
     client.execute(env=env, cwd=str(tmp_path))
   except nbclient.exceptions.CellExecutionError as e:
-    pytest.fail(f"the notebook raised in a cell:\n{e}", pytrace=False)
+    pytest.fail(f"{notebook.name} raised in a cell:\n{e}", pytrace=False)
   except nbclient.exceptions.CellTimeoutError as e:
-    pytest.fail(f"a notebook cell ran longer than {CELL_TIMEOUT_S} s:\n{e}", pytrace=False)
+    pytest.fail(f"a {notebook.name} cell ran longer than {notebook.cell_timeout_s} s:\n{e}",
+                pytrace=False)
   elapsed = time.perf_counter() - t0
 
   errors = [i for i, c in enumerate(nb.cells) for o in c.get("outputs", [])
             if o.get("output_type") == "error"]
   assert not errors, f"error outputs in cells {errors}"
-  assert elapsed < TOTAL_LIMIT_S, (
-      f"the notebook took {elapsed:.0f} s, over the {TOTAL_LIMIT_S} s budget")
+  assert elapsed < notebook.total_limit_s, (
+      f"{notebook.name} took {elapsed:.0f} s, over the {notebook.total_limit_s} s budget")
   code = [c for c in nb.cells if c.cell_type == "code"]
-  install = next((c for c in code if 'find_spec("crl_mmnar_jax")' in c.source), None)
-  assert install is not None, "no install cell (find_spec(\"crl_mmnar_jax\")) found"
+  install = _install_cell(nb)
   assert "nothing to install" in _text(install), (
       f"the install cell did not find the package already importable: {_text(install)}")
   executable, package = _text(code[-1]).split()
   assert os.path.realpath(executable) == os.path.realpath(sys.executable)
   assert os.path.realpath(package).startswith(os.path.realpath(ROOT) + os.sep), package
-  # The run and its plots happened (PNG outputs of the ROC / calibration / tau cell).
+  text = "\n".join(_text(c) for c in code)
+  missing = [s for s in notebook.expect if s not in text]
+  assert not missing, f"{notebook.name}: outputs lack {missing}"
   pngs = sum("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", []))
-  assert pngs >= 4, f"expected the pattern plot and 3 run plots, got {pngs} PNG outputs"
+  assert pngs >= notebook.min_pngs, (
+      f"{notebook.name}: expected at least {notebook.min_pngs} plots, got {pngs} PNG outputs")

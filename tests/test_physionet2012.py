@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -115,6 +116,15 @@ UNMEASURED = [NAN, NAN, NAN, NAN, NAN, 0.0, NAN, NAN]
 def fixture_cohort(tmp_path_factory):
   root = tmp_path_factory.mktemp("pn")
   return pn.load_physionet2012(_write(root), tasks=("in_hospital_death", "los_gt_7"))
+
+
+def test_dropped_stays_are_logged_by_count_not_record_id(tmp_path, caplog):
+  import logging
+  with caplog.at_level(logging.WARNING):
+    pn.load_physionet2012(_write(tmp_path))
+  lines = [r.getMessage() for r in caplog.records if "no time-series value" in r.getMessage()]
+  assert len(lines) == 1 and "dropped 1 stay(s)" in lines[0]
+  assert "132003" not in lines[0]                              # the stay's RecordID
 
 
 def test_fixture_rows_labels_and_info(fixture_cohort):
@@ -254,6 +264,7 @@ def test_bad_records(tmp_path, name, records, where, what, problem):
   with pytest.raises(DataError) as e:
     pn.load_physionet2012(root, strict=True)
   assert where in str(e.value) and what in str(e.value)
+  _no_raw_values(str(e.value), records[A1], where)
   cohort, info = pn.load_physionet2012(root)
   by_file = info["skipped"]["by_file"]
   path = os.path.join(root, "set-a", "132001.txt")
@@ -267,6 +278,18 @@ def test_bad_records(tmp_path, name, records, where, what, problem):
   else:
     assert cohort.patient_id.tolist() == [132001, 132002, 142001]
     assert info["n_records_dropped"] == 0
+
+
+def _no_raw_values(msg: str, lines: list[str], where: str) -> None:
+  """The strict message names file, line and column/parameter but no value of the bad
+  line (nor the RecordID, outside the record's file name)."""
+  line = int(where.rsplit(":", 1)[1]) if ":" in where else None
+  text = msg.split(where, 1)[1]                    # what follows "path:line"
+  if line is not None and 1 < line <= len(lines):
+    for field in lines[line - 1].split(",")[2:]:   # the value (Parameter is a column)
+      if field:
+        assert not re.search(rf"(?<![\w.]){re.escape(field)}(?![\w.])", text), (field, msg)
+  assert "132001" not in text.replace("132001.txt", "") and "132009" not in text, msg
 
 
 def test_skipped_lines_change_nothing_else(tmp_path, fixture_cohort):
@@ -336,7 +359,8 @@ def test_duplicate_record_ids_across_sets(tmp_path):
     pn.load_physionet2012(root, strict=True)
   msg = str(e.value)
   assert "set-b/132001.txt:2" in msg and "set-a/132001.txt:2" in msg
-  assert "duplicate RecordID 132001" in msg
+  assert "duplicate RecordID, also in" in msg
+  assert "132001" not in msg.replace("132001.txt", "")         # only as the file names
   cohort, info = pn.load_physionet2012(root)     # the later file (set b) is dropped
   assert info["records_dropped"] == {"duplicate RecordID (an earlier file has it)": [
       os.path.join(root, "set-b", "132001.txt")]}
@@ -362,7 +386,7 @@ def _outcomes(s: str, line: int, text: str | None):
 # dropped, and counted so in its record file as well)
 BAD_OUTCOMES = [
     ("outcome without record", _outcomes("a", 5, "132999,1,1,3,-1,0"), "Outcomes-a.txt:5",
-     "132999", "Outcomes-a.txt", "outcome line without a record file", True),
+     "no record file in", "Outcomes-a.txt", "outcome line without a record file", True),
     ("record without outcome", _outcomes("a", 3, None), "Outcomes-a.txt",
      "132001.txt:2", "set-a/132001.txt", "record dropped: no outcome line", False),
     ("duplicate outcome", _outcomes("a", 5, "132001,6,1,5,-1,0"), "Outcomes-a.txt:5",
@@ -386,6 +410,9 @@ def test_bad_outcomes(tmp_path, name, outcomes, where, what, file, problem, kept
   with pytest.raises(DataError) as e:
     pn.load_physionet2012(root, strict=True)
   assert where in str(e.value) and what in str(e.value)
+  msg = str(e.value).replace("132001.txt", "<file>")
+  for raw in ("132999", "132001", "yes", ",2"):                 # no RecordID, no value
+    assert raw not in msg, msg
   cohort, info = pn.load_physionet2012(root)
   by_file = info["skipped"]["by_file"]
   assert by_file[os.path.join(root, file)][problem] == 1
@@ -532,8 +559,11 @@ def test_keep_still_reports_an_outcome_without_record(tmp_path):
   outcomes = {**OUTCOMES, "b": OUTCOMES["b"] + ["142999,10,2,7,-1,0"]}
   root = _write(tmp_path, outcomes=outcomes)
   odd = lambda ids: np.asarray(ids) % 2 == 1
-  with pytest.raises(DataError, match="142999"):   # 142999 is odd: the odd ids' loader
+  # 142999 is odd: the odd ids' loader reports it (by line, not by RecordID).
+  with pytest.raises(DataError, match=r"Outcomes-b\.txt:\d+: 1 RecordID\(s\) have no record "
+                                      r"file") as e:
     pn.load_physionet2012(root, keep=odd, strict=True)
+  assert "142999" not in str(e.value)
   outcome_b = os.path.join(root, "Outcomes-b.txt")
   _, info = pn.load_physionet2012(root, keep=odd)
   assert info["skipped"]["by_file"][outcome_b] == {"outcome line without a record file": 1}

@@ -81,6 +81,34 @@ def test_quantile_normal_fit_ignores_validation_and_test_rows():
   assert not np.array_equal(out3.features[0][TRAIN[100:]], out.features[0][TRAIN[100:]])
 
 
+@pytest.mark.parametrize("preprocess", ["standard", "quantile_normal"])
+def test_bin_edges_ignore_not_measured_cells_and_missing_modalities(preprocess):
+  c = _cohort()
+  out, stats = standardize(c, TRAIN, preprocess=preprocess, num_bins=5)
+  for m, (x, z) in enumerate(zip(c.features, out.features)):
+    fit = TRAIN[c.present[TRAIN, m]]
+    for j in range(x.shape[1]):
+      # Naive: the transformed values of the cells measured in observed training rows.
+      measured = fit[~np.isnan(x[fit, j])]
+      want = np.unique(np.quantile(z[measured, j].astype(np.float64), np.linspace(0, 1, 6)))
+      got = stats[c.modality_names[m]]["bin_edges"][j]
+      k = stats[c.modality_names[m]]["n_bins"][j]
+      if len(want) < 2:          # binary after ties: one bin [v, v + 1]
+        np.testing.assert_allclose(got[:2], [want[0], want[0] + 1], atol=1e-5)
+      else:
+        assert k == len(want) - 1
+        np.testing.assert_allclose(got[:k + 1], want, atol=1e-5)
+  # Control: counting the imputed cells (0 after the transform) would move the edges.
+  z = out.features[0][TRAIN].astype(np.float64)
+  assert not np.allclose(np.quantile(z[:, 0], np.linspace(0, 1, 6)),
+                         stats["labs"]["bin_edges"][0], atol=1e-3)
+  # Values in rows where a modality is missing are never read.
+  absent = np.flatnonzero(~c.present[:, 1])
+  _, stats2 = standardize(_with(c, 1, absent, [0, 1], 1e6), TRAIN, preprocess=preprocess,
+                          num_bins=5)
+  np.testing.assert_array_equal(stats2["vitals"]["bin_edges"], stats["vitals"]["bin_edges"])
+
+
 def test_norm_ppf_matches_scipy():
   from scipy.stats import norm
   u = np.concatenate([np.linspace(1e-7, 1 - 1e-7, 1001), [1e-7, 0.02425, 0.975, 0.5]])

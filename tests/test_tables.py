@@ -309,3 +309,143 @@ def test_keep_still_reports_a_modality_row_of_an_unknown_patient(tmp_path):
   with pytest.raises(DataError, match="1 patient_id value.* not in labels.parquet"):
     tables.load_tables_with_info(tmp_path, keep=shards.keep_fn(2, (stray,)))
   tables.load_tables_with_info(tmp_path, keep=shards.keep_fn(2, (1 - stray,)))
+
+
+# ----------------------------------------------------------------------------- data_info.json
+
+
+def _small_cells(x, key=""):
+  """(path, value) of every count 1..19 left in a data_info structure."""
+  from crl_mmnar_jax.cells import INFO_NOT_COUNTS
+  if isinstance(x, dict):
+    return [hit for k, v in x.items() for hit in _small_cells(v, f"{key}.{k}")]
+  if isinstance(x, list):
+    return [hit for v in x for hit in _small_cells(v, key)]
+  last = key.rsplit(".", 1)[-1]
+  if isinstance(x, int) and not isinstance(x, bool) and 0 < x < 20 and \
+      last not in INFO_NOT_COUNTS:
+    return [(key, x)]
+  return []
+
+
+@pytest.mark.slow
+def test_data_info_json_suppresses_small_cells(tmp_path):
+  """A run on a cohort with a modality of 7 patients, 4 unmeasured cells and 5 unknown
+  labels: data_info.json keeps the large counts and writes every count below
+  eval.min_pattern_count (20) as "<20"."""
+  from crl_mmnar_jax.experiment import train_and_evaluate
+  from experiments.configs import tables as tables_config
+  rng = np.random.default_rng(0)
+  n = 160
+  ids = np.arange(5000, 5000 + n)
+  y = rng.integers(0, 2, n).astype(float)
+  y[[3, 30, 60, 90, 120]] = np.nan                           # 5 unknown labels
+  d = tmp_path / "cohort"
+  d.mkdir()
+  pl.DataFrame({"patient_id": ids, "y": y}).write_parquet(d / "labels.parquet")
+  demo = rng.normal(size=(n, 3))
+  demo[[1, 2, 5, 8], [0, 1, 2, 0]] = np.nan                   # 4 unmeasured cells
+  pl.DataFrame({"patient_id": ids, **{f"d{j}": demo[:, j] for j in range(3)}}
+               ).write_parquet(d / "demo.parquet")
+  rare = ids[[10, 20, 40, 50, 70, 100, 150]]                  # 7 patients
+  pl.DataFrame({"patient_id": rare, "r0": rng.normal(size=7)}).write_parquet(
+      d / "rare.parquet")
+  raw_info = tables.load_tables_with_info(str(d))[1]          # what the loader counts
+  assert raw_info["modalities"]["rare"]["observed"] == 7      # (checked independently)
+  assert raw_info["modalities"]["demo"]["filled_cells"] == 4
+  assert raw_info["labels_known"]["y"] == n - 5
+  assert _small_cells(raw_info)                               # the raw info has small cells
+
+  config = tables_config.get_config("tiny")
+  config.data.dir = str(d)
+  config.train.epochs = 1
+  config.eval.n_boot = 10
+  config.eval.plots = False
+  train_and_evaluate(config, str(tmp_path / "run"), log=lambda s: None)
+  import json
+  info = json.loads((tmp_path / "run" / "data_info.json").read_text())
+  assert _small_cells(info) == []
+  assert info["min_cell_size"] == 20
+  assert info["n_patients"] == n and info["labels_known"]["y"] == n - 5
+  assert info["files"] == {"labels.parquet": n, "demo.parquet": n, "rare.parquet": "<20"}
+  assert info["modalities"]["rare"]["observed"] == "<20"
+  assert info["modalities"]["rare"]["rows"] == "<20"
+  assert info["modalities"]["demo"]["observed"] == n
+  assert info["modalities"]["demo"]["filled_cells"] == "<20"
+  assert info["modalities"]["demo"]["filled_by_column"] == {"d0": "<20", "d1": "<20",
+                                                            "d2": "<20"}
+
+
+def test_suppress_info_pools_files_and_hides_ids():
+  from crl_mmnar_jax.cells import suppress_info
+  info = {
+      "n_stays": 400, "n_no_time_series": 3, "no_time_series_ids": [132001, 132002, 132003],
+      "records_dropped": {"no outcome line": ["/d/set-a/132004.txt"]},
+      "observed_fraction": {"vitals": 0.99, "rare": 0.01, "none": 0.0},
+      "label_counts": {"y": {"n": 400, "n_positive": 390}, "z": {"n": 400, "n_positive": 3}},
+      "skipped": {"strict": False, "n_rows": 40, "by_file": {
+          "/d/lab.csv": {"x not a number": 25},
+          "/d/set-a/1.txt": {"HR out of range": 2, "Temp out of range": 1},
+          "/d/set-a/2.txt": {"HR out of range": 1}}},
+      "window_hours": 8, "warnings": ["/d/x.parquet: every value is null in its 6 row(s)"],
+  }
+  out = suppress_info(info, 20)
+  assert out["n_stays"] == 400 and out["n_no_time_series"] == "<20"
+  assert out["no_time_series_ids"] == "<20"                   # their number, not the ids
+  assert out["records_dropped"] == {"no outcome line": "<20"}
+  assert out["observed_fraction"] == {"vitals": 0.99, "rare": None, "none": 0.0}
+  assert out["label_counts"]["y"]["n_positive"] == ">380"     # 10 negatives
+  assert out["label_counts"]["z"]["n_positive"] == "<20"
+  assert out["skipped"]["by_file"] == {
+      "/d/lab.csv": {"x not a number": 25},
+      "other (2 files)": {"HR out of range": "<20", "Temp out of range": "<20"}}
+  assert out["skipped"]["strict"] is False and out["window_hours"] == 8
+  assert out["warnings"] == ["/d/x.parquet: every value is null in its <20 row(s)"]
+  assert "132001" not in str(out) and "132004" not in str(out)
+
+
+# ----------------------------------------------------------------------------- extreme cells
+
+
+def test_one_1e30_cell_goes_through_the_loader_and_is_not_measured(tmp_path, caplog):
+  """A 1e30 sentinel in a tables cohort loads (it is a float32) and robust
+  standardisation treats it as not measured: every other patient's features equal those
+  of the cohort without that cell, the cell is counted per column, its value never
+  printed. Beyond float32 (1e39) the loader refuses, naming file, column and count."""
+  import logging
+
+  from crl_mmnar_jax.data.standardize import standardize
+  rng = np.random.default_rng(5)
+  n = 200
+  ids = np.arange(7000, 7000 + n)
+  pl.DataFrame({"patient_id": ids, "y": rng.integers(0, 2, n)}).write_parquet(
+      tmp_path / "labels.parquet")
+  x = rng.normal(80.0, 10.0, (n, 2))
+  labels = pl.read_parquet(tmp_path / "labels.parquet")
+  dirs = {}
+  for name, value in (("bad", 1e30), ("clean", np.nan), ("huge", 1e39)):
+    d = tmp_path / name
+    d.mkdir()
+    labels.write_parquet(d / "labels.parquet")
+    v = x.copy()
+    v[17, 0] = value
+    pl.DataFrame({"patient_id": ids, "hr": v[:, 0], "sbp": v[:, 1]}).write_parquet(
+        d / "vitals.parquet")
+    dirs[name] = str(d)
+  bad = tables.load_tables(dirs["bad"])
+  assert bad.features[0][17, 0] == np.float32(1e30)          # loaded as is
+  clean = tables.load_tables(dirs["clean"])
+  train = np.union1d(np.arange(0, n, 2), [17])                # the 1e30 cell trains
+  with caplog.at_level(logging.WARNING):
+    out, stats = standardize(bad, train)
+  ref, _ = standardize(clean, train)
+  np.testing.assert_allclose(out.features[0], ref.features[0], rtol=0, atol=1e-6)
+  assert out.features[0][17, 0] == 0.0                         # imputed, like a null cell
+  assert stats["vitals"]["extreme_cells"] == {"hr": 1}
+  lines = [r.getMessage() for r in caplog.records if "extreme" in r.getMessage()]
+  assert len(lines) == 1 and "vitals/hr: 1 patient" in lines[0]
+  assert "1e+30" not in lines[0] and "7017" not in lines[0]
+  with pytest.raises(DataError, match=r"vitals\.parquet: feature column\(s\) \['hr'\] hold "
+                                      r"values beyond the float32 range \(1 cell\(s\)\)") as e:
+    tables.load_tables(dirs["huge"])
+  assert "1e+39" not in str(e.value) and "7017" not in str(e.value)

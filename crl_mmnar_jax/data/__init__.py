@@ -129,7 +129,9 @@ def _load(config: ml_collections.ConfigDict, keep: Keep | None) -> LoadedData:
       if not (d.demo_meds and os.path.isfile(d.demo_meds)):
         raise DataError("--config=mimic needs --config.data.dir=MIMIC_ROOT (raw MIMIC-IV) or "
                         "--config.data.meds=EVENTS.parquet (MEDS events); the default MIMIC-IV "
-                        f"demo {d.demo_meds or '(none)'} was not found")
+                        f"demo {d.demo_meds or '(none)'} was not found (the open demo: "
+                        "`wget -r -N -c -np https://physionet.org/files/mimic-iv-demo-meds/"
+                        "0.0.1/`, see docs/data.md)")
       meds = str(d.demo_meds)
     cohort, info = load_mimic(
         directory or None, meds=meds or None, version=str(d.version),

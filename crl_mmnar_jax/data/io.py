@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import tempfile
 from typing import Callable, Sequence
 
@@ -200,7 +201,11 @@ class ParseError(DataError):
 
 
 def _parse_error(path: str, error: str, e: Exception) -> ParseError:
+  """polars' first line, without the value it quotes (messages name the file and column,
+  never a value)."""
   msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+  msg = re.sub(r"parse `[^`]*`", "parse a value", msg)
+  msg = re.sub(r"(values?):? \[.*\]", r"\1", msg)
   return ParseError(f"{path}: {error}: {msg}", path)
 
 
@@ -213,10 +218,12 @@ def collect(lf: pl.LazyFrame, path: str, error: str) -> pl.DataFrame:
     raise _parse_error(path, error, e) from None
 
 
-def sink(lf: pl.LazyFrame, out: str, path: str, error: str) -> None:
-  """``lf.sink_parquet(out)`` with `collect`'s error for a value of `path`."""
+def sink(lf: pl.LazyFrame, out: str, path: str, error: str,
+         row_group_size: int | None = None) -> None:
+  """``lf.sink_parquet(out)`` with `collect`'s error for a value of `path`. The sink
+  buffers a row group in memory: give a small `row_group_size` for wide rows (texts)."""
   try:
-    lf.sink_parquet(out)
+    lf.sink_parquet(out, row_group_size=row_group_size)
   except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as e:
     raise _parse_error(path, error, e) from None
 

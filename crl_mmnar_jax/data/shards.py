@@ -302,10 +302,9 @@ def assemble(load: Callable[[], tuple[Cohort, dict[str, np.ndarray | None]]], n_
     local, extras = load()
     shard_N = shard_of(local.patient_id, n_shards)
     if not np.isin(shard_N, held).all():
-      bad = local.patient_id[~np.isin(shard_N, held)][:3].tolist()
-      raise DataError(f"the loader returned patients of shards this process does not hold "
-                      f"(e.g. patient_id {bad}); it must keep only train.data_shards "
-                      f"{list(held)}")
+      n_bad = int((~np.isin(shard_N, held)).sum())
+      raise DataError(f"the loader returned {n_bad} patient(s) of shards this process does "
+                      f"not hold; it must keep only train.data_shards {list(held)}")
     local, extras = _shard_major(local, n_shards, extras)
   except Exception as e:     # noqa: BLE001 (re-raised below, on every process)
     error = e

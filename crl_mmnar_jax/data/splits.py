@@ -62,6 +62,12 @@ def _as_ids(ids: np.ndarray, what: str) -> np.ndarray:
   return ids
 
 
+def _first_row(mask_N: np.ndarray, what: str = "row") -> str:
+  """"first at row R" (1-based) for a boolean mask of bad rows: error messages name
+  positions and counts, never a patient id, group id or value."""
+  return f"first at {what} {int(np.argmax(np.asarray(mask_N, bool))) + 1}"
+
+
 def _systematic(order_K: np.ndarray, fraction: float, offset: float) -> np.ndarray:
   """Boolean (K,) selection: the unit at sorted position g is picked systematically.
 
@@ -92,9 +98,8 @@ def _check_split_values(values: np.ndarray, source: str) -> np.ndarray:
   as_str = values.astype(str)
   bad = ~np.isin(as_str, SPLIT_NAMES)
   if bad.any():
-    found = np.unique(as_str[bad])[:5].tolist()
-    raise DataError(f"{source}: split values must be one of {list(SPLIT_NAMES)}, "
-                    f"found {found} ({int(bad.sum())} row(s))")
+    raise DataError(f"{source}: split values must be one of {list(SPLIT_NAMES)}; "
+                    f"{int(bad.sum())} row(s) hold another value ({_first_row(bad)})")
   return as_str.astype("<U5")
 
 
@@ -108,9 +113,9 @@ def _check_groups_not_straddling(group_id: np.ndarray, split: np.ndarray,
   np.maximum.at(hi, inverse, codes)
   straddle = lo != hi
   if straddle.any():
-    raise DataError(f"{source}: {int(straddle.sum())} group(s) straddle splits, e.g. "
-                    f"group_id {groups[straddle][:5].tolist()}; all patients of a "
-                    f"group must be in the same split")
+    raise DataError(f"{source}: {int(straddle.sum())} group(s) straddle splits "
+                    f"({_first_row(straddle[inverse])}); all patients of a group must be "
+                    f"in the same split")
 
 
 def _units(ids_N: np.ndarray, groups_N: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -156,10 +161,11 @@ def assign_splits(patient_id: np.ndarray, pattern_N: np.ndarray, labels_NxT: np.
   """
   ids_N = _as_ids(patient_id, "patient_id")
   n = ids_N.shape[0]
-  uniq, counts = np.unique(ids_N, return_counts=True)
+  uniq, inverse, counts = np.unique(ids_N, return_inverse=True, return_counts=True)
   if uniq.size != n:
-    raise DataError(f"patient_id has duplicate values, e.g. {uniq[counts > 1][:5].tolist()}; "
-                    f"splits are by patient, one row per patient")
+    raise DataError(f"patient_id: {int((counts > 1).sum())} value(s) appear in more than "
+                    f"one row ({_first_row(counts[inverse] > 1)}); splits are by patient, "
+                    f"one row per patient")
   groups_N = None if group_id is None else _as_ids(group_id, "group_id")
   if groups_N is not None and groups_N.shape != (n,):
     raise ValueError(f"group_id must have shape ({n},), got {groups_N.shape}")
@@ -291,19 +297,22 @@ def read_splits(path: str | os.PathLike, patient_id: np.ndarray) -> np.ndarray:
   df = df.select(pl.col("patient_id").cast(id_dtype), pl.col("split").cast(pl.String))
   if df["patient_id"].null_count():
     raise DataError(f"{path}: column 'patient_id' has {df['patient_id'].null_count()} null(s)")
-  dup = df.filter(pl.col("patient_id").is_duplicated())["patient_id"].unique().sort()
-  if len(dup):
-    raise DataError(f"{path}: duplicate patient_id values, e.g. {dup.head(5).to_list()}")
+  is_dup = df["patient_id"].is_duplicated().to_numpy()
+  if is_dup.any():
+    raise DataError(f"{path}: column 'patient_id': {df['patient_id'].filter(is_dup).n_unique()} "
+                    f"value(s) appear in more than one row ({_first_row(is_dup)})")
   ours = pl.DataFrame({"patient_id": pl.Series(ids_N.tolist(), dtype=id_dtype)})
   ours = ours.with_row_index("__row")
-  missing = ours.join(df, on="patient_id", how="anti")["patient_id"]
+  df = df.with_row_index("__file_row")
+  missing = ours.join(df, on="patient_id", how="anti")["__row"].sort()
   if len(missing):
-    raise DataError(f"{path}: {len(missing)} of {len(ours)} patients have no split, e.g. "
-                    f"patient_id {missing.head(5).to_list()}")
-  extra = df.join(ours, on="patient_id", how="anti")["patient_id"]
+    raise DataError(f"{path}: {len(missing)} of {len(ours)} patients have no split (first "
+                    f"at cohort row {int(missing[0]) + 1})")
+  extra = df.join(ours, on="patient_id", how="anti")["__file_row"].sort()
   if len(extra):
-    raise DataError(f"{path}: {len(extra)} patient_id value(s) are not in the cohort, e.g. "
-                    f"{extra.head(5).to_list()}")
+    raise DataError(f"{path}: column 'patient_id': {len(extra)} value(s) are not in the "
+                    f"cohort (first at row {int(extra[0]) + 1})")
+  df = df.drop("__file_row")
   joined = ours.join(df, on="patient_id", how="left").sort("__row")
   split_N = joined["split"].to_numpy()
   null_N = _null_mask(split_N)

@@ -53,9 +53,11 @@ def standardize(cohort: Cohort, train_rows: np.ndarray, layout: shards.Layout | 
   Returns the new cohort and, per modality: `n_train_observed`, `imputed_cells` (NaN
   inside observed rows, all splits), `extreme_cells` ({column: patients} for columns with
   any), the training `mean` and `sd` of the raw values and `raw_zero`, the transformed
-  value of a raw 0 (float64 arrays of shape (d_m,)); with `num_bins` > 0 also the
-  piecewise-linear encoding's `bin_edges` (d_m, num_bins + 1) and `n_bins` (d_m,) of the
-  transformed measured training values (`quantiles.bin_edges`).
+  value of a raw 0, `low` and `high`, the bounds beyond which a cell is extreme (float64
+  arrays of shape (d_m,)); with "quantile_normal" its training `quantiles` (Q, d_m)
+  (`predictor.apply_preprocessing` replays the transform from these); with `num_bins` >
+  0 also the piecewise-linear encoding's `bin_edges` (d_m, num_bins + 1) and `n_bins`
+  (d_m,) of the transformed measured training values (`quantiles.bin_edges`).
 
   With a sharded `layout` the sums are taken per shard, then over shards in order
   (`Layout.sum_per_shard`), and the quantiles on the same gathered sample of training rows
@@ -117,7 +119,10 @@ def standardize(cohort: Cohort, train_rows: np.ndarray, layout: shards.Layout | 
                 for col, k in extreme.items()]
     stats[name] = {"n_train_observed": int(cohort.present[train_rows, m].sum()),
                    "imputed_cells": int(nan_D.sum()), "extreme_cells": extreme,
-                   "mean": mean, "sd": sd, "raw_zero": raw_zero}
+                   "mean": mean, "sd": sd, "raw_zero": raw_zero,
+                   "low": low_D, "high": high_D}      # the extreme bounds (`clean`)
+    if preprocess == "quantile_normal":
+      stats[name]["quantiles"] = q_QxD
     if num_bins > 0:
       stats[name]["bin_edges"], stats[name]["n_bins"] = quantiles.bin_edges(
           fitted(clean(sample)), num_bins)

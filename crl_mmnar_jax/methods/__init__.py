@@ -194,14 +194,21 @@ def _muse_loss(config: Config) -> LossFn:
 
 
 def _logreg(config: Config, data: MethodData, predict_rows: dict[str, np.ndarray]):
+  fitted: list = []
   probs, l2 = direct.logreg_mean_impute(data.cohort, data.train_rows, data.val_rows,
-                                        predict_rows, tuple(config.baseline.logreg_l2_grid))
-  return probs, {"l2": dict(zip(data.cohort.task_names, l2))}
+                                        predict_rows, tuple(config.baseline.logreg_l2_grid),
+                                        fitted)
+  # "arrays": the fitted model, saved by `experiment.fit_and_predict` (not in results.json)
+  arrays = {"w_FxT": np.stack([w for w, _ in fitted], 1),
+            "b_T": np.array([b for _, b in fitted], np.float32)}
+  return probs, {"l2": dict(zip(data.cohort.task_names, l2)), "arrays": arrays}
 
 
 def _gbt(config: Config, data: MethodData, predict_rows: dict[str, np.ndarray]):
+  standard = str(config.data.get("preprocess", "standard")) == "standard"
+  unmeasured = direct.featurized_not_measured(data.cohort, data.stats) if standard else None
   return direct.gbt_nan_missing(data.cohort, data.train_rows, data.val_rows, predict_rows,
-                                config.baseline, int(config.seed))
+                                config.baseline, int(config.seed), unmeasured)
 
 
 # ----------------------------------------------------------------------------- registry

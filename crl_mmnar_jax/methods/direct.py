@@ -8,15 +8,19 @@ in every run).
 
 `gbt` (optional; `pip install -e ".[gbt]"`): gradient-boosted trees per task on all
 features with NaN where a modality is missing (the trees learn where missing values go),
-LightGBM if installed, else XGBoost; early stopping on the validation AUROC. Cells that
-were "not measured" inside an observed modality were already set to the training mean by
-`data.standardize`, so only whole missing modalities are NaN.
+LightGBM if installed, else XGBoost; early stopping on the validation AUROC.
+`data.standardize` sets cells "not measured" inside an observed modality to the training
+mean, which a tree cannot tell from a measured average value. For the summaries of
+`data.featurize` (columns `<variable>_<stat>` for every stat in `featurize.STATS`) the
+trees get NaN back wherever the variable's count is 0 (`featurized_not_measured`; with
+`data.preprocess="standard"`, whose z-score is invertible), as they would on the raw
+summaries; other imputed cells keep the training mean.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +29,7 @@ import numpy as np
 import optax
 
 from crl_mmnar_jax.cohort import Cohort
+from crl_mmnar_jax.data.featurize import STATS
 
 
 def design_matrix(cohort: Cohort) -> np.ndarray:
@@ -59,10 +64,12 @@ def _fit_logreg(x_NxF, y_N, w_N, l2):
 def logreg_mean_impute(cohort: Cohort, train_rows: np.ndarray, val_rows: np.ndarray,
                        predict_rows: dict[str, np.ndarray],
                        l2_grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1),
+                       fitted: list | None = None,
                        ) -> tuple[dict[str, np.ndarray], list[float]]:
   """Fits per task on train, picks L2 on validation AUROC.
 
-  Returns (probabilities (len(rows), T) per row set, the chosen L2 per task).
+  Returns (probabilities (len(rows), T) per row set, the chosen L2 per task). A list
+  `fitted` receives each task's chosen (w (F,), b) on the `design_matrix` columns.
   """
   from crl_mmnar_jax.metrics import auroc
   x = design_matrix(cohort)
@@ -83,6 +90,8 @@ def logreg_mean_impute(cohort: Cohort, train_rows: np.ndarray, val_rows: np.ndar
       if best is None or auc > best_auc:
         best, best_auc, best_l2 = params, auc, float(l2)
     chosen.append(best_l2)
+    if fitted is not None:
+      fitted.append((np.asarray(best["w"]), float(best["b"])))
     for k, rows in predict_rows.items():
       out[k][:, t] = np.asarray(jax.nn.sigmoid(x[rows] @ best["w"] + best["b"]))
   return out, chosen
@@ -102,6 +111,8 @@ def _fit_lightgbm(x, y, x_val, y_val, b: ml_collections.ConfigDict, seed: int):
   params = {"objective": "binary", "metric": "auc", "learning_rate": float(b.gbt_learning_rate),
             "num_leaves": int(b.gbt_num_leaves),
             "min_data_in_leaf": int(b.gbt_min_child_samples), "seed": seed,
+            "feature_fraction": float(b.get("gbt_feature_fraction", 1.0)),
+            "lambda_l2": float(b.get("gbt_lambda_l2", 0.0)),
             "deterministic": True, "force_row_wise": True, "verbosity": -1}
   train = lightgbm.Dataset(x, y)
   booster = lightgbm.train(
@@ -118,21 +129,55 @@ def _fit_xgboost(x, y, x_val, y_val, b: ml_collections.ConfigDict, seed: int):
   model = xgboost.XGBClassifier(
       n_estimators=int(b.gbt_n_estimators), learning_rate=float(b.gbt_learning_rate),
       max_leaves=int(b.gbt_num_leaves), grow_policy="lossguide", tree_method="hist",
+      colsample_bytree=float(b.get("gbt_feature_fraction", 1.0)),
+      reg_lambda=float(b.get("gbt_lambda_l2", 0.0)),
       eval_metric="auc", early_stopping_rounds=int(b.gbt_early_stopping), random_state=seed)
   model.fit(x, y, eval_set=[(x_val, y_val)], verbose=False)
   return lambda x_new: model.predict_proba(x_new)[:, 1], int(model.best_iteration) + 1
 
 
+def featurized_not_measured(cohort: Cohort, stats: Mapping[str, Mapping[str, Any]]
+                            ) -> list[np.ndarray]:
+  """Per modality, (N, d_m) bool: the cells of `data.featurize` summaries of a variable
+  with count 0 in an observed row (its statistics other than the count; the count
+  itself stays). `cohort` is z-scored (`data.preprocess="standard"`) with the training
+  `mean` and `sd` in `stats`, so the raw count is recovered exactly. Modalities without
+  such columns get an all-False mask."""
+  out = []
+  for m, name in enumerate(cohort.modality_names):
+    x = cohort.features[m]
+    mask = np.zeros(x.shape, bool)
+    names = cohort.feature_names[m] if cohort.feature_names else ()
+    index = {str(n): j for j, n in enumerate(names)}
+    s = stats.get(name, {})
+    for col, j in index.items():
+      if not col.endswith("_count") or "mean" not in s:
+        continue
+      var = col[:-len("_count")]
+      others = [index.get(f"{var}_{stat}") for stat in STATS if stat != "count"]
+      if any(k is None for k in others):
+        continue
+      raw_count = x[:, j].astype(np.float64) * float(s["sd"][j]) + float(s["mean"][j])
+      unmeasured = cohort.present[:, m] & (raw_count < 0.5)
+      mask[np.ix_(unmeasured, others)] = True
+    out.append(mask)
+  return out
+
+
 def gbt_nan_missing(cohort: Cohort, train_rows: np.ndarray, val_rows: np.ndarray,
                     predict_rows: dict[str, np.ndarray], b: ml_collections.ConfigDict,
-                    seed: int) -> tuple[dict[str, np.ndarray], dict]:
-  """Gradient-boosted trees per task on the features with NaN for missing modalities,
-  early-stopped on the validation AUROC. Returns (probabilities per row set, what was
-  fitted: backend and number of trees per task)."""
+                    seed: int, not_measured: Sequence[np.ndarray] | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict]:
+  """Gradient-boosted trees per task on the features with NaN for missing modalities
+  (and for the cells in `not_measured`, one (N, d_m) mask per modality), early-stopped
+  on the validation AUROC. Returns (probabilities per row set, what was fitted: backend
+  and number of trees per task)."""
   backend = gbt_backend()
   fit = _fit_lightgbm if backend == "lightgbm" else _fit_xgboost
   x = np.concatenate([np.where(cohort.present[:, m:m + 1], f, np.nan)
                       for m, f in enumerate(cohort.features)], axis=1).astype(np.float32)
+  if not_measured is not None:
+    x[np.concatenate([np.asarray(k, bool) for k in not_measured], axis=1)] = np.nan
   out = {k: np.zeros((len(r), cohort.n_tasks), np.float32) for k, r in predict_rows.items()}
   n_trees = {}
   for t, name in enumerate(cohort.task_names):

@@ -6,6 +6,10 @@ epoch's data order (`shards.Layout.epoch_order`), the dropout key (`fold_in(key,
 the annealed loss scales. Together with orbax checkpoints of the model, the optimizer
 and the position in the epoch, a run killed at any moment and rerun reproduces the
 uninterrupted run exactly (on CPU).
+
+What a run reports: one line per epoch through `log` (a live tqdm bar on top when stderr
+is a terminal), a line per epoch and every `train.log_every` steps in metrics.jsonl, and
+the same numbers as TensorBoard scalars with `train.tensorboard` (docs/outputs.md).
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm
 from flax import nnx
 
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax.data import shards
 from crl_mmnar_jax.train import mesh as mesh_lib
 from crl_mmnar_jax.train.checkpoint import Checkpoints
-from crl_mmnar_jax.train.optim import loss_scales, make_optimizer
+from crl_mmnar_jax.train.optim import loss_scales, lr_schedule, make_optimizer
 from crl_mmnar_jax.train.step import init_state, make_predict_fn, make_step, predict, prefetched
 from crl_mmnar_jax.workdir import StopRequest, WorkdirError, fault_point
 
@@ -50,7 +55,9 @@ def mean_auroc(labels_NxT: np.ndarray, probs_NxT: np.ndarray) -> float:
 
 
 class MetricsWriter:
-  """metrics.jsonl, one JSON object per line, written by process 0 only.
+  """metrics.jsonl, one JSON object per line, written by process 0 only (the fields:
+  docs/outputs.md). `fit` writes a `"kind": "step"` line every `train.log_every` steps
+  and a `"kind": "epoch"` line at the end of every epoch; epochs are numbered from 1.
 
   On resume, lines logged after the restored checkpoint's step are dropped (they will
   be logged again), so the file always describes one consistent run. A torn last line
@@ -100,27 +107,123 @@ def read_metrics_lines(path: str) -> list[tuple[str, dict]]:
 
 
 class Progress:
-  """A one-line progress bar on stderr (process 0), with loss and throughput."""
+  """The live progress bar of an epoch: tqdm on stderr when stderr is a terminal (process
+  0, `train.progress`), removed when the epoch ends; nothing at all otherwise, so a log
+  file gets only the one line per epoch that `fit` logs and never a carriage return."""
 
-  def __init__(self, total: int, desc: str, enabled: bool):
-    self.total, self.desc, self.enabled = total, desc, enabled and jax.process_index() == 0
-    self.t0 = time.perf_counter()
-    self.last = 0.0
+  def __init__(self, total: int, initial: int, desc: str, enabled: bool):
+    self.bar = None
+    if enabled and jax.process_index() == 0 and sys.stderr.isatty():
+      self.bar = tqdm.tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False,
+                           dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
 
-  def update(self, done: int, loss: float | None, patients: int, force: bool = False) -> None:
-    now = time.perf_counter()
-    if not self.enabled or (not force and now - self.last < 0.5):
+  def update(self, loss: float | None, rate: float | None) -> None:
+    if self.bar is not None:
+      postfix = {}
+      if loss is not None:
+        postfix["loss"] = f"{loss:.4f}"
+      if rate is not None:
+        postfix["patients/s"] = f"{rate:,.0f}"
+      self.bar.set_postfix(postfix, refresh=False)
+      self.bar.update(1)
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+
+
+class Throughput:
+  """Patients per second of an epoch's training steps with compilation left out: the
+  clock starts once the epoch's first step has finished (the first step of a run is the
+  one that compiles) and that step's patients are not counted."""
+
+  def __init__(self):
+    self.t0: float | None = None
+    self.patients = 0
+
+  def step_done(self, outputs: Any, patients: int) -> None:
+    """After each step; `outputs` are arrays the step's work ends with."""
+    if self.t0 is None:
+      jax.block_until_ready(outputs)
+      self.t0 = time.perf_counter()
+    else:
+      self.patients += patients
+
+  def rate(self) -> float | None:
+    """Patients/s so far (call after a device sync for an exact value); None before the
+    second step."""
+    if self.t0 is None or self.patients == 0:
+      return None
+    return self.patients / max(time.perf_counter() - self.t0, 1e-9)
+
+
+@jax.jit
+def _accumulate(sums: dict, parts: dict) -> dict:
+  return jax.tree.map(jnp.add, sums, parts)
+
+
+def validation_metrics(labels_NxT: np.ndarray, probs_NxT: np.ndarray,
+                       task_names: tuple[str, ...] | list[str]) -> dict[str, float]:
+  """Per task, the validation AUROC and mean binary cross-entropy (probabilities clipped
+  to [1e-7, 1 - 1e-7]) over the patients whose label is known."""
+  out = {}
+  for t, name in enumerate(task_names):
+    known = ~np.isnan(labels_NxT[:, t])
+    y, p = labels_NxT[known, t].astype(np.float64), probs_NxT[known, t].astype(np.float64)
+    out[f"val/{name}/auroc"] = float(metrics_lib.auroc(y, p)) if len(y) else float("nan")
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    out[f"val/{name}/loss"] = (float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
+                               if len(y) else float("nan"))
+  return out
+
+
+class TensorBoard:
+  """The numbers of every metrics.jsonl line as TensorBoard scalars in WORKDIR/tensorboard/
+  (process 0, `train.tensorboard`; needs the `tensorboard` extra), one event per line,
+  written and flushed synchronously (so a kill loses nothing that metrics.jsonl holds).
+  A resumed run starts with a purge marker, so TensorBoard hides the events logged after
+  the restored step; a fresh run removes old event files."""
+
+  def __init__(self, workdir: str, enabled: bool, resume_step: int | None):
+    self.writer = None
+    if not enabled or jax.process_index() != 0:
       return
-    self.last = now
-    width = 24
-    filled = int(width * done / max(self.total, 1))
-    rate = patients / max(now - self.t0, 1e-9)
-    loss_s = "" if loss is None else f" loss {loss:.4f}"
-    sys.stderr.write(f"\r{self.desc} [{'#' * filled}{'.' * (width - filled)}] "
-                     f"{done}/{self.total}{loss_s} {rate:,.0f} patients/s")
-    if force:
-      sys.stderr.write("\n")
-    sys.stderr.flush()
+    try:
+      from tensorboardX import summary as tb_summary
+      from tensorboardX.event_file_writer import EventsWriter
+      from tensorboardX.proto import event_pb2, summary_pb2
+    except ImportError:
+      raise ValueError("--config.train.tensorboard=True needs tensorboardX: pip install -e "
+                       "'.[tensorboard]'") from None
+    self.summary, self.event_pb2, self.summary_pb2 = tb_summary, event_pb2, summary_pb2
+    logdir = os.path.join(workdir, "tensorboard")
+    if resume_step is None and os.path.isdir(logdir):
+      for name in os.listdir(logdir):
+        if name.startswith("events.out.tfevents."):
+          os.remove(os.path.join(logdir, name))
+    os.makedirs(logdir, exist_ok=True)
+    self.writer = EventsWriter(os.path.join(logdir, "events"), f".{os.getpid()}")
+    if resume_step is not None:
+      self.writer.write_event(event_pb2.Event(
+          wall_time=time.time(), step=resume_step + 1,
+          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+    self.writer.flush()
+
+  def write(self, record: dict) -> None:
+    if self.writer is None:
+      return
+    summary = self.summary_pb2.Summary()
+    for key, value in record.items():
+      if key not in ("step", "epoch") and isinstance(value, (int, float)) \
+          and not isinstance(value, bool):
+        summary.value.extend(self.summary.scalar(key, float(value)).value)
+    self.writer.write_event(self.event_pb2.Event(wall_time=time.time(),
+                                                 step=int(record["step"]), summary=summary))
+    self.writer.flush()
+
+  def close(self) -> None:
+    if self.writer is not None:
+      self.writer.close()
 
 
 @dataclasses.dataclass
@@ -128,7 +231,7 @@ class FitResult:
   graphdef: nnx.GraphDef
   state: Any               # best model + optimizer state
   predict_fn: Callable     # `make_predict_fn(graphdef)`, compiled during training
-  best_epoch: int
+  best_epoch: int          # 1-based, as logged, in metrics.jsonl and in results.json
   best_step: int
   best_score: float
   history: list[dict]
@@ -158,17 +261,22 @@ def _check_finite(pending: list[tuple[int, Any]], ckpt: Checkpoints | None = Non
 
 def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodData,
         workdir: str, mesh: jax.sharding.Mesh, config_hash: str,
-        log: Callable[[str], None] = print) -> FitResult:
+        log: Callable[[str], None] = print,
+        on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
   """Trains `method` on `data.train_rows` with early stopping on the AUROC of
   `data.val_rows`; resumes from `workdir` if possible. SIGINT/SIGTERM stop it between
-  steps, after a checkpoint, with `workdir.Interrupted`."""
+  steps, after a checkpoint, with `workdir.Interrupted`. `on_epoch(epoch, val mean
+  AUROC)` (1-based epoch) is called after each joint epoch's checkpoint; an exception it
+  raises (a tuner's pruning) stops the run there, the workdir resumable."""
   with StopRequest() as signals:
-    return _fit_loop(config, method, data, workdir, mesh, config_hash, log, signals)
+    return _fit_loop(config, method, data, workdir, mesh, config_hash, log, signals,
+                     on_epoch)
 
 
 def _fit_loop(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodData,
               workdir: str, mesh: jax.sharding.Mesh, config_hash: str,
-              log: Callable[[str], None], signals: StopRequest) -> FitResult:
+              log: Callable[[str], None], signals: StopRequest,
+              on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
   cohort, train_rows, val_rows = data.cohort, data.train_rows, data.val_rows
   layout = data.layout or shards.Layout.single(cohort.n)
   t = config.train
@@ -178,6 +286,9 @@ def _fit_loop(config: ml_collections.ConfigDict, method: NeuralMethod, data: Met
   steps_per_epoch = layout.n_batches(train_rows, gbs)
   n_epochs = int(t.pretrain_epochs) + int(t.epochs)
   tx = make_optimizer(config, n_epochs * steps_per_epoch)
+  lr_at = lr_schedule(config, n_epochs * steps_per_epoch)
+  lr_of_step = lambda step: float(lr_at(max(step - 1, 0)))   # the lr update `step` used
+  lr_of_step(0)                    # compiled here, not inside the timed training steps
   graphdef, state = init_state(lambda rngs: method.build(config, data, rngs), tx,
                                int(config.seed), mesh)
   train_step = make_step(graphdef, method.make_loss(config), str(t.get("compute_dtype", "float32")))
@@ -189,6 +300,8 @@ def _fit_loop(config: ml_collections.ConfigDict, method: NeuralMethod, data: Met
   val_labels = cohort.labels[val_rows]
 
   ckpt = Checkpoints(workdir, log)
+  # Internal counters: `epoch` is the number of epochs done (0-based), `best_epoch` too;
+  # everything logged or returned numbers epochs from 1.
   meta = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_score": -1.0, "best_step": -1,
           "best_epoch": -1, "bad_epochs": 0, "history": [], "done": False,
           "config_hash": config_hash}
@@ -199,10 +312,16 @@ def _fit_loop(config: ml_collections.ConfigDict, method: NeuralMethod, data: Met
     if meta.get("config_hash") != config_hash:
       raise WorkdirError(f"checkpoint in {workdir} was written by a different config "
                          f"(hash {meta.get('config_hash')} != {config_hash})")
-    log(f"resuming from step {meta['step']} (epoch {meta['epoch']}, batch "
+    log(f"resuming from step {meta['step']} (epoch {meta['epoch'] + 1}, batch "
         f"{meta['batch_in_epoch']})")
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"),
                          meta["step"] if resumed else None)
+  board = TensorBoard(workdir, bool(t.get("tensorboard", False)),
+                      meta["step"] if resumed else None)
+
+  def write(record: dict) -> None:
+    writer.write(record)
+    board.write(record)
 
   step = int(meta["step"])
   epoch = int(meta["epoch"])
@@ -211,69 +330,105 @@ def _fit_loop(config: ml_collections.ConfigDict, method: NeuralMethod, data: Met
     aux, pred = loss_scales(config, epoch)
     aux_a, pred_a = jnp.float32(aux), jnp.float32(pred)
     phase = "pretrain" if epoch < t.pretrain_epochs else "joint"
-    bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{n_epochs} ({phase})", t.progress)
+    first = int(meta["batch_in_epoch"])
+    bar = Progress(steps_per_epoch, first, f"epoch {epoch + 1}/{n_epochs} ({phase})",
+                   bool(t.progress))
+    # Per-term sums over the epoch's steps (carried by mid-epoch checkpoints, so a
+    # resumed epoch logs the means of the uninterrupted one).
+    carried = meta.get("epoch_sums") if first else None
+    sums = None if not carried else {k: jnp.float32(v) for k, v in carried.items()}
+    n_terms = int(meta.get("epoch_steps", 0)) if carried else 0
+
+    def save_mid_epoch(b):
+      nonlocal pending
+      _check_finite(pending, ckpt)
+      pending = []
+      host = {k: float(v) for k, v in jax.device_get(sums).items()}
+      ckpt.save_latest(step, state, dict(meta, step=step, epoch=epoch, batch_in_epoch=b + 1,
+                                         epoch_sums=host, epoch_steps=n_terms))
+
     pending: list[tuple[int, Any]] = []
-    t0, n_seen, last_loss = time.perf_counter(), 0, None
+    meter, last_loss, t_epoch = Throughput(), None, time.perf_counter()
     load = lambda b: mesh_lib.put_batch(mesh_lib.local_batch(cohort, batches[b], gbs), mesh)
-    for b, batch in prefetched(load, range(int(meta["batch_in_epoch"]), steps_per_epoch)):
+    for b, batch in prefetched(load, range(first, steps_per_epoch)):
       state, parts = train_step(state, batch, base_key, np.int32(step), aux_a, pred_a)
       step += 1
       fault_point("step", step)
-      n_seen += int((batches[b] >= 0).sum())
+      terms = {k: v for k, v in parts.items() if k != "finite"}
+      sums = _accumulate(jax.tree.map(jnp.zeros_like, terms) if sums is None else sums,
+                         terms)
+      n_terms += 1
+      meter.step_done(sums, int((batches[b] >= 0).sum()))
       pending.append((step, (parts["total"], parts["finite"])))
       if step % t.log_every == 0:
         last_loss = _check_finite(pending, ckpt)
         pending = []
-        host = {k: float(v) for k, v in jax.device_get(parts).items() if k != "finite"}
-        writer.write({"step": step, "epoch": epoch, "phase": phase, "aux_scale": aux,
-                      **{f"train/{k}": v for k, v in host.items()}})
+        host = {k: float(v) for k, v in jax.device_get(terms).items()}
+        write({"kind": "step", "step": step, "epoch": epoch + 1, "phase": phase,
+               "lr": lr_of_step(step), **{f"batch/{k}": v for k, v in host.items()}})
       if t.checkpoint_every and step % t.checkpoint_every == 0 and b + 1 < steps_per_epoch:
-        _check_finite(pending, ckpt)
-        pending = []
-        ckpt.save_latest(step, state, dict(meta, step=step, epoch=epoch, batch_in_epoch=b + 1))
+        save_mid_epoch(b)
       if signals.requested and b + 1 < steps_per_epoch:    # SIGINT/SIGTERM: save, then stop
-        _check_finite(pending, ckpt)
-        pending = []
-        ckpt.save_latest(step, state, dict(meta, step=step, epoch=epoch, batch_in_epoch=b + 1))
+        save_mid_epoch(b)
         signals.stop(step)
-      bar.update(b + 1, last_loss, n_seen)
-    last_loss = _check_finite(pending, ckpt) if pending else last_loss
-    train_time = time.perf_counter() - t0
-    bar.update(steps_per_epoch, last_loss, n_seen, force=True)
+      bar.update(last_loss, meter.rate())
+    last_loss = _check_finite(pending, ckpt) if pending else last_loss   # a device sync
+    rate = meter.rate()
+    bar.close()
 
-    record = {"step": step, "epoch": epoch, "phase": phase,
-              "train/patients_per_s": n_seen / max(train_time, 1e-9)}
+    means = {} if sums is None else {
+        f"train/{k}": float(v) / max(n_terms, 1) for k, v in jax.device_get(sums).items()}
+    record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "phase": phase,
+              "lr": lr_of_step(step), "aux_scale": aux, "pred_scale": pred, **means,
+              "train/patients_per_s": rate}
+    line = f"epoch {epoch + 1}/{n_epochs} ({phase}): loss "
+    line += "-" if sums is None else f"{means['train/total']:.4f}"
+    stop = False
     if phase == "joint":
       probs = predict(predict_fn, state, cohort, val_rows, eval_bs, mesh, layout)
       score = mean_auroc(val_labels, probs)
       if math.isnan(score):
         raise ValueError("validation AUROC is undefined for every task (one class only)")
       record["val/mean_auroc"] = score
-      meta["history"].append({"epoch": epoch, "step": step, "val_mean_auroc": score})
+      record.update(validation_metrics(val_labels, probs, cohort.task_names))
+      meta["history"].append({"epoch": epoch + 1, "step": step, "val_mean_auroc": score})
       if score > meta["best_score"]:
         meta.update(best_score=score, best_step=step, best_epoch=epoch, bad_epochs=0)
-        ckpt.save_best(step, state, dict(meta, step=step, epoch=epoch + 1, batch_in_epoch=0))
+        ckpt.save_best(step, state, dict(meta, step=step, epoch=epoch + 1, batch_in_epoch=0,
+                                         epoch_sums=None, epoch_steps=0))
       else:
         meta["bad_epochs"] += 1
-      log(f"epoch {epoch + 1}: val mean AUROC {score:.4f} (best {meta['best_score']:.4f} "
-          f"at epoch {meta['best_epoch'] + 1}), {record['train/patients_per_s']:,.0f} "
-          f"patients/s")
-    writer.write(record)
+      stop = meta["bad_epochs"] >= t.patience
+      line += (f", val mean AUROC {score:.4f} (best {meta['best_score']:.4f} at epoch "
+               f"{meta['best_epoch'] + 1})")
+    record["time/epoch_s"] = time.perf_counter() - t_epoch
+    line += f", lr {record['lr']:.2e}"
+    line += "" if rate is None else f", {rate:,.0f} patients/s"
+    if stop and epoch + 1 < n_epochs:
+      line += f"; early stopping: no improvement for {t.patience} epoch(s)"
+    write(record)
+    log(line)
     epoch += 1
-    stop = phase == "joint" and meta["bad_epochs"] >= t.patience
-    meta.update(step=step, epoch=epoch, batch_in_epoch=0, done=stop or epoch >= n_epochs)
-    if stop:
-      log(f"early stopping: no improvement for {t.patience} epochs")
+    meta.update(step=step, epoch=epoch, batch_in_epoch=0, done=stop or epoch >= n_epochs,
+                epoch_sums=None, epoch_steps=0)
     ckpt.save_latest(step, state, meta)
+    if on_epoch is not None and "val/mean_auroc" in record:
+      try:
+        on_epoch(epoch, float(record["val/mean_auroc"]))
+      except BaseException:
+        board.close()
+        ckpt.close()
+        raise
     if signals.requested:
       signals.stop(step)
 
+  board.close()
   best = ckpt.restore_best(state)
   ckpt.close()
   if best is None:
     raise ValueError("no joint-training epoch ran, so there is no best checkpoint "
                      "(train.epochs must be >= 1)")
   return FitResult(graphdef=graphdef, state=best[0], predict_fn=predict_fn,
-                   best_epoch=int(meta["best_epoch"]),
+                   best_epoch=int(meta["best_epoch"]) + 1,
                    best_step=int(meta["best_step"]), best_score=float(meta["best_score"]),
                    history=list(meta["history"]), resumed=resumed)

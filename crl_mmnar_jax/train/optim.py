@@ -8,11 +8,18 @@ import ml_collections
 import optax
 
 
-def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def lr_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """The learning rate of each update: linear warmup, then cosine decay. Update k
+  (1-based, as `metrics.jsonl` counts steps) uses the value at k - 1."""
   t = config.train
   warmup = min(int(t.warmup_steps), max(total_steps - 1, 0))
-  lr = optax.warmup_cosine_decay_schedule(0.0, t.lr, warmup, max(total_steps, warmup + 1),
-                                          end_value=t.lr * t.final_lr_fraction)
+  return optax.warmup_cosine_decay_schedule(0.0, t.lr, warmup, max(total_steps, warmup + 1),
+                                            end_value=t.lr * t.final_lr_fraction)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  t = config.train
+  lr = lr_schedule(config, total_steps)
   return optax.chain(optax.clip_by_global_norm(t.clip_norm),
                      optax.adamw(lr, weight_decay=t.weight_decay))
 

@@ -67,7 +67,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.patience = 5          # epochs without validation-AUROC improvement
   c.train.log_every = 50        # steps between metrics.jsonl lines
   c.train.checkpoint_every = 0  # steps between mid-epoch checkpoints (0: epoch ends only)
-  c.train.progress = True
+  c.train.progress = True       # a live progress bar when stderr is a terminal
+  c.train.tensorboard = False   # also WORKDIR/tensorboard/ event files (extra `tensorboard`)
   c.train.compute_dtype = "float32"  # or "bfloat16": forward/backward; parameters stay float32
   c.train.cv_folds = 1          # >1: K cross-fitted members (ensemble.py), OOF validation
   c.train.data_shards = 1       # >1: each process loads only its shards' patients (shards.py)
@@ -87,6 +88,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.baseline.gbt_num_leaves = 31
   c.baseline.gbt_min_child_samples = 20
   c.baseline.gbt_early_stopping = 50    # rounds without validation-AUROC improvement
+  c.baseline.gbt_feature_fraction = 1.0  # features sampled per tree (LightGBM feature_fraction)
+  c.baseline.gbt_lambda_l2 = 0.0        # L2 penalty on leaf values (LightGBM lambda_l2)
 
   c.rectifier = ml_collections.ConfigDict()
   c.rectifier.n_folds = 5
@@ -102,6 +105,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.n_boot = 1000
   c.eval.min_pattern_count = 20  # per-pattern metrics are reported for patterns this large
   c.eval.plots = True
+  c.eval.smoke = False           # True in the `tiny` presets: numbers that mean nothing
   return c
 
 
@@ -127,3 +131,56 @@ def tiny(c: ml_collections.ConfigDict) -> None:
   c.train.epochs = 2
   c.train.progress = False
   c.eval.n_boot = 50
+  c.eval.smoke = True
+
+
+# ----------------------------------------------------------------------------- search spaces
+# What `python -m experiments.tune` searches (docs/tuning.md): dotted config field ->
+# (kind, args, log) with kind "float" or "int" (args = (low, high), log = sample on a log
+# scale) or "categorical" (args = the choices). Each config's `get_search_space(method)`
+# returns one of these, adapted to its cohort.
+
+def neural_search_space(dims: tuple[int, ...] = (32, 64, 128, 256),
+                        max_layers: int = 3) -> dict[str, tuple]:
+  """CRL-MMNAR's space: capacity, regularisation, schedule, loss weights, feature
+  embeddings and preprocessing."""
+  return {
+      "model.dim": ("categorical", dims, False),
+      "model.n_layers": ("int", (1, max_layers), False),
+      "model.dropout": ("float", (0.0, 0.4), False),
+      "model.num_embedding": ("categorical", ("none", "ple", "periodic"), False),
+      "data.preprocess": ("categorical", ("standard", "quantile_normal"), False),
+      "train.lr": ("float", (1e-4, 3e-3), True),
+      "train.weight_decay": ("float", (1e-6, 1e-2), True),
+      "loss.miss": ("float", (0.05, 2.0), True),
+      "loss.rec": ("float", (0.1, 3.0), True),
+      "loss.con": ("float", (0.03, 1.0), True),
+  }
+
+
+GBT_SEARCH_SPACE: dict[str, tuple] = {   # trees' size is set by early stopping on validation
+    "baseline.gbt_num_leaves": ("int", (7, 127), True),
+    "baseline.gbt_learning_rate": ("float", (0.01, 0.2), True),
+    "baseline.gbt_min_child_samples": ("int", (5, 100), True),
+    "baseline.gbt_feature_fraction": ("float", (0.4, 1.0), False),
+    "baseline.gbt_lambda_l2": ("float", (1e-3, 10.0), True),
+}
+
+# Loss weights only CRL-MMNAR computes; the other neural methods are searched without them
+# (MUSE searches its own consistency weight instead).
+CRL_ONLY = ("loss.miss", "loss.rec", "loss.con")
+MUSE_SEARCH = {"baseline.muse_con_weight": ("float", (0.05, 2.0), True)}
+
+
+def search_space(method: str, neural: dict[str, tuple]) -> dict[str, tuple]:
+  """The space of `method`: `neural` for CRL-MMNAR, `neural` less its loss weights for
+  the other neural methods (plus MUSE's weight), the trees' space for `gbt`; `logreg`
+  selects its L2 on validation itself (`baseline.logreg_l2_grid`) and has none."""
+  if method == "gbt":
+    return dict(GBT_SEARCH_SPACE)
+  if method == "logreg":
+    return {}
+  if method == "crl_mmnar":
+    return dict(neural)
+  space = {k: v for k, v in neural.items() if k not in CRL_ONLY}
+  return {**space, **MUSE_SEARCH} if method == "muse" else space

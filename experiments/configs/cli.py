@@ -18,7 +18,7 @@ returns what `main` returns, in this process (tests). Either way:
   flags and its extra help (run and sweep: the configs and the methods) and exits with
   status 0 (absl alone exits with 1); `--helpfull` is absl's (every module's flags);
 * a bad flag or flag value stops with one line, `error: ...`;
-* with `config_file=True` (run, mmnar_injection), `--config=NAME[:PRESET]` or
+* with `config_file=True` (run, mmnar_injection, tune), `--config=NAME[:PRESET]` or
   `--config NAME[:PRESET]` names a file of experiments/configs/ (`resolve_config_argv`)
   and a bad `--config.a.b=value` override or preset stops with one line too.
 """
@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import re
 import sys
 import textwrap
 from typing import Any, Callable, NoReturn, Sequence
@@ -138,7 +139,18 @@ class Script:
       if not self.config_file:
         raise
       overrides = [a for a in argv if a.startswith("--config.")]
-      sys.exit(f"error: invalid config override {e} in {' '.join(overrides)}; every "
+      # A KeyError's message is "'name'\nDid you mean ...": one line naming the field.
+      if isinstance(e, AttributeError) and e.args and isinstance(e.args[0], KeyError):
+        e = e.args[0]
+      lines = [line.strip() for line in str(e.args[0] if e.args else e).splitlines()]
+      if isinstance(e, KeyError) and lines and re.fullmatch(r"'[^']*'", lines[0]):
+        name = lines[0].strip("'\"")
+        overrides = [a for a in overrides
+                     if name in a.partition("=")[0].split(".")[1:]] or overrides
+        what = f"unknown field {lines[0]}" + (f" ({' '.join(lines[1:])})" if lines[1:] else "")
+      else:
+        what = " ".join(lines) or repr(e)
+      sys.exit(f"error: invalid config override {' '.join(overrides)}: {what}; every "
                f"--config.a.b=value must name an existing field of the config with a "
                f"value of its type")
 

@@ -9,7 +9,7 @@ unit and alive at the end of the window. Features
 come from the first `data.window_hours` (24) hours of the unit stay, in ten virtual
 modalities: demographics (always observed), periodic vitals, aperiodic vitals,
 laboratory, medications, infusions, intake/output, diagnoses, treatments and
-respiratory care, microbiology (see `crl_mmnar_jax/eicu.py`). Tasks: in-hospital
+respiratory care, microbiology (see `crl_mmnar_jax/data/sources/eicu.py`). Tasks: in-hospital
 `mortality`, `icu_readmission` (a return to an ICU in the same hospital stay at least
 4 h after the unit episode ends; transfers are not returns), and
 optionally `hospital_readmission` (a later hospital stay of the same patient; no dates in

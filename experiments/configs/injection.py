@@ -46,5 +46,6 @@ def _tiny(c) -> None:
   c.train.epochs = 1
   c.train.warmup_steps = 2
   c.eval.n_boot = 0
+  c.eval.smoke = True
   c.rectifier.min_count = 5
   c.rectifier.shrinkage = 5.0

@@ -23,7 +23,7 @@ counted from the index discharge: `readmission_30d` (unplanned: elective and
 same-day-surgery admissions do not count), `icu_90d` (ICU stay in a later admission),
 `mortality_180d`. Modalities: ehr (always observed), cxr, discharge_note,
 radiology_note; a modality observed for nobody is dropped (the MEDS demo has no notes
-and no images, so it trains on ehr alone). Definitions: `crl_mmnar_jax/mimic.py`.
+and no images, so it trains on ehr alone). Definitions: `crl_mmnar_jax/data/sources/mimic/`.
 
 Demo: 100 subjects; 95 in the cohort (5 died in their first admission); 13 are
 readmitted within 30 days (15 before episodes and planned admissions: one admission 1

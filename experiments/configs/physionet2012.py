@@ -1,6 +1,6 @@
 r"""PhysioNet/CinC Challenge 2012: in-hospital mortality from the first 48 h of an ICU stay.
 
-Run (set A from ../shared/data, random patient-level split):
+Run (set A from ../shared/data, random patient-level split; getting the data: docs/data.md):
   python -m experiments.run --config=physionet2012 --workdir=/tmp/crl_p12
 
 The challenge's protocol when you have sets A, B and C (train and validate on A and B,
@@ -10,11 +10,11 @@ test on C):
 
 Modalities: the descriptors (always observed) and about ten virtual modalities of the
 37 time series grouped by what a clinician orders together (see
-`crl_mmnar_jax/physionet2012.py`); each variable summarised by last, mean, min, max,
+`crl_mmnar_jax/data/sources/physionet2012.py`); each variable summarised by last, mean, min, max,
 sd, count, time of last measurement and slope. Tasks: `in_hospital_death` (add
 `los_gt_7` with --config.data.tasks=in_hospital_death,los_gt_7). Expected result on
 set A (4,000 records, 3,997 with time series, 554 deaths; 600 test stays): test AUROC
-around 0.83-0.86, see the README's PhysioNet table (5 seeds, with a logistic-regression
+around 0.83-0.86, see the PhysioNet table in docs/cohorts.md (5 seeds, with a logistic-regression
 reference).
 
 Preset `tiny` (smoke runs): the same data, 2 epochs of a D = 32 model, 50 bootstrap
@@ -26,7 +26,14 @@ About a minute of CPU on a 2-core machine, much of it reading and featurising se
 
 import os
 
-from experiments.configs.base import SHARED_DATA, apply_preset, get_base_config, tiny
+from experiments.configs.base import (
+  SHARED_DATA,
+  apply_preset,
+  get_base_config,
+  neural_search_space,
+  search_space,
+  tiny,
+)
 
 
 def get_config(arg: str = ""):
@@ -50,3 +57,9 @@ def get_config(arg: str = ""):
   c.train.patience = 8
   c.train.warmup_steps = 50
   return apply_preset(c, "physionet2012", arg, {"tiny": tiny})
+
+
+def get_search_space(method: str = "crl_mmnar") -> dict[str, tuple]:
+  """What `python -m experiments.tune --config=physionet2012` searches for `method`
+  (docs/tuning.md); 2,800 training stays and 12 modalities: D <= 128, <= 2 layers."""
+  return search_space(method, neural_search_space(dims=(32, 64, 128), max_layers=2))

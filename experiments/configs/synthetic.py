@@ -10,7 +10,7 @@ driven by the latent severity (MNAR) plus a direct effect of the observation pat
 on the outcomes. Expected result (default, seed 0, 2-core CPU, about 2-3 minutes):
 mean test AUROC over tasks 0.827, above the logistic regression with mean imputation
 and missingness indicators (`reference.logreg_mean_impute`, 0.798) and below the oracle
-ceiling of the true probabilities (`oracle.test`, 0.887); see the README's results.
+ceiling of the true probabilities (`oracle.test`, 0.887); see docs/results.md.
 
 Preset `tiny` (smoke runs and tests): 600 patients, 3 epochs of a D = 32 model, 100
 bootstrap draws, no progress bar; about 30 seconds on a 2-core CPU, most of it
@@ -18,7 +18,12 @@ compiling. The validation and test sets hold 90 patients each and 3 epochs learn
 so its AUROC is noise (seed 0: test mean 0.52); it checks the pipeline, not the method.
 """
 
-from experiments.configs.base import apply_preset, get_base_config
+from experiments.configs.base import (
+  apply_preset,
+  get_base_config,
+  neural_search_space,
+  search_space,
+)
 
 
 def get_config(arg: str = ""):
@@ -49,5 +54,12 @@ def _tiny(c) -> None:
   c.train.log_every = 5
   c.train.progress = False
   c.eval.n_boot = 100
+  c.eval.smoke = True
   c.rectifier.min_count = 5
   c.rectifier.shrinkage = 5.0
+
+
+def get_search_space(method: str = "crl_mmnar") -> dict[str, tuple]:
+  """What `python -m experiments.tune --config=synthetic` searches for `method`
+  (docs/tuning.md); 20,000 patients and 4 modalities: up to D = 256 and 3 fusion layers."""
+  return search_space(method, neural_search_space(dims=(64, 128, 256), max_layers=3))

@@ -9,7 +9,7 @@ Run:
 `DIR/labels.parquet`: `patient_id`, one 0/1 column per task (null = unknown), optional
 `split` (train/val/test) and `group_id`; `DIR/<modality>.parquet` for every other
 parquet file: `patient_id` + numeric feature columns, a row only where the modality was
-observed. See the README section "Your own data". Expected result: depends on your data;
+observed. See docs/tables.md. Expected result: depends on your data;
 results.json compares validation and test, with and without the rectifier.
 
 Preset `tiny`: 2 epochs of a D = 32 model, 50 bootstrap draws, no progress bar; on a
@@ -18,7 +18,13 @@ and trains end to end; its metrics mean little. `data.dir` has no default: give 
 with `--config.data.dir`.
 """
 
-from experiments.configs.base import apply_preset, get_base_config, tiny
+from experiments.configs.base import (
+  apply_preset,
+  get_base_config,
+  neural_search_space,
+  search_space,
+  tiny,
+)
 
 
 def get_config(arg: str = ""):
@@ -28,3 +34,9 @@ def get_config(arg: str = ""):
   c.data.tasks = ""        # comma-separated subset of label columns ("" = all)
   return apply_preset(c, "tables", arg, {"tiny": tiny},
                       hint="; the cohort folder goes in --config.data.dir=DIR")
+
+
+def get_search_space(method: str = "crl_mmnar") -> dict[str, tuple]:
+  """What `python -m experiments.tune --config=tables` searches for `method`
+  (docs/tuning.md); a cohort of unknown size: the base space."""
+  return search_space(method, neural_search_space(dims=(32, 64, 128, 256), max_layers=3))

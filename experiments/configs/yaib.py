@@ -7,7 +7,7 @@ External validation (train and validate on eICU, test on MIMIC):
       --workdir=/tmp/crl_yaib_ext
 
 Modalities: static (age, sex, height, weight; always observed) and ten virtual
-modalities of the 48 hourly variables of the first 24 h (see `crl_mmnar_jax/yaib.py`),
+modalities of the 48 hourly variables of the first 24 h (see `crl_mmnar_jax/data/sources/yaib.py`),
 the same feature space in both databases. Task: death (`mortality24`). These are demo
 cohorts: with 91 deaths in total, every interval is wide; seed 0 gives test AUROC 0.77
 [0.58, 0.93] pooled and 0.71 [0.57, 0.83] external (about 1.5 minutes each). They
@@ -22,7 +22,14 @@ About 45 seconds of CPU on a 2-core machine; seed 0: test AUROC 0.64 (2 epochs, 
 
 import os
 
-from experiments.configs.base import SHARED_DATA, apply_preset, get_base_config, tiny
+from experiments.configs.base import (
+  SHARED_DATA,
+  apply_preset,
+  get_base_config,
+  neural_search_space,
+  search_space,
+  tiny,
+)
 
 
 def get_config(arg: str = ""):
@@ -46,3 +53,9 @@ def get_config(arg: str = ""):
   c.rectifier.min_count = 30
   c.eval.min_pattern_count = 30
   return apply_preset(c, "yaib", arg, {"tiny": tiny})
+
+
+def get_search_space(method: str = "crl_mmnar") -> dict[str, tuple]:
+  """What `python -m experiments.tune --config=yaib` searches for `method`
+  (docs/tuning.md); about 900 training stays of the demo cohorts: D <= 128, <= 2 layers."""
+  return search_space(method, neural_search_space(dims=(32, 64, 128), max_layers=2))

@@ -193,6 +193,7 @@ __all__ = ["TASKS", "MODALITIES", "UNIT_TYPES", "ADMIT_SOURCES", "PERIODIC_VITAL
            "load_eicu"]
 
 TASKS = ("mortality", "icu_readmission", "hospital_readmission")
+SOURCE_URL = "https://physionet.org/files/eicu-crd/2.0"   # credentialed access
 BATCH_VALUES = 2_000_000   # values featurised at once (bounds the long table's memory)
 ICU_TRANSFER_GAP_HOURS = 4.0   # unit stays closer than this are one episode (a transfer)
 CACHE_VERSION = 2
@@ -393,7 +394,9 @@ def load_eicu(directory: str | os.PathLike, *,
   """
   directory = os.fspath(directory)
   if not os.path.isdir(directory):
-    raise DataError(f"{directory}: eICU-CRD directory not found")
+    raise DataError(f"{directory}: no such folder (eICU-CRD v2.0, data.dir); it is "
+                    f"credentialed: download it with `wget -r -N -c -np --user USER "
+                    f"--ask-password {SOURCE_URL}/` (see docs/data.md)")
   tasks = check_tasks(tasks, TASKS)
   if not window_hours > 0:
     raise DataError(f"window_hours must be positive, got {window_hours}")

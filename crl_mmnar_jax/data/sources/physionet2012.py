@@ -155,6 +155,18 @@ from crl_mmnar_jax.data.sources.physionet2012_files import (
   record_ids,
 )
 
+SOURCE_URL = "https://physionet.org/files/challenge-2012/1.0.0"   # open access
+
+
+def download_hint(directory: str, set_name: str = "a") -> str:
+  """How to fetch one set (records and outcomes) into `directory`, for missing-file
+  messages."""
+  d = directory
+  return (f"download set {set_name.upper()} with `mkdir -p {d} && wget -N -c -P {d} "
+          f"{SOURCE_URL}/set-{set_name}.tar.gz {SOURCE_URL}/Outcomes-{set_name}.txt && "
+          f"tar -xzf {d}/set-{set_name}.tar.gz -C {d}` (see docs/data.md)")
+
+
 GROUPS: tuple[ModalityGroup, ...] = (
     ModalityGroup("vitals", ("HR", "Temp", "GCS", "Weight")),
     ModalityGroup("resp_rate", ("RespRate",)),
@@ -231,14 +243,15 @@ def _set_names(directory: str, sets: Sequence[str] | None) -> list[str]:
                    if d.startswith("set-") and os.path.isdir(os.path.join(directory, d)))
     if not names:
       raise DataError(f"{directory}: no set-* directory (expected e.g. set-a/ with "
-                      f"<RecordID>.txt files and Outcomes-a.txt)")
+                      f"<RecordID>.txt files and Outcomes-a.txt); {download_hint(directory)}")
     return names
   names = [str(s) for s in sets]
   if not names or len(set(names)) != len(names):
     raise DataError(f"sets={names!r} must name at least one set, each once")
   for s in names:
     if not os.path.isdir(os.path.join(directory, f"set-{s}")):
-      raise DataError(f"{os.path.join(directory, f'set-{s}')}: set directory not found")
+      raise DataError(f"{os.path.join(directory, f'set-{s}')}: no such folder; "
+                      f"{download_hint(directory, s)}")
   return names
 
 
@@ -310,7 +323,8 @@ def load_physionet2012(directory: str | os.PathLike, *, sets: Sequence[str] | No
   """
   directory = os.fspath(directory)
   if not os.path.isdir(directory):
-    raise DataError(f"{directory}: PhysioNet 2012 directory not found")
+    raise DataError(f"{directory}: no such folder (PhysioNet 2012, data.dir); point "
+                    f"--config.data.dir at your copy, or {download_hint(directory)}")
   tasks = check_tasks(tasks, TASKS)
   set_names = _set_names(directory, sets)
   problems = RowProblems(strict)
@@ -319,7 +333,8 @@ def load_physionet2012(directory: str | os.PathLike, *, sets: Sequence[str] | No
   for s in set_names:
     outcome_path = os.path.join(directory, f"Outcomes-{s}.txt")
     if not os.path.isfile(outcome_path):
-      raise DataError(f"{outcome_path}: outcomes file not found for set-{s}")
+      raise DataError(f"{outcome_path}: no such file (the outcomes of set-{s}); "
+                      f"{download_hint(directory, s)}")
     files = _record_files(directory, s)
     if keep is not None:
       files = [f for f, k in zip(files, _keep_files(files, keep)) if k]
@@ -375,8 +390,8 @@ def load_physionet2012(directory: str | os.PathLike, *, sets: Sequence[str] | No
   no_series = ids_F[order_F][~keep_N]
   if len(no_series):
     logging.warning("PhysioNet 2012: dropped %d stay(s) with no time-series value in "
-                    "[0, %g] h: RecordID %s", len(no_series), window_hours,
-                    no_series[:10].tolist())
+                    "[0, %g] h (their RecordIDs: info['no_time_series_ids'])",
+                    len(no_series), window_hours)
   features = (x_desc_Fx8[rows_F],) + tuple(f[keep_N] for f in feats.features)
   present_NxM = np.concatenate([np.ones((len(rows_F), 1), dtype=bool),
                                 feats.present[keep_N]], axis=1)

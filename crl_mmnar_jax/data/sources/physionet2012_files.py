@@ -7,7 +7,8 @@ read an ``Outcomes-<set>.txt`` file. What the loader makes of them is described 
 
 Every imperfect line goes through `RowProblems` (`data.row_policy`): by default it is
 skipped and counted per file and per problem; ``strict`` raises ``path:line: problem``
-at the first one. A record that cannot be used at all (no or a wrong RecordID, a
+at the first one. Messages name the file, the line and the column or parameter, never a
+value or a RecordID (beyond the record's file name). A record that cannot be used at all (no or a wrong RecordID, a
 RecordID already read, no outcome line) is dropped, and counted as such.
 """
 
@@ -99,7 +100,7 @@ def split_fields(df: pl.DataFrame, n_fields: int, paths: Sequence[str],
   df = skip_if(df, found != n_fields, paths, problems,
                f"malformed line (not {n_fields} comma-separated fields)",
                lambda r: f"expected {n_fields} comma-separated fields ({expected}), found "
-                         f"{r['text'].count(',') + 1}: {r['text'][:80]!r}")
+                         f"{r['text'].count(',') + 1}")
   fields = pl.col("text").str.split_exact(",", n_fields - 1)
   return df.with_columns(
       fields.struct.field(f"field_{k}").str.strip_chars().alias(f"f{k}")
@@ -122,7 +123,7 @@ def parse_records(paths: Sequence[str], static: Sequence[str], parameters: Seque
                                                     describe)
   skip(lines, (pl.col("line") == 1) & (pl.col("text").str.strip_chars() != HEADER),
        "header line is not 'Time,Parameter,Value'",
-       lambda r: f"expected the header {HEADER!r}, found {r['text'][:80]!r}")
+       lambda r: f"expected the header {HEADER!r} on the first line")
   body = lines.filter((pl.col("line") > 1) & (pl.col("text").str.strip_chars() != ""))
   body = skip(body, pl.col("text").str.contains(NOT_UTF8, literal=True), "not UTF-8 text",
               lambda r: "not UTF-8 text")
@@ -134,23 +135,21 @@ def parse_records(paths: Sequence[str], static: Sequence[str], parameters: Seque
       pl.col("value_s").cast(pl.Float64, strict=False).alias("value"),
   )
   body = skip(body, pl.col("_hh").is_null(), "time not HH:MM",
-              lambda r: f"time {r['time_s']!r} is not HH:MM (hours and minutes from ICU "
-                        f"admission)")
+              lambda r: "time is not HH:MM (hours and minutes from ICU admission)")
   body = skip(body, ~pl.col("param").is_in(list(parameters)),
               pl.format("unknown parameter '{}'", pl.col("param")),
               lambda r: f"unknown parameter {r['param']!r} (the challenge defines "
                         f"{sorted(parameters, key=str.lower)})")
   body = skip(body, ~pl.col("value").is_finite(),
               pl.format("value of {} is not a number", pl.col("param")),
-              lambda r: f"value {r['value_s']!r} of {r['param']} is not a number")
+              lambda r: f"value of {r['param']} is not a number")
   body = body.with_columns(
       (pl.col("_hh") + pl.col("_mm") / 60.0).alias("hours")).drop("_hh", "_mm")
 
   is_static = pl.col("param").is_in(list(static))
   body = skip(body, is_static & (pl.col("hours") != 0.0),
               pl.format("descriptor {} not at 00:00", pl.col("param")),
-              lambda r: f"descriptor {r['param']} must be recorded at 00:00, found "
-                        f"{r['time_s']!r}")
+              lambda r: f"descriptor {r['param']} must be recorded at 00:00")
   weight0 = (pl.col("param") == "Weight") & (pl.col("hours") == 0.0)
   body = body.with_columns(
       pl.int_range(pl.len()).over("file", "param", weight0).alias("_k"))
@@ -191,15 +190,15 @@ def record_ids(desc: pl.DataFrame, paths: Sequence[str], problems: RowProblems
     where = f"{paths[f]}:{r['line']}"
     if not (v > 0 and v == round(v)):
       drop(f, "RecordID not a positive integer",
-           f"{where}: RecordID {r['value_s']!r} is not a positive integer")
+           f"{where}: RecordID is not a positive integer")
     elif str(int(v)) != stems_F[f]:
       drop(f, "RecordID does not match the file name",
-           f"{where}: RecordID {int(v)} does not match the file name (record {int(v)} "
-           f"belongs in {int(v)}.txt)")
+           f"{where}: RecordID does not match the file name (a record belongs in "
+           f"<RecordID>.txt)")
     elif int(v) in seen:
       n_rep = int(rec["value"].is_duplicated().sum())
       drop(f, "duplicate RecordID (an earlier file has it)",
-           f"{where}: duplicate RecordID {int(v)}, also in {seen[int(v)]} ({n_rep} lines "
+           f"{where}: duplicate RecordID, also in {seen[int(v)]} ({n_rep} lines "
            f"with a repeated RecordID in all)")
     else:
       seen[int(v)] = where
@@ -239,20 +238,19 @@ def parse_outcomes(path: str, problems: RowProblems) -> pl.DataFrame:
     parsed = pl.col(c).cast(pl.Int64, strict=False)
     unparsable = parsed.is_null() if c == "RecordID" else parsed.is_null() & (pl.col(c) != "")
     out = skip(out, unparsable, f"{c} not an integer",
-               lambda r, c=c: f"{c} {r[c]!r} is not an integer")
+               lambda r, c=c: f"{c} is not an integer")
     out = out.with_columns(parsed.alias(c))
   out = skip(out, pl.col("RecordID") <= 0, "RecordID not a positive integer",
-             lambda r: f"RecordID {r['RecordID']} is not a positive integer")
+             lambda r: "RecordID is not a positive integer")
   out = skip(out, ~pl.col("In-hospital_death").is_in([0, 1, -1]).fill_null(True),
              "In-hospital_death not 0, 1 or -1",
-             lambda r: f"In-hospital_death must be 0, 1 or -1 (unknown), found "
-                       f"{r['In-hospital_death']}")
+             lambda r: "In-hospital_death must be 0, 1 or -1 (unknown)")
   out = skip(out, (pl.col("Length_of_stay") < -1).fill_null(False),
              "Length_of_stay negative",
-             lambda r: f"Length_of_stay {r['Length_of_stay']} is negative (-1 = unknown)")
+             lambda r: "Length_of_stay is negative (-1 = unknown)")
   out = skip(out, ~pl.col("RecordID").is_first_distinct(),
              "RecordID on an earlier line (later line skipped)",
-             lambda r: f"RecordID {r['RecordID']} appears on more than one line")
+             lambda r: "this line's RecordID appears on more than one line")
   return out.with_columns(
       pl.when(pl.col(c) >= 0).then(pl.col(c)).alias(c)
       for c in ("Length_of_stay", "In-hospital_death"))
@@ -273,17 +271,16 @@ def match_outcomes(out: pl.DataFrame, path: str, ids: np.ndarray, rec_paths: Seq
   extra = (out.join(files, on="RecordID", how="anti")
            .filter(~pl.col("RecordID").is_in(sorted(dropped_ids))).sort("line"))
   if len(extra):
-    few = ", ".join(f"{i} (line {n})" for i, n in zip(extra["RecordID"].head(5),
-                                                       extra["line"].head(5)))
+    few = ", ".join(str(n) for n in extra["line"].head(5))
     problems.found(path, "outcome line without a record file", len(extra),
                    f"{path}:{extra['line'][0]}: {len(extra)} RecordID(s) have no record "
-                   f"file in {os.path.dirname(rec_paths[0]) if rec_paths else 'the set'}: "
-                   f"{few}")
+                   f"file in {os.path.dirname(rec_paths[0]) if rec_paths else 'the set'} "
+                   f"(line(s) {few}{', ...' if len(extra) > 5 else ''})")
   lacking = files.join(out, on="RecordID", how="anti").sort("_pos")
   if len(lacking):
     few = ", ".join(f"{rec_paths[p]}:2" for p in lacking["_pos"].head(5))
-    error = (f"{path}: no outcome line for {len(lacking)} record(s) "
-             f"(RecordID {lacking['RecordID'].head(5).to_list()}; {few})")
+    error = (f"{path}: no outcome line for {len(lacking)} record(s) ({few}"
+             f"{', ...' if len(lacking) > 5 else ''})")
     for p in lacking["_pos"].to_list():
       problems.found(rec_paths[p], "record dropped: no outcome line", 1, error)
   has_F = np.zeros(len(ids), bool)

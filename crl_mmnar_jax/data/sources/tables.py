@@ -232,7 +232,7 @@ def _load_modality(path: str, label_rows: pl.DataFrame, ids_kind: str, n: int,
   if overflow_D.any():
     bad = [c for c, k in zip(columns, overflow_D) if k]
     raise DataError(f"{path}: feature column(s) {bad[:5]} hold values beyond the float32 "
-                    f"range")
+                    f"range ({int(overflow_D.sum())} cell(s)); use null for a missing value")
   features_NxD = np.zeros((n, len(columns)), dtype=np.float32)
   features_NxD[cohort_row] = x32_RxD[file_row]
   present_N = np.zeros(n, dtype=bool)

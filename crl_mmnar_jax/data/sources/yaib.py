@@ -96,6 +96,14 @@ from crl_mmnar_jax.data.io import read_kept_rows, read_parquet
 from crl_mmnar_jax.data.row_policy import RowProblems
 
 DATABASES = ("mimic_demo", "eicu_demo")
+SOURCE_REPO = "https://github.com/rvandewater/YAIB"   # demo_data/<task>/<database>/, open
+
+
+def download_hint(root: str) -> str:
+  """How to fetch the open demo cohorts into the data root, for missing-file messages."""
+  return (f"get the YAIB demo cohorts with `git clone --depth 1 {SOURCE_REPO} /tmp/YAIB && "
+          f"mkdir -p {root} && cp -r /tmp/YAIB/demo_data/mortality24 {root}/` "
+          f"(see docs/data.md)")
 STA_FILE = "sta.parquet"
 DYN_FILE = "dyn.parquet"
 OUTC_FILE = "outc.parquet"
@@ -133,7 +141,8 @@ Keep = Callable[[np.ndarray], np.ndarray]   # stay ids -> bool mask of stays to 
 
 def _read(path: str, keep: Keep | None = None) -> pl.DataFrame:
   if not os.path.isfile(path):
-    raise DataError(f"{path}: file not found")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(path)))
+    raise DataError(f"{path}: file not found; {download_hint(root)}")
   if keep is not None:
     return read_kept_rows(path, keep, STAY_COLUMN)
   return read_parquet(path)
@@ -345,8 +354,9 @@ def _load_database(directory: str, database: str, task: str, window_hours: float
   sta_path = os.path.join(directory, STA_FILE)
   dyn_path = os.path.join(directory, DYN_FILE)
   if not os.path.isdir(directory):
-    raise DataError(f"{directory}: YAIB folder for task '{task}' and database "
-                    f"'{database}' not found")
+    raise DataError(f"{directory}: no such folder (YAIB data for task '{task}' and "
+                    f"database '{database}' not found); "
+                    f"{download_hint(os.path.dirname(os.path.dirname(directory)))}")
   outc_ids, outc_labels, listed = _read_outc(outc_path, problems, keep)
   stay_ids, static_Nx4 = _read_sta(sta_path, outc_ids, listed, outc_path, problems, keep)
   labels_N = outc_labels[np.asarray(outc_ids.is_in(stay_ids.implode()), bool)]
@@ -432,7 +442,8 @@ def load_yaib(root: str | os.PathLike, *, databases: Sequence[str] = DATABASES,
   if not np.isfinite(window_hours) or window_hours <= 0:
     raise DataError(f"load_yaib: window_hours must be positive, got {window_hours}")
   if not os.path.isdir(root):
-    raise DataError(f"{root}: YAIB data root not found")
+    raise DataError(f"{root}: no such folder (YAIB data root not found, data.dir); point "
+                    f"--config.data.dir at your copy, or {download_hint(root)}")
 
   def stays_kept(db: str) -> Keep | None:
     if keep is None:

@@ -265,6 +265,7 @@ __all__ = ["TASKS", "MODALITIES", "NOTE_TABLES", "VERSIONS", "TEXT_DIM", "N_CODE
            "RACE_GROUPS", "bucket", "load_mimic"]
 
 MODALITIES = ("ehr", "cxr", "discharge_note", "radiology_note")
+SOURCE_URL = "https://physionet.org/files/mimiciv/2.2"   # credentialed (or 3.1)
 BATCH_VALUES = 2_000_000        # time-series values featurised at once
 NOTE_BATCH_CHARS = 20_000_000   # note characters encoded at once
 CACHE_VERSION = 2
@@ -342,7 +343,9 @@ def load_mimic(directory: str | None = None, *, meds: str | None = None, version
   if directory:
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
-      raise DataError(f"{directory}: MIMIC-IV directory not found")
+      raise DataError(f"{directory}: no such folder (MIMIC-IV, data.dir); it is "
+                      f"credentialed: download it with `wget -r -N -c -np --user USER "
+                      f"--ask-password {SOURCE_URL}/` (see docs/data.md)")
     src: RawSource | MedsSource = RawSource(directory)
   else:
     src = MedsSource(os.fspath(meds))

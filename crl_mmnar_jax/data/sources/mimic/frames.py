@@ -28,9 +28,9 @@ def collect(lf: pl.LazyFrame, path: str) -> pl.DataFrame:
   return io.collect(lf, path, PARSE_ERROR)
 
 
-def sink(lf: pl.LazyFrame, out: str, path: str) -> None:
+def sink(lf: pl.LazyFrame, out: str, path: str, row_group_size: int | None = None) -> None:
   """``lf.sink_parquet(out)``; a value that does not parse raises DataError naming `path`."""
-  io.sink(lf, out, path, PARSE_ERROR)
+  io.sink(lf, out, path, PARSE_ERROR, row_group_size)
 
 
 def clean(col: str) -> pl.Expr:

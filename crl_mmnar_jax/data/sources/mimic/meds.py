@@ -24,6 +24,7 @@ from crl_mmnar_jax.data.sources.mimic.schema import (
   VITAL_ITEMS,
 )
 
+DEMO_MEDS_URL = "https://physionet.org/files/mimic-iv-demo-meds/0.0.1"   # open access
 ICU_BEFORE_ADMIT_HOURS = 24     # an ICU stay this close before an admission joins it
 
 
@@ -100,7 +101,8 @@ def _scan_meds(path: str) -> pl.LazyFrame:
   elif os.path.isfile(path):
     source = path
   else:
-    raise DataError(f"{path}: MEDS events file not found")
+    raise DataError(f"{path}: MEDS events file not found (the open MIMIC-IV demo in MEDS: "
+                    f"`wget -r -N -c -np {DEMO_MEDS_URL}/`, see docs/data.md)")
   try:
     lf = pl.scan_parquet(source)
     schema = lf.collect_schema()
@@ -166,9 +168,10 @@ def _meds_admissions(ev: pl.DataFrame, path: str, problems: RowProblems) -> pl.D
     r = counts.sort("subject_id").row(0, named=True)
     problems.found(path, "subject's admission and discharge events cannot be paired "
                          "(its admissions dropped)", len(counts),
-                   f"{path}: subject {r['subject_id']} has {r['len'] or 0} "
-                   f"HOSPITAL_ADMISSION but {r['len_right'] or 0} HOSPITAL_DISCHARGE "
-                   f"events; they cannot be paired ({len(counts)} subject(s) in all)")
+                   f"{path}: {len(counts)} subject(s) have admission and discharge "
+                   f"events that cannot be paired (the first by subject_id has "
+                   f"{r['len'] or 0} HOSPITAL_ADMISSION but {r['len_right'] or 0} "
+                   f"HOSPITAL_DISCHARGE events)")
     unpaired = counts["subject_id"].implode()
     adm = adm.filter(~pl.col("subject_id").is_in(unpaired))
     dis = dis.filter(~pl.col("subject_id").is_in(unpaired))

@@ -37,6 +37,12 @@ from crl_mmnar_jax.data.sources.mimic.schema import (
 )
 
 TEXT_DIM = 768
+# Notes per row group of the note stage's scratch file: the sink buffers one row group
+# (polars' default, 512² rows, would hold ~1.5 GB of MIMIC-IV discharge text).
+NOTE_ROW_GROUP = 4096
+# Notes encoded at once, at most (besides `batch_chars`): the encoder's output for a batch
+# is (notes, dim) float32 (the hashed encoder also holds it in float64), ~150 MB here.
+NOTE_BATCH_NOTES = 16_384
 N_CODE_BUCKETS = 32
 VALID_RANGES: dict[str, tuple[float, float]] = {
     "heart_rate": (10.0, 300.0), "resp_rate": (1.0, 100.0), "spo2": (10.0, 100.0),
@@ -165,41 +171,62 @@ def feature_block(df: pl.DataFrame, stats_nan_when_absent: bool
 
 def _embedding_frame(subjects: np.ndarray, sums_NxD: np.ndarray, counts_N: np.ndarray,
                      prefix: str) -> pl.DataFrame:
-  """Per-subject means from per-subject sums and counts (rows of `subjects`)."""
+  """Per-subject means from per-subject sums and counts (rows of `subjects`). Divides
+  `sums_NxD` in place (float32), in chunks of rows that have a sum, so no other (N, D)
+  array is made (at full MIMIC-IV scale one is ~0.5 GB) and the rows of subjects without
+  an entry (zero pages of `np.zeros`) are never touched."""
   present_N = counts_N > 0
-  out_NxD = np.zeros(sums_NxD.shape, np.float32)
-  out_NxD[present_N] = sums_NxD[present_N] / counts_N[present_N, None].astype(np.float32)
+  rows = np.flatnonzero(present_N)
+  for start in range(0, len(rows), 4096):
+    r = rows[start:start + 4096]
+    sums_NxD[r] /= counts_N[r, None].astype(np.float32)
   names = [f"{prefix}{j:03d}" for j in range(sums_NxD.shape[1])]
   df = pl.DataFrame({"subject_id": subjects, "present": present_N})
-  return df.hstack(pl.DataFrame(out_NxD, schema=names, orient="row"))
+  return df.hstack(pl.DataFrame(sums_NxD, schema=names, orient="row"))
+
+
+def _batches(chars_S: np.ndarray, notes_S: np.ndarray, max_chars: int, max_notes: int
+             ) -> np.ndarray:
+  """Batch id per subject (in order): a new batch starts where the subject would take
+  the current one past `max_chars` characters or `max_notes` notes (a subject's notes
+  stay together, so one subject alone may exceed them)."""
+  batch_S = np.zeros(len(chars_S), np.int64)
+  b = chars = notes = 0
+  for i, (c, n) in enumerate(zip(chars_S.tolist(), notes_S.tolist())):
+    if notes and (chars + c > max_chars or notes + n > max_notes):
+      b, chars, notes = b + 1, 0, 0
+    chars, notes = chars + c, notes + n
+    batch_S[i] = b
+  return batch_S
 
 
 def note_stage(rows: pl.LazyFrame, path: str, name: str, subjects: np.ndarray,
-               encoder_fn: Callable[[], Any], scratch: str, batch_chars: int
-               ) -> tuple[pl.DataFrame, dict]:
+               encoder_fn: Callable[[], Any], scratch: str, batch_chars: int,
+               batch_notes: int = NOTE_BATCH_NOTES) -> tuple[pl.DataFrame, dict]:
   """Notes -> mean text embedding per subject, encoded in batches of subjects holding
-  about `batch_chars` characters (the encoder is built only when a note is there).
+  at most `batch_chars` characters and `batch_notes` notes (`_batches`; the encoder is
+  built only when a note is there).
   Each batch's embeddings are added into per-subject float32 sums and dropped, so
   memory holds one batch of notes plus the cohort's (N, dim) output."""
   rows_path = os.path.join(scratch, f".{name}.rows.parquet")
   sink(rows.select("subject_id", "charttime", "note_id", pl.col("text").fill_null("")),
-       rows_path, path)
+       rows_path, path, row_group_size=NOTE_ROW_GROUP)
   per = (pl.scan_parquet(rows_path).group_by("subject_id")
          .agg(pl.col("text").str.len_chars().sum().alias("chars"), pl.len().alias("n"))
          .sort("subject_id").collect())
   ids_S = per["subject_id"].to_numpy()
   chars_S = per["chars"].to_numpy().astype(np.int64)
-  batch_S = (np.cumsum(chars_S) - chars_S) // batch_chars
+  batch_S = _batches(chars_S, per["n"].to_numpy(), batch_chars, batch_notes)
   encoder = encoder_fn() if len(ids_S) else None
   dim = encoder.dim if encoder is not None else TEXT_DIM
   sums_NxD = np.zeros((len(subjects), dim), np.float32)
   counts_N = np.zeros(len(subjects), np.int64)
   for b in np.unique(batch_S):
     batch = ids_S[batch_S == b]
-    notes = (pl.scan_parquet(rows_path)
-             .filter(pl.col("subject_id").is_between(int(batch[0]), int(batch[-1]))
-                     & pl.col("subject_id").is_in(pl.Series(batch).implode()))
-             .sort("subject_id", "charttime", "note_id").collect())
+    notes = collect(pl.scan_parquet(rows_path)     # streaming: one batch's notes held
+                    .filter(pl.col("subject_id").is_between(int(batch[0]), int(batch[-1]))
+                            & pl.col("subject_id").is_in(pl.Series(batch).implode()))
+                    .sort("subject_id", "charttime", "note_id"), rows_path)
     x_BxD = np.asarray(encoder.encode(notes["text"].to_list()), np.float32)
     uniq, start, count = np.unique(notes["subject_id"].to_numpy(), return_index=True,
                                    return_counts=True)
@@ -273,8 +300,9 @@ def cxr_stage(metadata: str, embeddings: str, windows: pl.DataFrame,
   sums_NxD = np.zeros((len(subjects), len(cols)), np.float32)
   counts_N = np.zeros(len(subjects), np.int64)
   rows = np.searchsorted(subjects, per["subject_id"].to_numpy())
-  sums_NxD[rows] = per.select(cols).to_numpy().astype(np.float32)
+  sums_NxD[rows] = np.asarray(per.select(cols).to_numpy(), np.float32)
   counts_N[rows] = per["_n"].to_numpy()
+  del per                                             # (its sums are in sums_NxD now)
   df = _embedding_frame(subjects, sums_NxD, counts_N, "cxr")
   return df, {"frontal_images_in_window": len(images),
               "images_without_embedding": len(images) - int(counts_N.sum())}

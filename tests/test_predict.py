@@ -1,0 +1,302 @@
+"""Predictions for new patients from a trained workdir (`crl_mmnar_jax.load`,
+`experiments.predict`): the same patients reproduce the training run's predictions, the
+saved preprocessing replays `data.standardize`, and mismatched input is refused."""
+
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+
+import crl_mmnar_jax
+from crl_mmnar_jax import data as data_lib
+from crl_mmnar_jax import predictor as predictor_lib
+from crl_mmnar_jax.cohort import Cohort
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.sources.synthetic import make_synthetic
+from crl_mmnar_jax.data.sources.tables import write_tables
+from crl_mmnar_jax.data.standardize import standardize
+from crl_mmnar_jax.experiment import train_and_evaluate
+from crl_mmnar_jax.workdir import WorkdirError
+from experiments import predict as predict_script
+from experiments.configs import synthetic
+
+N = 240
+ARGS = ["--config=synthetic:tiny", f"--config.data.n={N}"]
+
+
+def _config(method="crl_mmnar", **train):
+  c = synthetic.get_config("tiny")
+  c.method = method
+  c.data.n = N
+  c.model.dim, c.model.proj_dim = 16, 8
+  c.train.epochs = 1
+  c.eval.n_boot = 0
+  c.eval.plots = False
+  c.rectifier.rule = "min"       # corrections are then likely, so the rectifier is exercised
+  c.rectifier.min_count = 3
+  for k, v in train.items():
+    c.train[k] = v
+  return c
+
+
+def _train(tmp_path_factory, name, config):
+  workdir = str(tmp_path_factory.mktemp(name))
+  train_and_evaluate(config, workdir, log=lambda s: None)
+  return workdir, config
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+  return _train(tmp_path_factory, "single", _config())
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+  """M3Care (its model holds reference training patients, rebuilt from a stand-in) on
+  quantile-normal inputs with the piecewise-linear embedding (bin edges saved)."""
+  config = _config("m3care", cv_folds=2)
+  config.data.preprocess = "quantile_normal"
+  config.model.num_embedding, config.model.num_bins, config.model.num_embedding_dim = \
+      "ple", 4, 4
+  return _train(tmp_path_factory, "ensemble", config)
+
+
+@pytest.fixture(scope="module")
+def logreg(tmp_path_factory):
+  return _train(tmp_path_factory, "logreg", _config("logreg"))
+
+
+@pytest.fixture(scope="module")
+def loaded(single):
+  return crl_mmnar_jax.load(single[0])
+
+
+def _naive_rectified(workdir, probs_NxT, pattern_N, tasks):
+  """p + λ_t · τ[pattern, t], clipped, read from rectifier.json row by row (0 for a
+  pattern absent from its table)."""
+  d = json.load(open(os.path.join(workdir, "rectifier.json")))
+  tau = {(r["pattern"], r["task"]): r["tau"] for r in d["table"]}
+  out = np.zeros_like(probs_NxT, dtype=np.float64)
+  for i in range(len(pattern_N)):
+    for t, name in enumerate(tasks):
+      shift = d["lambda"][name] * tau.get((int(pattern_N[i]), name), 0.0)
+      out[i, t] = min(max(float(probs_NxT[i, t]) + shift, 0.0), 1.0)
+  return out
+
+
+def _compare(workdir, frame, tasks, rectified_splits=("test",)):
+  """`frame` (predict's output) against the training run's predictions.parquet."""
+  ref = pl.read_parquet(os.path.join(workdir, "predictions.parquet"))
+  j = ref.join(frame, on="patient_id", suffix="_new", how="inner")
+  assert j.height == ref.height
+  assert (j["pattern_id"] == j["pattern_id_new"]).all()
+  rect = j.filter(pl.col("split").is_in(list(rectified_splits)))
+  assert rect.height > 0
+  for t in tasks:
+    np.testing.assert_allclose(rect[f"{t}_prob_new"], rect[f"{t}_prob"], atol=1e-6)
+    np.testing.assert_allclose(rect[f"{t}_prob_rectified_new"], rect[f"{t}_prob_rectified"],
+                               atol=1e-6)
+  return j
+
+
+def test_same_patients_reproduce_the_training_predictions(single, loaded):
+  workdir, config = single
+  cohort = data_lib.load(config).cohort
+  frame = loaded.predict(cohort)
+  tasks = loaded.schema.tasks
+  assert frame.columns == ["patient_id", "pattern_id"] + [
+      f"{t}_{kind}" for t in tasks for kind in ("prob", "prob_rectified")]
+  assert frame["patient_id"].to_list() == cohort.patient_id.tolist()
+  np.testing.assert_array_equal(frame["pattern_id"], cohort.pattern)
+  j = _compare(workdir, frame, tasks)
+  # Validation rows too: the same model (their rectified values in predictions.parquet
+  # are cross-fitted, so those are checked against the rectifier's table instead).
+  for t in tasks:
+    np.testing.assert_allclose(j[f"{t}_prob_new"], j[f"{t}_prob"], atol=1e-6)
+  probs = np.stack([frame[f"{t}_prob"].to_numpy() for t in tasks], 1)
+  rectified = np.stack([frame[f"{t}_prob_rectified"].to_numpy() for t in tasks], 1)
+  naive = _naive_rectified(workdir, probs, frame["pattern_id"].to_numpy(), tasks)
+  np.testing.assert_allclose(rectified, naive, atol=1e-6)
+  assert (np.abs(rectified - probs) > 1e-6).any(), "the rectifier changed nothing"
+
+
+def test_the_command_line_writes_the_same_predictions(single, loaded, tmp_path):
+  workdir, _ = single
+  out = tmp_path / "p.parquet"
+  assert predict_script.SCRIPT(["predict", f"--workdir={workdir}", *ARGS,
+                                f"--out={out}"]) == 0
+  frame = pl.read_parquet(out)
+  _compare(workdir, frame, loaded.schema.tasks)
+  assert not [f for f in os.listdir(tmp_path) if f != "p.parquet"]   # no temporary left
+
+
+def test_a_fresh_cohort_gets_finite_probabilities(single, loaded, tmp_path):
+  workdir, config = single
+  fresh = config.copy_and_resolve_references()
+  fresh.data.seed, fresh.data.n = 11, 150
+  frame = loaded.predict(fresh)
+  cohort = data_lib.load(fresh).cohort
+  assert frame.height == 150
+  assert frame["patient_id"].to_list() == cohort.patient_id.tolist()
+  probs = frame.select(pl.col("^.*_prob.*$")).to_numpy()
+  assert probs.shape == (150, 2 * len(loaded.schema.tasks))
+  assert np.isfinite(probs).all() and (probs >= 0).all() and (probs <= 1).all()
+  # The same patients through the command line, a data seed override.
+  out = tmp_path / "fresh.parquet"
+  predict_script.SCRIPT(["predict", f"--workdir={workdir}", "--config=synthetic:tiny",
+                         "--config.data.n=150", "--config.data.seed=11", f"--out={out}"])
+  np.testing.assert_allclose(pl.read_parquet(out).select(pl.col("^.*_prob.*$")).to_numpy(),
+                             probs, atol=1e-6)
+
+
+def test_a_cross_fitted_ensemble_reproduces_its_test_predictions(ensemble):
+  workdir, config = ensemble
+  p = crl_mmnar_jax.load(workdir)
+  assert len(p.units) == 2
+  # Members have their own standardisation: their statistics differ.
+  assert not np.array_equal(p.units[0].stats["m0"]["mean"], p.units[1].stats["m0"]["mean"])
+  assert p.units[0].stats["m1"]["bin_edges"].shape[1] == 5
+  _compare(workdir, p.predict(data_lib.load(config).cohort), p.schema.tasks)
+
+
+def test_logistic_regression_is_saved_and_reproduces_its_predictions(logreg):
+  workdir, config = logreg
+  p = crl_mmnar_jax.load(workdir)
+  frame = p.predict(data_lib.load(config).cohort)
+  j = _compare(workdir, frame, p.schema.tasks)
+  for t in p.schema.tasks:
+    np.testing.assert_allclose(j[f"{t}_prob_new"], j[f"{t}_prob"], atol=1e-6)
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  assert "arrays" not in results["training"]["fitted"]       # not in results.json
+
+
+def test_a_tables_directory_round_trips(single, loaded, tmp_path):
+  workdir, config = single
+  cohort = data_lib.load(config).cohort
+  directory = tmp_path / "cohort"
+  write_tables(cohort, directory)
+  # Columns in another order are matched by name.
+  path = directory / "m1.parquet"
+  df = pl.read_parquet(path)
+  df.select(["patient_id"] + df.columns[1:][::-1]).write_parquet(path)
+  from_dir = loaded.predict(str(directory))
+  assert from_dir.equals(loaded.predict(cohort))
+  out = tmp_path / "dir.parquet"
+  predict_script.SCRIPT(["predict", f"--workdir={workdir}", f"--data={directory}",
+                         f"--out={out}"])
+  assert pl.read_parquet(out).equals(from_dir)
+  # A missing feature column is named.
+  df.drop(df.columns[1]).write_parquet(path)
+  with pytest.raises(DataError, match=f"modality 'm1' feature columns differ from training "
+                                      rf"\(missing \['{df.columns[1]}'\]\)"):
+    loaded.predict(str(directory))
+  os.remove(path)
+  with pytest.raises(SystemExit, match=r"^error: .*modalities \(files\) differ from "
+                                       r"training \(missing \['m1'\]\)$"):
+    predict_script.SCRIPT(["predict", f"--workdir={workdir}", f"--data={directory}",
+                           f"--out={tmp_path / 'x.parquet'}"])
+  assert not (tmp_path / "x.parquet").exists()
+
+
+def _drop_modality(cohort: Cohort, m: int) -> Cohort:
+  keep = [j for j in range(cohort.n_modalities) if j != m]
+  present = cohort.present[:, keep]
+  rows = present.any(1)
+  return dataclasses.replace(
+      cohort, features=tuple(cohort.features[j] for j in keep), present=present,
+      modality_names=tuple(cohort.modality_names[j] for j in keep),
+      feature_names=tuple(cohort.feature_names[j] for j in keep)).subset(rows)
+
+
+def test_mismatched_input_is_refused_in_one_line(single, loaded):
+  cohort = data_lib.load(single[1]).cohort
+  with pytest.raises(DataError) as e:
+    loaded.predict(_drop_modality(cohort, 3))
+  assert str(e.value) == "cohort: modalities differ from training (missing ['m3'])"
+  renamed = dataclasses.replace(cohort, task_names=("task0", "task1", "death"))
+  with pytest.raises(DataError, match=r"tasks differ from training \(missing \['task2'\], "
+                                      r"not in training \['death'\]\)"):
+    loaded.predict(renamed)
+  names = list(cohort.feature_names)
+  names[0] = names[0][:-1] + ("age",)
+  with pytest.raises(DataError, match=r"modality 'm0' feature columns differ"):
+    loaded.predict(dataclasses.replace(cohort, feature_names=tuple(names)))
+  # Modalities in another order are put back in the training order (pattern ids too).
+  order = [2, 0, 3, 1]
+  shuffled = dataclasses.replace(
+      cohort, features=tuple(cohort.features[j] for j in order),
+      present=cohort.present[:, order],
+      feature_names=tuple(cohort.feature_names[j] for j in order),
+      modality_names=tuple(cohort.modality_names[j] for j in order))
+  assert loaded.predict(shuffled.subset(np.arange(20))).equals(
+      loaded.predict(cohort.subset(np.arange(20))))
+
+
+def test_a_pattern_unseen_in_fitting_gets_no_correction(single, loaded):
+  cohort = data_lib.load(single[1]).cohort.subset(np.arange(30))
+  seen = set(loaded.rectifier.patterns.tolist())
+  present = cohort.present.copy()
+  present[:, 0] = False                   # m0 is always observed in the synthetic cohort
+  present[:, 1] = True
+  features = list(cohort.features)
+  features[0] = np.zeros_like(features[0])
+  features[1] = np.where(cohort.present[:, 1:2], features[1], 0.5).astype(np.float32)
+  unseen = dataclasses.replace(cohort, present=present, features=tuple(features))
+  assert not set(unseen.pattern.tolist()) & seen
+  frame = loaded.predict(unseen)
+  for t in loaded.schema.tasks:
+    assert frame[f"{t}_prob_rectified"].equals(frame[f"{t}_prob"].alias(f"{t}_prob_rectified"))
+  assert (loaded.rectifier.lambda_T * np.abs(loaded.rectifier.tau_PxT)).max() > 0
+
+
+def test_an_unfinished_or_foreign_workdir_is_refused(single, tmp_path):
+  workdir, _ = single
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  os.remove(copy / "results.json")
+  with pytest.raises(WorkdirError, match=r"no finished run \(no results.json\)"):
+    crl_mmnar_jax.load(copy)
+  with pytest.raises(SystemExit, match=r"^error: .*no finished run"):
+    predict_script.SCRIPT(["predict", f"--workdir={copy}", *ARGS,
+                           f"--out={tmp_path / 'x.parquet'}"])
+  with pytest.raises(WorkdirError, match="workdir not found"):
+    crl_mmnar_jax.load(tmp_path / "nope")
+  # A finished run of a direct method whose model is not kept (gbt).
+  shutil.copy(os.path.join(workdir, "results.json"), copy / "results.json")
+  config = _config("gbt")
+  cohort = data_lib.load(config).cohort
+  predictor_lib.save_manifest(str(copy), config, cohort, {"kind": "direct",
+                                                          "best_step": None})
+  with pytest.raises(WorkdirError, match="method 'gbt' keeps no fitted model"):
+    crl_mmnar_jax.load(copy)
+
+
+@pytest.mark.parametrize("preprocess", ["standard", "quantile_normal"])
+def test_saved_preprocessing_replays_standardize(preprocess, tmp_path):
+  """The transform rebuilt from the saved file equals `standardize` on every row, with
+  an extreme cell and not-measured cells."""
+  cohort = make_synthetic(200, n_modalities=3, n_tasks=1, seed=3).cohort
+  x = cohort.features[1].copy()
+  observed = np.flatnonzero(cohort.present[:, 1])
+  x[observed[0], 0] = 1e30            # extreme: not measured
+  x[observed[1], 1] = np.nan          # not measured
+  cohort = dataclasses.replace(cohort, features=(cohort.features[0], x,
+                                                 cohort.features[2]))
+  train = np.arange(0, 200, 2)
+  expected, stats = standardize(cohort, train, preprocess=preprocess, num_bins=4)
+  predictor_lib.save_preprocessing(str(tmp_path), stats, len(train), 7)
+  saved, n_train, seed = predictor_lib.read_preprocessing(str(tmp_path))
+  assert (n_train, seed) == (100, 7) and list(saved) == list(cohort.modality_names)
+  np.testing.assert_array_equal(saved["m1"]["bin_edges"], stats["m1"]["bin_edges"])
+  got = predictor_lib.apply_preprocessing(cohort, saved, preprocess)
+  for a, b in zip(got.features, expected.features):
+    np.testing.assert_array_equal(a, b)
+  # New rows are transformed with the training statistics, never refitted.
+  half = predictor_lib.apply_preprocessing(cohort.subset(np.arange(1, 200, 2)), saved,
+                                           preprocess)
+  for a, b in zip(half.features, expected.features):
+    np.testing.assert_array_equal(a, b[1::2])
