@@ -270,8 +270,9 @@ def fit_and_predict(config: ml_collections.ConfigDict, method: Method, data: Met
   from crl_mmnar_jax.train import step as step_lib
   if isinstance(method, DirectMethod):
     probs, fitted = method.fit_predict(config, data, predict_rows)
-    if jax.process_index() == 0:     # a fitted model kept as arrays (logreg)
-      predictor.save_direct_model(workdir, method.name, fitted.pop("arrays", None))
+    arrays, texts = fitted.pop("arrays", None), fitted.pop("texts", None)
+    if jax.process_index() == 0:     # the fitted model: arrays (logreg), + texts (gbt)
+      predictor.save_direct_model(workdir, method.name, arrays, texts)
     score = train_lib.mean_auroc(data.cohort.labels[data.val_rows], probs["val"])
     log(f"fitted {method.name}: val mean AUROC {score:.4f}")
     train_lib.MetricsWriter(os.path.join(workdir, "metrics.jsonl"), None).write(

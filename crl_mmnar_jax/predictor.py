@@ -6,8 +6,10 @@ At training time `experiment.py` saves what prediction needs:
   ensemble): per modality the training statistics of `data.standardize` (mean, sd, the
   extreme-value bounds, the quantile-normal table, the PLE bin edges), the number of
   training patients and the member's seed;
-* `direct_model.npz` (`save_direct_model`): logreg's coefficients (a direct method has
-  no checkpoint; gbt's trees are not kept, so `load` refuses a gbt run);
+* `direct_model.npz` (`save_direct_model`; a direct method has no checkpoint): logreg's
+  coefficients, or gbt's backend, number of trees per task and whether not-measured
+  featurized cells were NaN, with its trees as text, one `direct_model.<t>.txt` per task
+  (LightGBM's model string or XGBoost's JSON; never a pickle);
 * `predictor.json`: the cohort schema (modalities with their feature columns and widths,
   tasks, the data source), the method, and where the model is (the `best` checkpoint of
   the run or of every member, with its step, or `direct_model.npz`);
@@ -25,6 +27,7 @@ See docs/predict.md.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import json
 import os
@@ -47,6 +50,7 @@ FORMAT = "crl_mmnar_jax.predictor/1"
 MANIFEST = "predictor.json"
 PREPROCESSING = "preprocessing.npz"
 DIRECT_MODEL = "direct_model.npz"
+DIRECT_TEXT = "direct_model.{}.txt"      # gbt: task index t -> that task's trees
 ARRAYS = ("mean", "sd", "raw_zero", "low", "high", "quantiles", "bin_edges", "n_bins")
 
 
@@ -85,13 +89,16 @@ def read_preprocessing(folder: str) -> tuple[dict[str, dict[str, np.ndarray]], i
     raise WorkdirError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 
 
-def save_direct_model(folder: str, method: str, arrays: Mapping[str, np.ndarray] | None
-                      ) -> None:
+def save_direct_model(folder: str, method: str, arrays: Mapping[str, np.ndarray] | None,
+                      texts: Sequence[str] | None = None) -> None:
   """Writes `folder/direct_model.npz` atomically: a direct method's fitted model as
-  arrays (logreg: `w_FxT`, `b_T` on `methods.direct.design_matrix`); nothing for None
-  (a method whose model is not kept, e.g. gbt)."""
+  arrays (logreg: `w_FxT`, `b_T` on `methods.direct.design_matrix`; gbt: `backend`,
+  `n_trees_T`, `nan_not_measured`), after `texts`, one `direct_model.<t>.txt` per task
+  (gbt: its trees, `methods.direct.gbt_predict`); nothing for None."""
   if arrays is None:
     return
+  for t, text in enumerate(texts or ()):
+    write_atomic(os.path.join(folder, DIRECT_TEXT.format(t)), text)
   buffer = io.BytesIO()
   np.savez(buffer, method=np.array(method), **{k: np.asarray(v) for k, v in arrays.items()})
   write_atomic(os.path.join(folder, DIRECT_MODEL), buffer.getvalue())
@@ -254,7 +261,8 @@ class Unit:
 
 
 def _direct_unit(folder: str) -> Unit:
-  """A logistic regression per task on `methods.direct.design_matrix`, as fitted."""
+  """A logistic regression per task on `methods.direct.design_matrix`, or gbt's trees
+  per task (`_gbt_unit`), as fitted."""
   from crl_mmnar_jax.methods import direct
   path = os.path.join(folder, DIRECT_MODEL)
   try:
@@ -262,6 +270,8 @@ def _direct_unit(folder: str) -> Unit:
       arrays = {k: z[k] for k in z.files}
   except (OSError, ValueError) as e:
     raise WorkdirError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+  if str(arrays.get("method", "")) == "gbt":
+    return _gbt_unit(folder, arrays)
 
   def predict_fn(state, cohort, batch_size):
     import jax
@@ -271,6 +281,35 @@ def _direct_unit(folder: str) -> Unit:
                      for t in range(state["w_FxT"].shape[1])], 1)
 
   return Unit(folder, read_preprocessing(folder)[0], arrays, predict_fn)
+
+
+def _gbt_unit(folder: str, arrays: dict[str, np.ndarray]) -> Unit:
+  """gbt's trees per task, on the design matrix of training: NaN for missing modalities
+  and, if training had them (`nan_not_measured`), for the not-measured cells of
+  featurized summaries, found with the saved statistics."""
+  from crl_mmnar_jax.methods import direct
+  stats = read_preprocessing(folder)[0]
+  texts = []
+  for t in range(len(arrays["n_trees_T"])):
+    path = os.path.join(folder, DIRECT_TEXT.format(t))
+    try:
+      with open(path, encoding="utf-8") as f:
+        texts.append(f.read())
+    except OSError as e:
+      raise WorkdirError(f"{path}: unreadable ({type(e).__name__}: {e.strerror})") from None
+  backend = str(arrays["backend"])
+  if importlib.util.find_spec(backend) is None:
+    raise WorkdirError(f"{folder}: the gbt model was fitted with {backend}, which is not "
+                       f"installed: pip install {backend}")
+
+  def predict_fn(state, cohort, batch_size):
+    unmeasured = (direct.featurized_not_measured(cohort, stats)
+                  if bool(state["nan_not_measured"]) else None)
+    x = direct.gbt_design_matrix(cohort, unmeasured)
+    return np.stack([direct.gbt_predict(backend, text, int(n), x)
+                     for text, n in zip(texts, state["n_trees_T"])], 1)
+
+  return Unit(folder, stats, arrays, predict_fn)
 
 
 def _restore_unit(config: ml_collections.ConfigDict, schema: Schema, folder: str,
@@ -386,7 +425,7 @@ def _read_json(path: str, what: str) -> Any:
 def load(workdir: str | os.PathLike, *, mesh: Any = None) -> Predictor:
   """The `Predictor` of a finished run in `workdir` (`experiments.run`); a WorkdirError
   (one line) for a workdir without a finished run, without the saved prediction files,
-  or whose method keeps no fitted model (gbt)."""
+  or without a saved model (a gbt run fitted before its trees were kept)."""
   workdir = os.fspath(workdir)
   if not os.path.isdir(workdir):
     raise WorkdirError(f"{workdir}: workdir not found")
@@ -401,8 +440,9 @@ def load(workdir: str | os.PathLike, *, mesh: Any = None) -> Predictor:
     raise WorkdirError(f"{os.path.join(workdir, MANIFEST)}: format "
                        f"{manifest.get('format')!r}, expected {FORMAT!r}")
   if not manifest["has_model"]:
-    raise WorkdirError(f"{workdir}: method {manifest['method']!r} keeps no fitted model in "
-                       f"the workdir; predict needs a neural method (a checkpoint) or logreg")
+    raise WorkdirError(f"{workdir}: method {manifest['method']!r} kept no fitted model in "
+                       f"the workdir (a run before its model was saved); rerun the same "
+                       f"experiments.run command with this workdir, which refits it")
   config_dict = _read_json(os.path.join(workdir, "config.json"), "the run's config")
   config = ml_collections.ConfigDict(
       {k: v for k, v in config_dict.items() if not k.startswith("_")})

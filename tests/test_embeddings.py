@@ -165,14 +165,17 @@ def test_missing_modality_has_exactly_zero_gradient_with_each_embedding(kind):
     assert np.abs(np.asarray(g)[~missing]).sum() > 0
   # NaN in a missing row changes no output and no parameter gradient.
   bad = tuple(jnp.where(present[:, m:m + 1], xm, jnp.nan) for m, xm in enumerate(x))
-  for k, v in model(x, present).items():
-    np.testing.assert_array_equal(np.asarray(v), np.asarray(model(bad, present)[k]), err_msg=k)
+  forward = nnx.jit(lambda mdl, x: mdl(x, present))
+  out_ok, out_bad = forward(model, x), forward(model, bad)
+  for k, v in out_ok.items():
+    np.testing.assert_array_equal(np.asarray(v), np.asarray(out_bad[k]), err_msg=k)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
   def param_loss(p, x):
     return jnp.sum(nnx.merge(graphdef, p, rest)(x, present)["logits_BxT"])
 
-  g_ok, g_bad = (jax.grad(param_loss)(params, xx) for xx in (x, bad))
+  param_grad = jax.jit(jax.grad(param_loss))
+  g_ok, g_bad = (param_grad(params, xx) for xx in (x, bad))
   for a, b in zip(jax.tree.leaves(g_ok), jax.tree.leaves(g_bad)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -181,21 +184,21 @@ NEURAL = ("crl_mmnar", "masked_transformer", "zero_impute_mlp", "mean_impute_mlp
           "late_fusion", "missing_token", "muse", "m3care")
 
 
-@pytest.mark.parametrize("kind", ["ple", "periodic"])
-def test_every_neural_method_builds_with_the_embedding_and_ignores_missing_inputs(kind):
+def test_every_neural_method_builds_with_an_embedding_and_ignores_missing_inputs():
+  """Each method with one of the two embeddings, alternating (half the compilations)."""
   c = make_synthetic(160, seed=2).cohort
   rows = np.arange(c.n)
   std, stats = standardize(c, rows[:120], num_bins=6)
   data = methods.MethodData(std, rows[:120], rows[120:], stats)
   config = synthetic.get_config("tiny")
-  config.model.update(dim=16, n_heads=2, proj_dim=8, num_embedding=kind, num_bins=6,
-                      num_embedding_dim=4)
+  config.model.update(dim=16, n_heads=2, proj_dim=8, num_bins=6, num_embedding_dim=4)
   config.baseline.reference_size = 16
   order = rows[120:][np.argsort(std.present[120:].sum(1), kind="stable")]
   batch = make_batch(std, np.concatenate([order[:6], order[-2:]]))
   bad = tuple(jnp.where(batch.present_BxM[:, m:m + 1], x, jnp.nan)
               for m, x in enumerate(batch.x))
-  for name in NEURAL:
+  for i, name in enumerate(NEURAL):
+    config.model.num_embedding = ("ple", "periodic")[i % 2]
     model = methods.get_method(name).build(config, data, nnx.Rngs(params=0))
     embeds = [v for p, v in nnx.iter_graph(model) if type(v).__name__ in
               ("PiecewiseLinear", "Periodic")]
@@ -210,8 +213,8 @@ def test_every_neural_method_builds_with_the_embedding_and_ignores_missing_input
 # ----------------------------------------------------------------------------- training
 
 
-@pytest.mark.parametrize("kind,preprocess", [("none", "quantile_normal"),
-                                             ("ple", "standard"), ("periodic", "standard")])
+@pytest.mark.parametrize("kind,preprocess", [("ple", "quantile_normal"),
+                                             ("periodic", "standard")])
 def test_jitted_training_step_runs_with_each_option_and_moves_the_embedding(kind, preprocess):
   from crl_mmnar_jax.train import mesh as mesh_lib
   from crl_mmnar_jax.train import optim, step
@@ -235,31 +238,14 @@ def test_jitted_training_step_runs_with_each_option_and_moves_the_embedding(kind
     state, parts = train_step(state, batch, key, i, 1.0, 1.0)
     assert np.isfinite(float(parts["total"])) and bool(parts["finite"]), (kind, i)
   after = nnx.state(nnx.merge(graphdef, state)[0], nnx.Param)
-  moved = {"/".join(map(str, p)) for p, (a, b) in zip(
-      jax.tree_util.tree_flatten_with_path(before)[0],
-      zip(jax.tree.leaves(before), jax.tree.leaves(after))) if not np.allclose(a, b)}
-  embedded = [p for p in moved if "embed" in p]
-  assert bool(embedded) == (kind != "none"), sorted(moved)[:5]
+  moved = {jax.tree_util.keystr(path) for (path, a), b in zip(
+      jax.tree_util.tree_flatten_with_path(before)[0], jax.tree.leaves(after))
+      if not np.allclose(a, b)}
+  embedded = [p for p in moved if "['embed']" in p]      # EmbeddedMLPBlock.embed
+  assert embedded, sorted(moved)[:5]
   if kind == "periodic":
     assert any("freq_FxC" in p for p in embedded)
 
 
-@pytest.mark.parametrize("kind,preprocess", [("ple", "quantile_normal"),
-                                             ("periodic", "standard")])
-def test_synthetic_tiny_runs_end_to_end_with_each_option(kind, preprocess, tmp_path):
-  from crl_mmnar_jax.experiment import train_and_evaluate
-  config = synthetic.get_config("tiny")
-  config.data.n = 300
-  config.data.preprocess = preprocess
-  config.model.update(dim=16, n_heads=2, proj_dim=8, num_embedding=kind, num_bins=8,
-                      num_embedding_dim=4)
-  config.train.epochs = 1
-  config.eval.update(n_boot=10, plots=False, reference_logreg=False)
-  results = train_and_evaluate(config, str(tmp_path), log=lambda s: None)
-  auroc = results["metrics"]["test"]["mean"]["auroc"]
-  assert np.isfinite(auroc) and 0.0 <= auroc <= 1.0
-  import json
-  saved = json.loads((tmp_path / "config.json").read_text())
-  assert saved["model"]["num_embedding"] == kind
-  assert saved["data"]["preprocess"] == preprocess
-  assert results["training"]["kind"] == "neural"
+# End to end: tests/test_predict.py trains a cross-fitted ensemble with PLE and
+# quantile_normal through train_and_evaluate and replays its predictions.

@@ -3,6 +3,7 @@
 saved preprocessing replays `data.standardize`, and mismatched input is refused."""
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -16,16 +17,19 @@ from crl_mmnar_jax import data as data_lib
 from crl_mmnar_jax import predictor as predictor_lib
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.featurize import STATS
 from crl_mmnar_jax.data.sources.synthetic import make_synthetic
 from crl_mmnar_jax.data.sources.tables import write_tables
 from crl_mmnar_jax.data.standardize import standardize
 from crl_mmnar_jax.experiment import train_and_evaluate
+from crl_mmnar_jax.methods import direct
 from crl_mmnar_jax.workdir import WorkdirError
 from experiments import predict as predict_script
 from experiments.configs import synthetic
 
 N = 240
 ARGS = ["--config=synthetic:tiny", f"--config.data.n={N}"]
+HAS_GBT = any(importlib.util.find_spec(p) for p in ("lightgbm", "xgboost"))
 
 
 def _config(method="crl_mmnar", **train):
@@ -174,6 +178,58 @@ def test_logistic_regression_is_saved_and_reproduces_its_predictions(logreg):
   assert "arrays" not in results["training"]["fitted"]       # not in results.json
 
 
+@pytest.fixture(scope="module")
+def gbt(tmp_path_factory):
+  """gbt on a tables cohort whose m0 holds `data.featurize`-style summaries of a
+  variable `v` (count 0, its other statistics kept, in a third of the rows), so that the
+  trees saw NaN in those cells (`direct.featurized_not_measured`)."""
+  if not HAS_GBT:
+    pytest.skip("neither lightgbm nor xgboost is installed")
+  cohort = make_synthetic(400, n_modalities=3, n_tasks=2, seed=5).cohort
+  rng = np.random.default_rng(0)
+  x = cohort.features[0].copy()
+  count = STATS.index("count")
+  x[:, count] = np.where(rng.random(cohort.n) < 0.35, 0.0, 3.0)
+  names = list(cohort.feature_names)
+  names[0] = tuple(f"v_{s}" for s in STATS) + names[0][len(STATS):]
+  cohort = dataclasses.replace(cohort, features=(x,) + cohort.features[1:],
+                               feature_names=tuple(names))
+  directory = str(tmp_path_factory.mktemp("gbt_data"))
+  write_tables(cohort, directory)
+  config = _config("gbt")
+  config.data.name, config.data.dir, config.data.tasks = "tables", directory, ""
+  config.baseline.gbt_n_estimators = 60
+  return _train(tmp_path_factory, "gbt", config)
+
+
+def test_gradient_boosted_trees_are_saved_and_reproduce_their_predictions(gbt):
+  workdir, config = gbt
+  p = crl_mmnar_jax.load(workdir)
+  tasks = p.schema.tasks
+  backend = direct.gbt_backend()
+  for t in range(len(tasks)):                   # the trees as text, one file per task
+    text = open(os.path.join(workdir, f"direct_model.{t}.txt")).read()
+    assert text.startswith("tree\n" if backend == "lightgbm" else "{")
+  assert str(p.units[0].state["backend"]) == backend
+  assert bool(p.units[0].state["nan_not_measured"])
+  cohort = data_lib.load(config).cohort
+  frame = p.predict(cohort)
+  j = _compare(workdir, frame, tasks)           # test: raw and rectified
+  assert set(j["split"].to_list()) >= {"val", "test"}
+  for t in tasks:                               # validation and test: the same trees
+    np.testing.assert_allclose(j[f"{t}_prob_new"], j[f"{t}_prob"], atol=1e-6)
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  assert set(results["training"]["fitted"]) == {"backend", "n_trees"}
+  # The not-measured cells matter: the trees fed the kept statistics instead of NaN
+  # predict otherwise, so the comparison above checks that they are rebuilt.
+  std = predictor_lib.apply_preprocessing(cohort, p.units[0].stats, p.preprocess)
+  assert sum(int(m.sum()) for m in direct.featurized_not_measured(std, p.units[0].stats)) > 0
+  p.units[0].state["nan_not_measured"] = np.array(False)
+  plain = p.predict_probs(p.cohort_of(cohort))
+  want = np.stack([frame[f"{t}_prob"].to_numpy() for t in tasks], 1)
+  assert np.abs(plain - want).max() > 1e-3
+
+
 def test_a_tables_directory_round_trips(single, loaded, tmp_path):
   workdir, config = single
   cohort = data_lib.load(config).cohort
@@ -265,13 +321,13 @@ def test_an_unfinished_or_foreign_workdir_is_refused(single, tmp_path):
                            f"--out={tmp_path / 'x.parquet'}"])
   with pytest.raises(WorkdirError, match="workdir not found"):
     crl_mmnar_jax.load(tmp_path / "nope")
-  # A finished run of a direct method whose model is not kept (gbt).
+  # A finished gbt run from before its trees were kept (no direct_model.npz).
   shutil.copy(os.path.join(workdir, "results.json"), copy / "results.json")
   config = _config("gbt")
   cohort = data_lib.load(config).cohort
   predictor_lib.save_manifest(str(copy), config, cohort, {"kind": "direct",
                                                           "best_step": None})
-  with pytest.raises(WorkdirError, match="method 'gbt' keeps no fitted model"):
+  with pytest.raises(WorkdirError, match="method 'gbt' kept no fitted model"):
     crl_mmnar_jax.load(copy)
 
 

@@ -207,8 +207,17 @@ def _logreg(config: Config, data: MethodData, predict_rows: dict[str, np.ndarray
 def _gbt(config: Config, data: MethodData, predict_rows: dict[str, np.ndarray]):
   standard = str(config.data.get("preprocess", "standard")) == "standard"
   unmeasured = direct.featurized_not_measured(data.cohort, data.stats) if standard else None
-  return direct.gbt_nan_missing(data.cohort, data.train_rows, data.val_rows, predict_rows,
-                                config.baseline, int(config.seed), unmeasured)
+  fitted: list = []
+  probs, record = direct.gbt_nan_missing(data.cohort, data.train_rows, data.val_rows,
+                                         predict_rows, config.baseline, int(config.seed),
+                                         unmeasured, fitted)
+  # "arrays" and "texts" (one model per task): the fitted trees, saved by
+  # `experiment.fit_and_predict` (not in results.json)
+  record["arrays"] = {"backend": np.array(record["backend"]),
+                      "n_trees_T": np.array([n for _, n in fitted], np.int64),
+                      "nan_not_measured": np.array(standard)}
+  record["texts"] = [text for text, _ in fitted]
+  return probs, record
 
 
 # ----------------------------------------------------------------------------- registry

@@ -14,7 +14,10 @@ mean, which a tree cannot tell from a measured average value. For the summaries 
 `data.featurize` (columns `<variable>_<stat>` for every stat in `featurize.STATS`) the
 trees get NaN back wherever the variable's count is 0 (`featurized_not_measured`; with
 `data.preprocess="standard"`, whose z-score is invertible), as they would on the raw
-summaries; other imputed cells keep the training mean.
+summaries; other imputed cells keep the training mean. The fitted trees of every task
+are handed back as text (`gbt_nan_missing(..., fitted=)`; LightGBM's model string,
+XGBoost's JSON) with their number of trees, for `predictor.save_direct_model`;
+`gbt_predict` scores new rows of `gbt_design_matrix` with them.
 """
 
 from __future__ import annotations
@@ -106,7 +109,8 @@ def gbt_backend() -> str:
 
 
 def _fit_lightgbm(x, y, x_val, y_val, b: ml_collections.ConfigDict, seed: int):
-  """(predict_proba_fn, number of trees) of a LightGBM model, early-stopped on val AUROC."""
+  """(predict_proba_fn, number of trees, the model as text) of a LightGBM model,
+  early-stopped on val AUROC."""
   import lightgbm
   params = {"objective": "binary", "metric": "auc", "learning_rate": float(b.gbt_learning_rate),
             "num_leaves": int(b.gbt_num_leaves),
@@ -120,11 +124,13 @@ def _fit_lightgbm(x, y, x_val, y_val, b: ml_collections.ConfigDict, seed: int):
       valid_sets=[lightgbm.Dataset(x_val, y_val, reference=train)],
       callbacks=[lightgbm.early_stopping(int(b.gbt_early_stopping), verbose=False)])
   n_trees = int(booster.best_iteration) or booster.current_iteration()
-  return lambda x_new: booster.predict(x_new, num_iteration=n_trees), n_trees
+  return (lambda x_new: booster.predict(x_new, num_iteration=n_trees), n_trees,
+          booster.model_to_string(num_iteration=n_trees))
 
 
 def _fit_xgboost(x, y, x_val, y_val, b: ml_collections.ConfigDict, seed: int):
-  """As `_fit_lightgbm`, with XGBoost (leaf-wise growth, the same number of leaves)."""
+  """As `_fit_lightgbm`, with XGBoost (leaf-wise growth, the same number of leaves); the
+  model's text is its JSON, cut to the early-stopped trees."""
   import xgboost
   model = xgboost.XGBClassifier(
       n_estimators=int(b.gbt_n_estimators), learning_rate=float(b.gbt_learning_rate),
@@ -133,7 +139,24 @@ def _fit_xgboost(x, y, x_val, y_val, b: ml_collections.ConfigDict, seed: int):
       reg_lambda=float(b.get("gbt_lambda_l2", 0.0)),
       eval_metric="auc", early_stopping_rounds=int(b.gbt_early_stopping), random_state=seed)
   model.fit(x, y, eval_set=[(x_val, y_val)], verbose=False)
-  return lambda x_new: model.predict_proba(x_new)[:, 1], int(model.best_iteration) + 1
+  n_trees = int(model.best_iteration) + 1
+  text = bytes(model.get_booster()[:n_trees].save_raw("json")).decode()
+  return lambda x_new: model.predict_proba(x_new)[:, 1], n_trees, text
+
+
+def gbt_predict(backend: str, model: str, n_trees: int, x_NxF: np.ndarray) -> np.ndarray:
+  """(N,) probabilities of a model saved as text by `gbt_nan_missing` (`fitted`), on
+  rows of `gbt_design_matrix`, with its first `n_trees` trees."""
+  if backend == "lightgbm":
+    import lightgbm
+    return lightgbm.Booster(model_str=model).predict(x_NxF, num_iteration=int(n_trees))
+  if backend == "xgboost":
+    import xgboost
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(model.encode()))
+    return booster.predict(xgboost.DMatrix(x_NxF, missing=np.nan),
+                           iteration_range=(0, int(n_trees)))
+  raise ValueError(f"unknown gbt backend {backend!r}; expected lightgbm or xgboost")
 
 
 def featurized_not_measured(cohort: Cohort, stats: Mapping[str, Mapping[str, Any]]
@@ -164,28 +187,38 @@ def featurized_not_measured(cohort: Cohort, stats: Mapping[str, Mapping[str, Any
   return out
 
 
-def gbt_nan_missing(cohort: Cohort, train_rows: np.ndarray, val_rows: np.ndarray,
-                    predict_rows: dict[str, np.ndarray], b: ml_collections.ConfigDict,
-                    seed: int, not_measured: Sequence[np.ndarray] | None = None
-                    ) -> tuple[dict[str, np.ndarray], dict]:
-  """Gradient-boosted trees per task on the features with NaN for missing modalities
-  (and for the cells in `not_measured`, one (N, d_m) mask per modality), early-stopped
-  on the validation AUROC. Returns (probabilities per row set, what was fitted: backend
-  and number of trees per task)."""
-  backend = gbt_backend()
-  fit = _fit_lightgbm if backend == "lightgbm" else _fit_xgboost
+def gbt_design_matrix(cohort: Cohort, not_measured: Sequence[np.ndarray] | None = None
+                      ) -> np.ndarray:
+  """All features as float32 (N, F), NaN where a modality is missing and in the cells of
+  `not_measured` (one (N, d_m) mask per modality, `featurized_not_measured`)."""
   x = np.concatenate([np.where(cohort.present[:, m:m + 1], f, np.nan)
                       for m, f in enumerate(cohort.features)], axis=1).astype(np.float32)
   if not_measured is not None:
     x[np.concatenate([np.asarray(k, bool) for k in not_measured], axis=1)] = np.nan
+  return x
+
+
+def gbt_nan_missing(cohort: Cohort, train_rows: np.ndarray, val_rows: np.ndarray,
+                    predict_rows: dict[str, np.ndarray], b: ml_collections.ConfigDict,
+                    seed: int, not_measured: Sequence[np.ndarray] | None = None,
+                    fitted: list | None = None) -> tuple[dict[str, np.ndarray], dict]:
+  """Gradient-boosted trees per task on `gbt_design_matrix(cohort, not_measured)`,
+  early-stopped on the validation AUROC. Returns (probabilities per row set, what was
+  fitted: backend and number of trees per task). A list `fitted` receives each task's
+  (model as text, number of trees) for `gbt_predict`."""
+  backend = gbt_backend()
+  fit = _fit_lightgbm if backend == "lightgbm" else _fit_xgboost
+  x = gbt_design_matrix(cohort, not_measured)
   out = {k: np.zeros((len(r), cohort.n_tasks), np.float32) for k, r in predict_rows.items()}
   n_trees = {}
   for t, name in enumerate(cohort.task_names):
     y = cohort.labels[:, t]
     tr = train_rows[~np.isnan(y[train_rows])]
     va = val_rows[~np.isnan(y[val_rows])]
-    predict, n_trees[name] = fit(x[tr], y[tr].astype(np.int32), x[va],
-                                 y[va].astype(np.int32), b, seed)
+    predict, n_trees[name], text = fit(x[tr], y[tr].astype(np.int32), x[va],
+                                       y[va].astype(np.int32), b, seed)
+    if fitted is not None:
+      fitted.append((text, n_trees[name]))
     for k, rows in predict_rows.items():
       out[k][:, t] = predict(x[rows])
   return out, {"backend": backend, "n_trees": n_trees}
