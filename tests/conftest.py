@@ -4,7 +4,7 @@ One persistent XLA compilation cache for the whole test session, shared by the t
 own process and every `python -m experiments...` subprocess they start (through
 JAX_COMPILATION_CACHE_DIR): many tests train the same tiny configurations, and compiling
 the train step dominates their time on CPU. The cache lives in the session's temporary
-directory (shared by the workers of `pytest -n N`), so every session starts cold and
+directory (one per worker under `pytest -n N`), so every session starts cold and
 nothing leaks between sessions.
 """
 
@@ -16,10 +16,7 @@ import pytest
 @pytest.fixture(scope="session", autouse=True)
 def _shared_compilation_cache(tmp_path_factory):
   import jax
-  base = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):    # .../pytest-N/popen-gwK: share across workers
-    base = base.parent
-  folder = str(base / "jax_cache")
+  folder = str(tmp_path_factory.getbasetemp() / "jax_cache")
   os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   jax.config.update("jax_compilation_cache_dir", folder)
