@@ -11,35 +11,16 @@ after the first each takes a few seconds.
 """
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import polars as pl
 import pytest
+from test_reliability import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--config=synthetic:tiny", "--config.data.n=200", "--config.train.epochs=2",
         "--config.train.checkpoint_every=1", "--config.eval.plots=false",
         "--config.eval.n_boot=20"]
-
-
-def cli(args, cwd, cache, fault=None, background=False, timeout=300):
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             JAX_COMPILATION_CACHE_DIR=str(cache),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-  env.pop("CRL_FAULT", None)
-  if fault:
-    env["CRL_FAULT"] = fault
-  cmd = [sys.executable, "-m", "experiments.run", *args]
-  if background:
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-  return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                        timeout=timeout)
 
 
 def reference_run(tmp_path_factory) -> tuple:

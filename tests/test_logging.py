@@ -27,7 +27,7 @@ import pytest
 from absl import flags
 from sklearn.metrics import roc_auc_score
 from test_entry_points import SCRIPTS
-from test_reliability import ROOT
+from test_reliability import ROOT, cli_env
 
 from crl_mmnar_jax import config_check
 from crl_mmnar_jax import workdir as workdir_lib
@@ -54,13 +54,7 @@ def run_logged(base, name, fault=None):
   """`python -m experiments.run --config synthetic:tiny ...` (the config given with a
   space) with stdout and stderr redirected to one file; (workdir, exit code, log bytes)."""
   workdir, log = base / name, base / f"{name}.log"
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             JAX_COMPILATION_CACHE_DIR=str(base / "jax_cache"),   # shared with other tests
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-  env.pop("CRL_FAULT", None)
-  if fault:
-    env["CRL_FAULT"] = fault
+  env = cli_env(base / "jax_cache", fault)   # the compilation cache of the other tests
   args = ["--config", "synthetic:tiny", f"--workdir={workdir}"] + [
       f"--config.{k}={v}" for k, v in OVERRIDES.items()]
   with open(log, "wb") as out:

@@ -33,7 +33,9 @@ TABLES = ["--config=tables:tiny", "--config.train.epochs=2", "--config.train.bat
           "--config.eval.n_boot=20"]
 
 
-def cli(args, cwd, cache, fault=None, timeout=300):
+def cli_env(cache, fault=None) -> dict:
+  """The environment of an `experiments.run` subprocess: this checkout, CPU, the shared
+  compilation cache `cache`, and the fault hook only when `fault` is given."""
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
              JAX_COMPILATION_CACHE_DIR=str(cache),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
@@ -41,8 +43,18 @@ def cli(args, cwd, cache, fault=None, timeout=300):
   env.pop("CRL_FAULT", None)
   if fault:
     env["CRL_FAULT"] = fault
-  return subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=cwd, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  return env
+
+
+def cli(args, cwd, cache, fault=None, background=False, timeout=300):
+  """`python -m experiments.run ARGS` in `cwd`: the finished process, or with
+  `background` the running one."""
+  cmd, env = [sys.executable, "-m", "experiments.run", *args], cli_env(cache, fault)
+  if background:
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+  return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                        timeout=timeout)
 
 
 def one_line_error(proc) -> str:
