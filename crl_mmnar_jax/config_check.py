@@ -113,6 +113,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.compute_dtype": one_of("float32", "bfloat16"),
     "train.data_shards": integer(1),
     "train.cv_folds": integer(1, 20),
+    "train.stack_members": boolean(),
     "rectifier.n_folds": integer(2),
     "rectifier.kappa_grid": grid(0.0),
     "rectifier.lambda_grid": grid(0.0, 1.0),

@@ -300,10 +300,14 @@ def fit_cross_fitted(config: ml_collections.ConfigDict, method: Method, raw: Coh
   from crl_mmnar_jax import ensemble
   from crl_mmnar_jax import methods as methods_lib
 
-  def fit_member(member_config, member_cohort, stats, train, val, predict_rows, folder):
-    data = methods_lib.MethodData(member_cohort, train, val, stats)
+  member_hash = lambda folder: f"{config_hash}:member{os.path.basename(folder)}"
+
+  def fit_member(member_config, member_cohort, stats, train, val, predict_rows, folder,
+                 per_epoch):
+    data = methods_lib.MethodData(member_cohort, train, val, stats,
+                                  schedule_steps_per_epoch=per_epoch)
     out = fit_and_predict(member_config, method, data, predict_rows, folder, mesh,
-                          f"{config_hash}:member{os.path.basename(folder)}", log)
+                          member_hash(folder), log)
     if jax.process_index() == 0:     # what `predictor.load` needs of this member
       predictor.save_preprocessing(folder, stats, len(train), int(member_config.seed))
     return out
@@ -311,8 +315,21 @@ def fit_cross_fitted(config: ml_collections.ConfigDict, method: Method, raw: Coh
   def prepare(cohort, train):
     return standardize(cohort, train, None, **standardize_options(config))
 
+  def train_together(plans, per_epoch):
+    from crl_mmnar_jax.train import stacked
+    if isinstance(method, methods_lib.DirectMethod):
+      return None
+    members = [stacked.Member(p.config, methods_lib.MethodData(
+        p.cohort, p.train, p.held, p.stats, schedule_steps_per_epoch=per_epoch),
+        p.workdir, member_hash(p.workdir)) for p in plans]
+    why = stacked.why_not_stacked(config, method, members)
+    if why is not None:
+      log(f"the {len(plans)} members train one after the other: {why}")
+      return None
+    return stacked.fit_stacked(config, method, members, workdir, mesh, log)
+
   probs, record, _ = ensemble.fit_members(config, raw, held["val"], held["test"], workdir,
-                                          fit_member, prepare, log)
+                                          fit_member, prepare, log, train_together)
   return probs, record
 
 

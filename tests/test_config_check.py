@@ -27,6 +27,7 @@ BAD = {
     "train.warmup_steps": -5, "train.weight_decay": -1e-4, "train.clip_norm": -1.0,
     "train.aux_final": 1.5, "train.patience": 0, "train.log_every": 0,
     "train.checkpoint_every": -1, "train.progress": "true", "train.tensorboard": "yes", "train.data_shards": 0, "train.cv_folds": 0,
+    "train.stack_members": "yes",
     "rectifier.n_folds": 1, "rectifier.kappa_grid": (), "rectifier.lambda_grid": (-5, 7),
     "rectifier.z": -1.0, "rectifier.min_count": 0, "rectifier.shrinkage": -2.0,
     "rectifier.rule": "best", "rectifier.rule_z": -1.0, "eval.n_boot": -1,

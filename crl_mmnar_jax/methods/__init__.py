@@ -63,6 +63,9 @@ class MethodData:
   train_rows: rows to fit on; val_rows: rows for model selection.
   stats:      `data.standardize`'s per-modality statistics of the training rows.
   layout:     which process holds which rows (`shards`); None: one process holds all.
+  schedule_steps_per_epoch: the learning-rate schedule's steps per epoch; None: this
+              data's own (cross-fitted members share the largest member's, so that one
+              vmapped step trains them all, `train.stacked`).
   """
 
   cohort: Cohort
@@ -70,6 +73,7 @@ class MethodData:
   val_rows: np.ndarray
   stats: Mapping[str, dict]
   layout: shards.Layout | None = None
+  schedule_steps_per_epoch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -285,8 +285,9 @@ def _fit_loop(config: ml_collections.ConfigDict, method: NeuralMethod, data: Met
   layout.check_batch_size(gbs, "train.batch_size")
   steps_per_epoch = layout.n_batches(train_rows, gbs)
   n_epochs = int(t.pretrain_epochs) + int(t.epochs)
-  tx = make_optimizer(config, n_epochs * steps_per_epoch)
-  lr_at = lr_schedule(config, n_epochs * steps_per_epoch)
+  horizon = n_epochs * (data.schedule_steps_per_epoch or steps_per_epoch)
+  tx = make_optimizer(config, horizon)
+  lr_at = lr_schedule(config, horizon)
   lr_of_step = lambda step: float(lr_at(max(step - 1, 0)))   # the lr update `step` used
   lr_of_step(0)                    # compiled here, not inside the timed training steps
   graphdef, state = init_state(lambda rngs: method.build(config, data, rngs), tx,

@@ -44,8 +44,14 @@ def _cast_floats(tree: Any, dtype) -> Any:
 
 def make_step(graphdef: nnx.GraphDef, loss: LossFn, compute_dtype: str = "float32"
               ) -> Callable:
-  """The jit-compiled step: (state, batch, base_key, step, aux_scale, pred_scale) ->
-  (state, parts); the state is donated.
+  """The jit-compiled step `step_fn(...)`, with the state donated."""
+  return jax.jit(step_fn(graphdef, loss, compute_dtype), donate_argnums=0)
+
+
+def step_fn(graphdef: nnx.GraphDef, loss: LossFn, compute_dtype: str = "float32"
+            ) -> Callable:
+  """The train step as a pure function (for `jax.jit`, or `jax.vmap` over members):
+  (state, batch, base_key, step, aux_scale, pred_scale) -> (state, parts).
 
   The step's randomness (dropout, the random leave-one-out drops) comes from
   `fold_in(base_key, step)`, computed inside the step, so the host does no per-step key
@@ -85,7 +91,7 @@ def make_step(graphdef: nnx.GraphDef, loss: LossFn, compute_dtype: str = "float3
     parts = dict(parts, grad_norm=optax.tree.norm(grads), finite=finite)
     return nnx.state((model, optimizer)), parts
 
-  return jax.jit(train_step, donate_argnums=0)
+  return train_step
 
 
 def make_train_step(graphdef: nnx.GraphDef, weights: LossWeights, miss_kind: str,

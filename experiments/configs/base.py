@@ -71,6 +71,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.tensorboard = False   # also WORKDIR/tensorboard/ event files (extra `tensorboard`)
   c.train.compute_dtype = "float32"  # or "bfloat16": forward/backward; parameters stay float32
   c.train.cv_folds = 1          # >1: K cross-fitted members (ensemble.py), OOF validation
+  c.train.stack_members = True  # cv_folds: train the members in one vmapped step (train/stacked.py)
   c.train.data_shards = 1       # >1: each process loads only its shards' patients (shards.py)
 
   # Baselines (`crl_mmnar_jax/methods/`); the neural ones share c.model's width,
