@@ -1,8 +1,8 @@
 """Benchmark sections of the train step and the rectifier: `train` (compile time, step
 time, patients/s and FLOPs of the real train step against the measured matmul peak, for
 random drops `loss.rec_drops=1` and the exact leave-one-out `rec_drops=0`, step alone
-and whole loop),
-`scaling` (weak scaling over simulated CPU devices) and `rectifier` (`fit` and `apply`).
+and whole loop; and the 5 members of `train.cv_folds=5` in one vmapped step, patients/s
+per member), `scaling` (weak scaling over simulated CPU devices) and `rectifier` (`fit` and `apply`).
 """
 
 from __future__ import annotations
@@ -159,6 +159,44 @@ def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int |
           "achieved_gflop_s": flops / step_s / 1e9}
 
 
+def stacked_step_throughput(batch_size: int, dims: tuple[int, ...], members: int = 5,
+                            n_steps: int | None = None) -> Result:
+  """The cross-fitted members' vmapped step (`train/stacked.py`, `train.cv_folds`):
+  `members` default models, each with its own batch of `batch_size`; patients/s per
+  member (median of warm steps) and all members together."""
+  from crl_mmnar_jax.losses import objective
+  from crl_mmnar_jax.train import stacked
+  from experiments.configs.base import get_base_config
+  n_steps = n_steps or max(5, min(20, 2560 // batch_size))
+  config = get_base_config()
+  cohort = random_cohort(max(4 * batch_size, 1024), dims)
+  mesh = mesh_lib.make_mesh()
+  tx = optim.make_optimizer(config, 1000)
+  mcfg = methods.model_config(config, cohort)
+  inits = [step_lib.create_state(mcfg, tx, k, mesh) for k in range(members)]
+  state = jax.tree.map(lambda *a: np.stack(a), *[s for _, s in inits])
+  step = stacked.make_stacked_step(inits[0][0], objective(methods.loss_weights(config),
+                                                          mcfg.miss_head), "float32")
+  batch = stacked.put_stacked([mesh_lib.local_batch(
+      cohort, (np.arange(batch_size) + k * batch_size) % cohort.n, batch_size)
+      for k in range(members)], mesh)
+  keys = jax.numpy.stack([jax.random.key(k) for k in range(members)])
+  active, one = np.ones(members, bool), np.float32(1.0)
+  times, cpu = [], []
+  for i in range(n_steps + 1):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    state, parts = step(state, batch, keys, np.full(members, i, np.int32), active, one, one)
+    jax.block_until_ready(parts)
+    if i:                                  # the first call compiles
+      times.append(time.perf_counter() - start)
+      cpu.append(time.process_time() - cpu_start)
+  step_s = statistics.median(times)
+  return {"batch_size": batch_size, "dims": list(dims), "members": members,
+          "step_s": step_s, "step_cpu_s": statistics.median(cpu),
+          "patients_per_s": members * batch_size / step_s,
+          "patients_per_s_per_member": batch_size / step_s}
+
+
 def bench_train(opts: Options) -> list[Result]:
   """The train step at each batch size, for M = 4 (the paper's MIMIC-IV shapes) and
   M = 10 (PhysioNet-like), with random drops (`loss.rec_drops=1`, the default) and with
@@ -174,6 +212,9 @@ def bench_train(opts: Options) -> list[Result]:
         results.append({"section": "train", "shapes": label, **r,
                         "peak_gflop_s": peak / 1e9,
                         "fraction_of_peak": r["achieved_gflop_s"] * 1e9 / peak})
+    for bs in opts.batch_sizes:          # train.cv_folds=5: the members' vmapped step
+      r = stacked_step_throughput(bs, dims, members=5)
+      results.append({"section": "train", "shapes": label + ", 5 stacked members", **r})
   return results
 
 
