@@ -313,8 +313,12 @@ def _fit_loop(config: ml_collections.ConfigDict, method: NeuralMethod, data: Met
     if meta.get("config_hash") != config_hash:
       raise WorkdirError(f"checkpoint in {workdir} was written by a different config "
                          f"(hash {meta.get('config_hash')} != {config_hash})")
-    log(f"resuming from step {meta['step']} (epoch {meta['epoch'] + 1}, batch "
-        f"{meta['batch_in_epoch']})")
+    if meta["done"]:
+      log(f"resuming from step {meta['step']}: training had finished; the best model "
+          f"(epoch {int(meta['best_epoch']) + 1}) is restored")
+    else:
+      log(f"resuming from step {meta['step']} (epoch {meta['epoch'] + 1}, batch "
+          f"{meta['batch_in_epoch']})")
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"),
                          meta["step"] if resumed else None)
   board = TensorBoard(workdir, bool(t.get("tensorboard", False)),
