@@ -50,8 +50,8 @@ def load_runs(runs: list[tuple[str, str]], seeds: list[int]) -> dict[str, list[d
 
 def table(results: dict[str, list[dict]]) -> str:
   auroc = lambda r, key: r["metrics"][key]["mean"]["auroc"]
-  ci = lambda r: np.mean([v["ci95"] for k, v in r["metrics"]["test"].items()
-                          if k != "mean" and v.get("ci95")], axis=0)
+  ci = lambda r: np.mean([v["ci95"]["auroc"] for k, v in r["metrics"]["test"].items()
+                          if k != "mean" and (v.get("ci95") or {}).get("auroc")], axis=0)
   labels = list(results)
   base = np.array([auroc(r, "test") for r in results[labels[0]]])
   lines = ["| run | test AUROC | + rectifier | rectified − raw | mean bootstrap 95% CI | "

@@ -14,7 +14,7 @@ from experiments import compare
 
 def _run(folder, raw, rect, split_seed):
   os.makedirs(folder, exist_ok=True)
-  task = {"auroc": raw, "ci95": [raw - 0.05, raw + 0.04]}
+  task = {"auroc": raw, "ci95": {"auroc": [raw - 0.05, raw + 0.04], "brier": [0.1, 0.2]}}
   results = {"metrics": {"test": {"t": task, "mean": {"auroc": raw}},
                          "test_rectified": {"t": dict(task, auroc=rect),
                                             "mean": {"auroc": rect}}}}
@@ -42,6 +42,7 @@ def test_paired_table_against_numpy(tmp_path):
   assert "2 of 3" in rows["B"]
   assert f"{np.mean(b):.4f} ± {np.std(b, ddof=1):.4f}" in rows["B"]
   assert f"{np.mean(np.array(b_rect) - b):+.4f}" in rows["B"]
+  assert f"[{np.mean(b) - 0.05:.3f}, {np.mean(b) + 0.04:.3f}]" in rows["B"]
 
 
 def test_runs_on_other_splits_are_refused(tmp_path):
