@@ -122,6 +122,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rectifier.shrinkage": number(0.0),
     "rectifier.rule": one_of("lcb", "one_se", "min"),
     "rectifier.rule_z": number(0.0),
+    "rectifier.auroc_guard": boolean(),
     "eval.n_boot": integer(0),
     "eval.min_pattern_count": integer(1),
     "eval.plots": boolean(),

@@ -433,7 +433,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       kappa_grid=tuple(r.kappa_grid), lambda_grid=tuple(r.lambda_grid), z=float(r.z),
       min_count=int(r.min_count), shrinkage=float(r.shrinkage), seed=int(config.seed),
       task_names=cohort.task_names, rule=str(r.get("rule", "lcb")),
-      rule_z=float(r.get("rule_z", 1.645)))
+      rule_z=float(r.get("rule_z", 1.645)), auroc_guard=bool(r.get("auroc_guard", True)))
   rectified = {"val": rect.oof_probs_NxT, "test": rect.apply(probs["test"], pattern["test"])}
 
   reference = {}

@@ -30,7 +30,7 @@ BAD = {
     "train.stack_members": "yes",
     "rectifier.n_folds": 1, "rectifier.kappa_grid": (), "rectifier.lambda_grid": (-5, 7),
     "rectifier.z": -1.0, "rectifier.min_count": 0, "rectifier.shrinkage": -2.0,
-    "rectifier.rule": "best", "rectifier.rule_z": -1.0, "eval.n_boot": -1,
+    "rectifier.rule": "best", "rectifier.rule_z": -1.0, "rectifier.auroc_guard": "no", "eval.n_boot": -1,
     "eval.min_pattern_count": 0, "eval.plots": 1, "eval.smoke": "yes", "baseline.reference_size": 0,
     "baseline.muse_layers": -1, "baseline.muse_edge_dropout": 1.0,
     "baseline.muse_con_weight": -1.0, "baseline.muse_temperature": 0.0,

@@ -179,6 +179,8 @@ class Rectifier:
   cv_delta_TxIxJ: np.ndarray | None = None  # mean per-row loss change vs λ = 0
   cv_se_TxIxJ: np.ndarray | None = None     # the rule's standard error of cv_delta
   passed_T: np.ndarray | None = None        # (T,) bool: the tested candidate passed
+  guarded_T: np.ndarray | None = None       # (T,) bool: dropped by the AUROC guard
+  auroc_guard: bool = False                 # whether `fit` applied the guard
   tau_oof_KxPxT: np.ndarray | None = None   # raw OOF means (NaN: no OOF label)
   oof_probs_NxT: np.ndarray | None = None   # cross-fitted rectified fitting predictions
   folds_N: np.ndarray | None = None         # fold of each fitting row
@@ -266,6 +268,7 @@ class Rectifier:
             "selection": self.selection,
             "rule": self.rule,
             "rule_z": self.rule_z,
+            "auroc_guard": self.auroc_guard,
             "count_scale": "out_of_fold",
         },
         "table": self.table(),
@@ -286,8 +289,10 @@ class Rectifier:
     {task: {"kappa", "lambda" (of the tested candidate, `rectifier.select`),
     "cv_delta" (its cross-fitted mean loss change vs λ = 0; negative = better),
     "cv_se" (the rule's standard error), "bound" (cv_delta + rule_z · cv_se; the
-    candidate is taken only where bound < 0), "rule", "rule_z", "passed"}}; None
-    marks a value that is not finite.
+    candidate is taken only where bound < 0), "rule", "rule_z", "passed",
+    "dropped_by_auroc_guard" (it passed, but its cross-fitted predictions ranked the
+    fitting rows worse, so the task is not corrected)}}; None marks a value that is
+    not finite.
     """
     if self.cv_delta_TxIxJ is None or self.cv_se_TxIxJ is None:
       raise ValueError("selection_test needs cv_delta_TxIxJ and cv_se_TxIxJ")
@@ -297,6 +302,8 @@ class Rectifier:
         z=self.rule_z)
     passed_T = (self.passed_T if self.passed_T is not None
                 else np.ones(self.n_tasks, bool))
+    guarded_T = (self.guarded_T if self.guarded_T is not None
+                 else np.zeros(self.n_tasks, bool))
     out = {}
     for t, name in enumerate(self.task_names):
       i, j = int(i_T[t]), int(j_T[t])
@@ -304,7 +311,8 @@ class Rectifier:
                    "cv_delta": _finite_or_none(self.cv_delta_TxIxJ[t, i, j]),
                    "cv_se": _finite_or_none(self.cv_se_TxIxJ[t, i, j]),
                    "bound": _finite_or_none(bound_T[t]), "rule": self.rule,
-                   "rule_z": self.rule_z, "passed": bool(passed_T[t])}
+                   "rule_z": self.rule_z, "passed": bool(passed_T[t]),
+                   "dropped_by_auroc_guard": bool(guarded_T[t])}
     return out
 
   @classmethod
@@ -348,9 +356,11 @@ class Rectifier:
     grid = lambda key, none: (None if key not in d else np.array(
         [[[none if v is None else float(v) for v in row] for row in d[key][t]]
          for t in task_names], dtype=np.float64))
-    passed = None
+    passed = guarded = None
     if "selection_test" in d:
       passed = np.array([bool(d["selection_test"][t]["passed"]) for t in task_names])
+      guarded = np.array([bool(d["selection_test"][t].get("dropped_by_auroc_guard", False))
+                          for t in task_names])
     return cls(
         patterns=patterns, task_names=task_names, count_PxT=count, tau_raw_PxT=tau_raw,
         se_PxT=se, tau_PxT=tau, corrected_PxT=corrected, kappa_T=kappa_T,
@@ -363,7 +373,8 @@ class Rectifier:
         selection=str(settings["selection"]), cv_loss_TxIxJ=grid("cv_loss", np.nan),
         rule=str(settings.get("rule", "min")), rule_z=float(settings.get("rule_z", 0.0)),
         cv_delta_TxIxJ=grid("cv_delta", np.nan), cv_se_TxIxJ=grid("cv_se", np.inf),
-        passed_T=passed)
+        passed_T=passed, guarded_T=guarded,
+        auroc_guard=bool(settings.get("auroc_guard", False)))
 
 
 
@@ -387,7 +398,8 @@ def fit(probs_NxT: Any,
         task_names: Sequence[str] | None = None,
         selection: str = "brier",
         rule: str = select_lib.DEFAULT_RULE,
-        rule_z: float = select_lib.DEFAULT_RULE_Z) -> Rectifier:
+        rule_z: float = select_lib.DEFAULT_RULE_Z,
+        auroc_guard: bool = True) -> Rectifier:
   """Fits the rectifier on held-out (validation) predictions by K-fold cross-fitting.
 
   Args:
@@ -410,6 +422,9 @@ def fit(probs_NxT: Any,
     rule: "one_se" (default), "lcb" or "min": when the best candidate of the grid is
       kept rather than the most conservative one (`rectifier.select`).
     rule_z: the multiplier z of the rule's standard error.
+    auroc_guard: keep a task's correction only if the cross-fitted rectified
+      predictions of the fitting rows rank them no worse than the raw ones (AUROC not
+      lower); else the task gets no correction (`select.auroc_kept`).
 
   Returns:
     The fitted `Rectifier`, including the cross-fitted rectified predictions of the
@@ -482,13 +497,23 @@ def fit(probs_NxT: Any,
   cv_se = se_row if rule == "lcb" else se_fold
   i_T, j_T, passed_T = select_lib.select(cv_delta, cv_se, kappa_I, lambda_J, rule=rule,
                                          z=rule_z)
-  kappa_T, lambda_T = kappa_I[i_T], lambda_J[j_T]
   cv_loss = select_lib.raw_loss(probs, labels, selection)[:, None, None] + cv_delta
 
-  # Cross-fitted rectified predictions of the fitting rows (input precision).
-  gate_KxPxT = np.take_along_axis(gate_IxKxPxT, i_T[None, None, None, :], axis=0)[0]
-  shift_CxT = (lambda_T * np.where(gate_KxPxT, shrunk_oof_KxPxT, 0.0)).reshape(c, t)
-  oof_probs = np.clip(probs + shift_CxT.astype(probs.dtype)[cell_N[:n]], 0.0, 1.0)
+  def cross_fitted(i_T, j_T):      # rectified predictions of the fitting rows
+    gate_KxPxT = np.take_along_axis(gate_IxKxPxT, i_T[None, None, None, :], axis=0)[0]
+    shift_CxT = (lambda_J[j_T] * np.where(gate_KxPxT, shrunk_oof_KxPxT, 0.0)).reshape(c, t)
+    return np.clip(probs + shift_CxT.astype(probs.dtype)[cell_N[:n]], 0.0, 1.0)
+
+  oof_probs = cross_fitted(i_T, j_T)
+  guarded_T = np.zeros(t, bool)
+  if auroc_guard:
+    guarded_T = lambda_J[j_T] > 0
+    guarded_T &= ~select_lib.auroc_kept(probs, oof_probs, labels)
+    if guarded_T.any():          # no correction for those tasks
+      i0, j0 = (a[0] for a in select_lib.conservative_order(kappa_I, lambda_J))
+      i_T, j_T = np.where(guarded_T, i0, i_T), np.where(guarded_T, j0, j_T)
+      oof_probs = cross_fitted(i_T, j_T)
+  kappa_T, lambda_T = kappa_I[i_T], lambda_J[j_T]
 
   # The table for new data: mean of the K OOF estimates; counts on the OOF scale.
   tot_Px3xT = sums_KxPx3xT.sum(0)[:p]
@@ -534,6 +559,8 @@ def fit(probs_NxT: Any,
       cv_delta_TxIxJ=cv_delta,
       cv_se_TxIxJ=cv_se,
       passed_T=passed_T,
+      guarded_T=guarded_T,
+      auroc_guard=bool(auroc_guard),
       tau_oof_KxPxT=tau_oof_KxPxT[:, :p],
       oof_probs_NxT=oof_probs,
       folds_N=folds_N,

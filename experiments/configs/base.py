@@ -101,6 +101,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.rectifier.shrinkage = 20.0
   c.rectifier.rule = "lcb"      # a correction only where its cross-fitted gain is sure
   c.rectifier.rule_z = 1.645    # (rectifier/select.py); "min" is the plain minimum
+  c.rectifier.auroc_guard = True  # drop a correction that ranks the fitting rows worse
 
   c.eval = ml_collections.ConfigDict()
   c.eval.n_boot = 1000
