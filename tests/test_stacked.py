@@ -11,7 +11,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-
 N_PATIENTS = 604     # 514 non-test patients: the 3 members train on 342 or 343
 
 
@@ -76,9 +75,7 @@ def test_stacked_members_equal_separate_runs(runs):
     assert (ma["best_epoch"], ma["best_step"]) == (mb["best_epoch"], mb["best_step"])
     np.testing.assert_allclose(ma["best_val_mean_auroc"], mb["best_val_mean_auroc"],
                                atol=1e-3)
-  # Per member, the same epochs with the same steps, lr and (close) losses; with
-  # patience 1 some member stops before the others.
-  n_epochs = []
+  # Per member, the same epochs with the same steps, lr and (close) losses.
   for k in range(3):
     la = _epoch_lines(os.path.join(wa, "members", str(k), "metrics.jsonl"))
     lb = _epoch_lines(os.path.join(wb, "members", str(k), "metrics.jsonl"))
@@ -87,7 +84,6 @@ def test_stacked_members_equal_separate_runs(runs):
       assert x["lr"] == pytest.approx(y["lr"], rel=1e-6)
       assert x["train/total"] == pytest.approx(y["train/total"], rel=1e-3, abs=1e-4)
       assert x["val/mean_auroc"] == pytest.approx(y["val/mean_auroc"], abs=1e-3)
-    n_epochs.append(len(la))
   steps_per_epoch = [la["step"] for la in
                      (_epoch_lines(os.path.join(wa, "members", str(k), "metrics.jsonl"))[0]
                       for k in range(3))]
