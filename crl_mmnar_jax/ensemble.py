@@ -48,7 +48,7 @@ class MemberPlan:
   workdir: str
 
 
-TogetherFn = Callable[[list[MemberPlan], int], "list[bool] | None"]
+TogetherFn = Callable[[list[MemberPlan], int], "bool | None"]
 
 
 def member_folds(config: ml_collections.ConfigDict, cohort: Cohort,
@@ -88,7 +88,7 @@ def fit_members(config: ml_collections.ConfigDict, cohort: Cohort,
   member's training rows only (`data.standardize.standardize`). `cohort` is the
   unstandardised cohort with test labels hidden. `train_together(members)` (neural
   methods: `train.stacked`) may first train all members in one vmapped step; it
-  returns each member's `resumed` flag, or None when they must train one by one.
+  returns whether they were resumed, or None when they must train one by one.
   """
   k = int(config.train.cv_folds)
   fold = member_folds(config, cohort, nontest_rows)
@@ -113,7 +113,7 @@ def fit_members(config: ml_collections.ConfigDict, cohort: Cohort,
                                {"val": p.held, "test": test_rows}, p.workdir, per_epoch)
     oof[fold == p.fold] = probs["val"]
     test_sum += probs["test"]
-    resumed = record.get("resumed") if together is None else together[p.fold]
+    resumed = record.get("resumed") if together is None else together
     members.append({"fold": p.fold, "n_train": int(len(p.train)),
                     "n_held_out": int(len(p.held)), "resumed": resumed,
                     **{key: record.get(key) for key in

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from sklearn.metrics import roc_auc_score
 
 from crl_mmnar_jax import rectifier
@@ -24,13 +23,20 @@ def _reordering_world(seed: int, n: int = 3000):
   return probs, labels, pattern
 
 
-def test_auroc_helper_equals_sklearn_with_ties():
+def test_the_guard_compares_aurocs_as_sklearn_does_with_ties_and_unknown_labels():
   rng = np.random.default_rng(0)
   for _ in range(20):
-    y = (rng.random(200) < 0.3).astype(float)
-    p = np.round(rng.random(200), 1)                       # many ties
-    assert select._auroc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
-  assert np.isnan(select._auroc(np.zeros(5), np.arange(5.0)))
+    y = (rng.random((200, 2)) < 0.3).astype(float)
+    y[rng.random(200) < 0.2, 1] = np.nan
+    p = np.round(rng.random((200, 2)), 1)                  # many ties
+    q = np.round(np.clip(p + rng.normal(0, 0.1, p.shape), 0, 1), 1)
+    want = []
+    for t in range(2):
+      k = ~np.isnan(y[:, t])
+      want.append(not roc_auc_score(y[k, t], q[k, t]) < roc_auc_score(y[k, t], p[k, t]))
+    np.testing.assert_array_equal(select.auroc_kept(p, q, y), want)
+  one_class = np.zeros((5, 1))
+  assert select.auroc_kept(np.arange(5.0)[:, None], np.zeros((5, 1)), one_class).all()
 
 
 def test_a_correction_that_reorders_patients_is_dropped():

@@ -59,6 +59,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from crl_mmnar_jax import metrics
+
 CRITERIA = ("brier", "logloss")
 RULES = ("one_se", "lcb", "min")
 DEFAULT_RULE = "lcb"
@@ -259,21 +261,6 @@ def select(delta_TxIxJ: np.ndarray, se_TxIxJ: np.ndarray | None, kappa_I: np.nda
   return (np.where(passed_T, i_T, i_C[0]), np.where(passed_T, j_T, j_C[0]), passed_T)
 
 
-def _auroc(y: np.ndarray, p: np.ndarray) -> float:
-  """Mann-Whitney AUROC with average ranks for ties (NaN with one class)."""
-  n1 = int(y.sum())
-  n0 = len(y) - n1
-  if n1 == 0 or n0 == 0:
-    return float("nan")
-  order = np.argsort(p, kind="stable")
-  sorted_p = p[order]
-  ranks = np.empty(len(p), np.float64)
-  _, first, counts = np.unique(sorted_p, return_index=True, return_counts=True)
-  avg = first + (counts + 1) / 2.0                  # 1-based average rank of each tie
-  ranks[order] = np.repeat(avg, counts)
-  return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
 def auroc_kept(probs_NxT: np.ndarray, rectified_NxT: np.ndarray,
                labels_NxT: np.ndarray) -> np.ndarray:
   """(T,) bool: per task, whether the cross-fitted rectified predictions rank the
@@ -285,7 +272,7 @@ def auroc_kept(probs_NxT: np.ndarray, rectified_NxT: np.ndarray,
   for t in range(probs_NxT.shape[1]):
     known = ~np.isnan(labels_NxT[:, t])
     y = labels_NxT[known, t]
-    raw = _auroc(y, np.asarray(probs_NxT[known, t], np.float64))
-    rect = _auroc(y, np.asarray(rectified_NxT[known, t], np.float64))
+    raw = metrics.auroc(y, np.asarray(probs_NxT[known, t], np.float64))
+    rect = metrics.auroc(y, np.asarray(rectified_NxT[known, t], np.float64))
     out[t] = not (rect < raw)
   return out

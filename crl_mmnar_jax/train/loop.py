@@ -158,7 +158,8 @@ class Throughput:
 
 
 @jax.jit
-def _accumulate(sums: dict, parts: dict) -> dict:
+def accumulate(sums: dict, parts: dict) -> dict:
+  """`sums + parts` leaf by leaf, on the device (per-epoch loss-term sums)."""
   return jax.tree.map(jnp.add, sums, parts)
 
 
@@ -360,7 +361,7 @@ def _fit_loop(config: ml_collections.ConfigDict, method: NeuralMethod, data: Met
       step += 1
       fault_point("step", step)
       terms = {k: v for k, v in parts.items() if k != "finite"}
-      sums = _accumulate(jax.tree.map(jnp.zeros_like, terms) if sums is None else sums,
+      sums = accumulate(jax.tree.map(jnp.zeros_like, terms) if sums is None else sums,
                          terms)
       n_terms += 1
       meter.step_done(sums, int((batches[b] >= 0).sum()))

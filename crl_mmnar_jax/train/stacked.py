@@ -66,9 +66,6 @@ def member_slice(tree: Any, k: int) -> Any:
   return jax.tree.map(lambda a: a[k], tree)
 
 
-_add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
-
-
 @jax.jit
 def _set_member(best: Any, state: Any, k: jax.Array) -> Any:
   return jax.tree.map(lambda b, s: b.at[k].set(s[k]), best, state)
@@ -118,15 +115,15 @@ def why_not_stacked(config: ml_collections.ConfigDict, method: NeuralMethod,
 
 def fit_stacked(config: ml_collections.ConfigDict, method: NeuralMethod,
                 members: list[Member], workdir: str, mesh: jax.sharding.Mesh,
-                log: Callable[[str], None] = print) -> list[bool]:
-  """Trains the members together (see the module docstring); returns whether each
-  member was resumed from a checkpoint. Afterwards `train.loop.fit` on each member
+                log: Callable[[str], None] = print) -> bool:
+  """Trains the members together (see the module docstring); returns whether they
+  were resumed from a checkpoint. Afterwards `train.loop.fit` on each member
   restores its result without training."""
   with StopRequest() as signals:
     return _fit(config, method, members, workdir, mesh, log, signals)
 
 
-def _fit(config, method, members, workdir, mesh, log, signals) -> list[bool]:
+def _fit(config, method, members, workdir, mesh, log, signals) -> bool:
   t, k_all = config.train, len(members)
   gbs, eval_bs = int(t.batch_size), int(t.eval_batch_size)
   mesh_lib.check_batch_size(gbs, mesh)
@@ -223,7 +220,7 @@ def _fit(config, method, members, workdir, mesh, log, signals) -> list[bool]:
       meta["tick"] += 1
       fault_point("step", int(meta["tick"]))
       terms = {k: v for k, v in parts.items() if k != "finite"}
-      sums = terms if sums is None else _add(sums, terms)
+      sums = terms if sums is None else loop_lib.accumulate(sums, terms)
       n_terms += active
       pending.append((steps_now + 1, parts["finite"]))
       if b == first:
@@ -286,7 +283,7 @@ def _fit(config, method, members, workdir, mesh, log, signals) -> list[bool]:
       signals.stop(int(meta["tick"]))
   ckpt.close()
   _write_members(members, mm, state, best_state, log)
-  return [resumed] * k_all
+  return resumed
 
 
 def _write_members(members: list[Member], mm: list[dict], state: Any, best_state: Any,
