@@ -35,7 +35,7 @@ Missingness follows the `Cohort` conventions:
 Everything is vectorised: two polars queries over the same lazy input, collected
 together (a per-variable report, and one ``group_by(stay, variable)`` aggregation using
 only single-pass aggregations: sort-by-time last, mean, min, max, std, count, max/min
-time, covariance and variance for the slope), then one numpy scatter into the output
+time, centered second moments for the slope), then one numpy scatter into the output
 arrays. Time and memory grow linearly with the number of measurements (plus the output,
 N x sum of group widths); input ordered by stay, as EHR extracts usually are, keeps
 the aggregation cache-friendly (`experiments/bench.py`, section "featurize").
@@ -284,8 +284,10 @@ def featurize(measurements: pl.DataFrame | pl.LazyFrame,
       pl.len().cast(pl.Float64).alias("count"),
       t.max().alias("time_last"),
       t.min().alias("_t_min"),
-      pl.cov(t, v, ddof=0).alias("_cov"),
-      t.var(ddof=0).alias("_var_t"),
+      # Centered two-pass moments through `mean`: `pl.cov` in a group_by gave results
+      # that differed in the last bits from run to run (and so the data fingerprint).
+      ((t - t.mean()) * (v - v.mean())).mean().alias("_cov"),
+      ((t - t.mean()) ** 2).mean().alias("_var_t"),
   ).with_columns(
       pl.when(pl.col("_t_min") < pl.col("time_last"))
       .then(pl.col("_cov") / pl.col("_var_t")).otherwise(None).alias("slope"))
