@@ -26,8 +26,9 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 
@@ -266,6 +267,18 @@ class Interrupted(KeyboardInterrupt):
 def raise_interrupted(signum: int, frame: Any = None) -> None:
   """A signal handler: raises `Interrupted` (SIGTERM outside the training loop)."""
   raise Interrupted(signum)
+
+
+def exit_interrupted(e: KeyboardInterrupt, suffix: str = "") -> NoReturn:
+  """An entry point's end after SIGINT/SIGTERM: prints the one-line `Interrupted`
+  message and exits with 128 + signal. Later signals are ignored from here on, so a
+  second Ctrl-C or `kill` during the interpreter's shutdown (JAX's own exit handlers
+  run then) cannot end in a traceback."""
+  for s in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(s, signal.SIG_IGN)
+  interrupted = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
+  print(f"{interrupted}{suffix}", file=sys.stderr, flush=True)
+  sys.exit(interrupted.exit_code)
 
 
 class StopRequest:

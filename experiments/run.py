@@ -89,10 +89,7 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
     sys.stdout.flush()
     os._exit(1)    # not sys.exit: orbax's abandoned writer threads would print at shutdown
   except KeyboardInterrupt as e:                  # SIGINT; SIGTERM raises Interrupted
-    interrupted = e if isinstance(e, workdir_lib.Interrupted) else \
-        workdir_lib.Interrupted(signal.SIGINT)
-    print(interrupted, file=sys.stderr)
-    sys.exit(interrupted.exit_code)
+    workdir_lib.exit_interrupted(e)
   test = results["metrics"]["test"].get("mean", {})
   rect = results["metrics"]["test_rectified"].get("mean", {})
   print(f"test mean AUROC {test.get('auroc', float('nan')):.4f} "

@@ -487,10 +487,7 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> dict:
     sys.stdout.flush()
     os._exit(1)
   except KeyboardInterrupt as e:
-    interrupted = e if isinstance(e, workdir_lib.Interrupted) else \
-        workdir_lib.Interrupted(signal.SIGINT)
-    print(f"{interrupted} (the search continues where it stopped)", file=sys.stderr)
-    sys.exit(interrupted.exit_code)
+    workdir_lib.exit_interrupted(e, " (the search continues where it stopped)")
   if best["trial"] is None:
     print(f"no trial completed ({best['n_finished']} finished); outputs in {fv.workdir}")
   else:

@@ -244,6 +244,31 @@ def test_sigterm_outside_the_training_loop_is_one_line_too(tmp_path, cache):
                                   "the same command to resume")
 
 
+def test_a_second_signal_during_shutdown_is_ignored(tmp_path):
+  """`workdir.exit_interrupted` (the end of `experiments.run` and `experiments.tune` after
+  SIGINT/SIGTERM): a second SIGTERM arriving while the interpreter shuts down (here sent
+  by an exit handler, as a second `kill` would arrive while JAX's exit handlers run)
+  leaves the one-line message and exit code alone; before, it raised `Interrupted`
+  inside the exit handler and printed a traceback."""
+  script = tmp_path / "second_signal.py"
+  script.write_text(
+      "import atexit, os, signal\n"
+      "import jax\n"
+      "from crl_mmnar_jax import workdir\n"
+      "signal.signal(signal.SIGTERM, workdir.raise_interrupted)\n"
+      "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
+      "try:\n"
+      "  os.kill(os.getpid(), signal.SIGTERM)\n"
+      "except KeyboardInterrupt as e:\n"
+      "  workdir.exit_interrupted(e, ' (suffix)')\n")
+  proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                        cwd=ROOT, timeout=120)
+  assert proc.returncode == 143, proc.stderr
+  assert "Traceback" not in proc.stderr, proc.stderr
+  assert proc.stderr.strip() == ("interrupted (SIGTERM) outside the training loop; rerun "
+                                 "the same command to resume (suffix)")
+
+
 def _small_state():
   rng = np.random.default_rng(0)
   return {"w": jnp.asarray(rng.normal(size=(128, 128)), jnp.float32),
