@@ -52,14 +52,22 @@ def get_config(arg: str = ""):
   c.data.window_hours = 48.0
   c.data.train_sets = ""     # e.g. "a,b": with test_sets, split by set (the challenge)
   c.data.test_sets = ""      # e.g. "c"
-  # 12 modalities and 2,800 training stays: a narrow model (D = 64) is plenty.
-  c.model.dim = 64
+  # 12 modalities and 2,800 training stays: a narrow model (D = 64, found by the search
+  # too) is plenty.
   c.model.mlp_ratio = 2
   c.model.proj_dim = 32
   c.train.epochs = 40
   c.train.patience = 8
   c.train.warmup_steps = 50
-  # Tuned (module docstring): the best of 30 Optuna trials on seed 0's validation stays.
+  tuned(c)
+  return apply_preset(c, "physionet2012", arg, {"tiny": tiny})
+
+
+def tuned(c) -> None:
+  """The settings the searches found on set A (module docstring, docs/tuning.md);
+  `tables` starts from them too."""
+  # The best of 30 Optuna trials on seed 0's validation stays.
+  c.model.dim = 64
   c.model.n_layers = 1
   c.model.dropout = 0.085
   c.model.num_embedding = "periodic"
@@ -74,7 +82,6 @@ def get_config(arg: str = ""):
   c.baseline.gbt_min_child_samples = 5
   c.baseline.gbt_feature_fraction = 0.66
   c.baseline.gbt_lambda_l2 = 0.038
-  return apply_preset(c, "physionet2012", arg, {"tiny": tiny})
 
 
 def get_search_space(method: str = "crl_mmnar") -> dict[str, tuple]:
