@@ -33,10 +33,10 @@ Missingness follows the `Cohort` conventions:
 * Group not observed: the whole row is 0 and ``present`` is False.
 
 Everything is vectorised: two polars queries over the same lazy input, collected
-together (a per-variable report, and one ``group_by(stay, variable)`` aggregation using
-only single-pass aggregations: sort-by-time last, mean, min, max, std, count, max/min
-time, centered second moments for the slope), then one numpy scatter into the output
-arrays. Time and memory grow linearly with the number of measurements (plus the output,
+together (a per-variable report, and one ``group_by(stay, variable)`` aggregation:
+sort-by-time last, mean, min, max, std, count, max/min time, and the slope from the
+centered second moments of time and value, which give the same bits on every load),
+then one numpy scatter into the output arrays. Time and memory grow linearly with the number of measurements (plus the output,
 N x sum of group widths); input ordered by stay, as EHR extracts usually are, keeps
 the aggregation cache-friendly (`experiments/bench.py`, section "featurize").
 """
