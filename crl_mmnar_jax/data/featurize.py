@@ -38,7 +38,8 @@ sort-by-time last, mean, min, max, std, count, max/min time, and the slope from 
 centered second moments of time and value, which give the same bits on every load),
 then one numpy scatter into the output arrays. Time and memory grow linearly with the
 number of measurements (plus the output, N x sum of group widths); input ordered by
-stay, as EHR extracts usually are, keeps the aggregation cache-friendly (`experiments/bench.py`, section "featurize").
+stay, as EHR extracts usually are, keeps the aggregation cache-friendly
+(`experiments/bench.py`, section "featurize").
 """
 
 from __future__ import annotations
