@@ -218,11 +218,7 @@ def tested_candidate(delta_TxIxJ: np.ndarray, se_TxIxJ: np.ndarray | None,
   "min" and "one_se": c* = argmin D; "lcb": the λ > 0 candidate with the smallest
   D + z·se (the largest lower confidence bound on the improvement). bound_T is
   D + z·se of that candidate (D for "min"; +inf where an "lcb" grid has no λ > 0).
-  After the rule, `rectifier.fit` applies the AUROC guard (`auroc_kept`, on by default):
-a task's correction is dropped when its cross-fitted rectified predictions rank the
-fitting rows worse than the raw ones.
-
-Exact ties go to the most conservative candidate (`conservative_order`).
+  Exact ties go to the most conservative candidate (`conservative_order`).
   """
   if rule not in RULES:
     raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
