@@ -6,11 +6,21 @@ JAX_COMPILATION_CACHE_DIR): many tests train the same tiny configurations, and c
 the train step dominates their time on CPU. The cache lives in the session's temporary
 directory (one per worker under `pytest -n N`), so every session starts cold and
 nothing leaks between sessions.
+
+The tests' programs are compiled at LLVM optimisation level 1 instead of 2
+(`--xla_backend_optimization_level=1`, set here before JAX starts and inherited by the
+subprocesses): the same HLO, the same fusions and, without fast-math, the same
+floating-point results, but the train step compiles about 1.5x faster, and the suite is
+mostly compilation. Users' runs keep XLA's default.
 """
 
 import os
 
 import pytest
+
+TEST_XLA_FLAG = "--xla_backend_optimization_level=1"
+if TEST_XLA_FLAG not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAG}".strip()
 
 
 @pytest.fixture(scope="session", autouse=True)

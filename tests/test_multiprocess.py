@@ -21,7 +21,8 @@ ARGS = ["--config=synthetic:tiny", "--config.train.epochs=2", "--config.eval.plo
 
 def _env(n_devices):
   return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}")
+              XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "    # keeps conftest's flag
+                        f"--xla_force_host_platform_device_count={n_devices}")
 
 
 def _free_port():
