@@ -9,9 +9,10 @@ nothing leaks between sessions.
 
 The tests' programs are compiled at LLVM optimisation level 1 instead of 2
 (`--xla_backend_optimization_level=1`, set here before JAX starts and inherited by the
-subprocesses): the same HLO and fusions, results within float32 rounding of the default's (a tiny run's
-probabilities at most 1.2e-7 apart), and the train step compiles about 1.5x faster; the
-suite is mostly compilation. Users' runs keep XLA's default.
+subprocesses): the same HLO and fusions, results within float32 rounding of the
+default's (a tiny run's probabilities at most 1.2e-7 apart), and the train step
+compiles about 1.5x faster; the suite is mostly compilation. Users' runs keep XLA's
+default.
 """
 
 import os
