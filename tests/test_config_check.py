@@ -54,8 +54,26 @@ def _set(config, field, value):
 
 def test_every_rule_has_a_bad_value_and_the_defaults_pass():
   assert set(BAD) == set(RULES)
-  for preset in ("", "tiny"):
+  for preset in ("", "tiny", "untuned"):
     check_config(synthetic.get_config(preset))
+
+
+def test_synthetic_ships_its_tuned_settings_and_untuned_restores_the_base_ones():
+  from experiments.configs.base import get_base_config
+  base, tuned = get_base_config(), synthetic.get_config()
+  untuned, tiny = synthetic.get_config("untuned"), synthetic.get_config("tiny")
+  read = lambda c, field: c[field.split(".")[0]][field.split(".")[1]]
+  assert len(synthetic.TUNED_FIELDS) == 15
+  for field in synthetic.TUNED_FIELDS:
+    assert read(untuned, field) == read(base, field), field
+    assert read(tuned, field) != read(base, field), field       # the search moved it
+    if field not in ("model.dim", "train.lr"):                  # tiny's own choices
+      assert read(tiny, field) == read(base, field), field
+  # Outside the tuned fields the presets leave the config alone.
+  assert untuned.data.to_dict() | {"preprocess": None} == tuned.data.to_dict() | {
+      "preprocess": None}
+  assert (tuned.model.dim, tuned.model.n_layers, tuned.model.num_embedding) == (
+      256, 2, "periodic")
 
 
 @pytest.mark.parametrize("field", sorted(BAD))
