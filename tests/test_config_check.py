@@ -63,8 +63,8 @@ def test_synthetic_ships_its_tuned_settings_and_untuned_restores_the_base_ones()
   base, tuned = get_base_config(), synthetic.get_config()
   untuned, tiny = synthetic.get_config("untuned"), synthetic.get_config("tiny")
   read = lambda c, field: c[field.split(".")[0]][field.split(".")[1]]
-  assert len(synthetic.TUNED_FIELDS) == 15
-  for field in synthetic.TUNED_FIELDS:
+  assert len(synthetic.TUNED) == 15
+  for field in synthetic.TUNED:
     assert read(untuned, field) == read(base, field), field
     assert read(tuned, field) != read(base, field), field       # the search moved it
     if field not in ("model.dim", "train.lr"):                  # tiny's own choices
