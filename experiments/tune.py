@@ -46,6 +46,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from experiments.configs import CONFIG_DIR, available_configs, cli
+from experiments.configs.base import get_field, set_fields
 
 KINDS = ("float", "int", "categorical")
 # Settings of every trial that leave the objective unchanged (evaluation extras).
@@ -77,21 +78,8 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
 # ----------------------------------------------------------------------------- config
 
 
-def get_field(config: ml_collections.ConfigDict, field: str) -> Any:
-  node = config
-  for key in field.split("."):
-    if not isinstance(node, ml_collections.ConfigDict) or key not in node:
-      raise KeyError(field)
-    node = node[key]
-  return node
-
-
 def set_field(config: ml_collections.ConfigDict, field: str, value: Any) -> None:
-  *parents, key = field.split(".")
-  node = config
-  for p in parents:
-    node = node[p]
-  node[key] = value
+  set_fields(config, {field: value})
 
 
 def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:

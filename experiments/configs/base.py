@@ -1,9 +1,9 @@
 """Defaults shared by every config (the choices behind them: docs/design.md, "Choices the
-paper leaves open"), the `tiny` smoke-run settings and the preset lookup. Not a runnable
-config itself."""
+paper leaves open"), the `tiny` smoke-run settings, the preset lookup and dotted-field
+access ("model.dim"). Not a runnable config itself."""
 
 import os
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import ml_collections
 
@@ -122,6 +122,26 @@ def apply_preset(c: ml_collections.ConfigDict, name: str, arg: str,
                        f"{', '.join(repr(k) for k in presets)}){hint}")
     presets[arg](c)
   return c
+
+
+def get_field(config: ml_collections.ConfigDict, field: str) -> Any:
+  """The value of a dotted field ("model.dim"); KeyError(field) if it does not exist."""
+  node = config
+  for key in field.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+      raise KeyError(field)
+    node = node[key]
+  return node
+
+
+def set_fields(config: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
+  """Sets dotted fields ("model.dim": 64, ...): a config's tuned settings, a trial's."""
+  for field, value in values.items():
+    *parents, key = field.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[key] = value
 
 
 def tiny(c: ml_collections.ConfigDict) -> None:

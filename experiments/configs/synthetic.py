@@ -31,8 +31,10 @@ so its AUROC is noise (seed 0: test mean 0.52); it checks the pipeline, not the 
 from experiments.configs.base import (
   apply_preset,
   get_base_config,
+  get_field,
   neural_search_space,
   search_space,
+  set_fields,
 )
 
 
@@ -75,18 +77,14 @@ TUNED = {
 
 def tuned(c) -> None:
   """Sets the `TUNED` fields."""
-  for field, value in TUNED.items():
-    group, key = field.split(".")
-    c[group][key] = value
+  set_fields(c, TUNED)
 
 
 def _untuned(c) -> None:
   """The hand-set base defaults of the `TUNED` fields (D = 128, one layer, no numerical
   embedding, standard scaling): about 3x faster, 0.002 lower test AUROC."""
   base = get_base_config()
-  for field in TUNED:
-    group, key = field.split(".")
-    c[group][key] = base[group][key]
+  set_fields(c, {field: get_field(base, field) for field in TUNED})
 
 
 def _tiny(c) -> None:
