@@ -81,7 +81,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.use_reconstruction": boolean(),
     "model.use_contrastive": boolean(),
     "model.miss_head": one_of("bce", "pattern"),
-    "model.num_embedding": one_of("none", "ple", "periodic"),
+    "model.num_embedding": one_of("none", "ple", "ple_tree", "periodic"),
     "model.num_bins": integer(1),
     "model.num_embedding_dim": integer(1),
     "model.frequency_scale": number(0.0, low_open=True),

@@ -11,6 +11,9 @@ feature, which the modality encoder flattens into its MLP (`layers.EmbeddedMLPBl
   and ReLU. Bin t of a feature with edges b_0 < ... < b_T encodes
   (x - b_{t-1}) / (b_t - b_{t-1}) clipped to [0, 1], except that the first bin is not
   clipped below and the last not above (linear extrapolation).
+* The same module with target-aware bins (`model.num_embedding="ple_tree"`, PLE-T):
+  edges from one-feature regression trees on the training labels
+  (`data.quantiles.tree_bin_edges`).
 * `Periodic` (`model.num_embedding="periodic"`, PLR(lite)): cos and sin of 2π c x with
   N_FREQUENCIES trainable frequencies c per feature (initialised N(0, σ²) truncated at
   3σ, σ = `model.frequency_scale`), then one linear layer shared by the modality's
@@ -35,7 +38,7 @@ from crl_mmnar_jax.layers import Constant
 
 Array = jax.Array
 
-KINDS = ("none", "ple", "periodic")
+KINDS = ("none", "ple", "ple_tree", "periodic")
 N_FREQUENCIES = 48   # PLR(lite)'s frequencies per feature (the published default)
 
 
@@ -52,7 +55,7 @@ class EmbeddingSpec:
   def __post_init__(self):
     if self.kind not in KINDS[1:]:
       raise ValueError(f"embedding kind must be one of {KINDS[1:]}, got {self.kind!r}")
-    if self.kind == "ple" and self.bins is None:
+    if self.kind in ("ple", "ple_tree") and self.bins is None:
       raise ValueError("the piecewise-linear embedding needs bin edges (data.standardize "
                        "with num_bins > 0)")
 
@@ -86,10 +89,10 @@ def spec_from_config(model_cfg, stats=None, modality_names: Sequence[str] = ()
   if kind == "none":
     return None
   bins = None
-  if kind == "ple":
+  if kind in ("ple", "ple_tree"):
     missing = [n for n in modality_names if "bin_edges" not in (stats or {}).get(n, {})]
     if missing or not modality_names:
-      raise ValueError("model.num_embedding='ple' needs the bin edges of data.standardize "
+      raise ValueError(f"model.num_embedding={kind!r} needs the bin edges of data.standardize "
                        "(standardize(..., num_bins=model.num_bins))")
     bins = tuple((stats[n]["bin_edges"], stats[n]["n_bins"]) for n in modality_names)
   return EmbeddingSpec(kind, int(model_cfg.get("num_embedding_dim", 16)),

@@ -105,6 +105,64 @@ def test_bin_edges_come_from_observed_training_rows_only(preprocess):
                          stats[c.modality_names[0]]["bin_edges"])
 
 
+def test_tree_bin_edges_match_a_best_first_regression_tree():
+  """Oracle: scikit-learn's best-first tree (max_leaf_nodes) on each column alone."""
+  from sklearn.tree import DecisionTreeRegressor
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(600, 3))
+  y = np.sin(2 * x[:, :1]) + 0.5 * (x[:, 1:2] > 0.4) + 0.1 * rng.normal(size=(600, 1))
+  for n_bins, min_leaf in [(6, 20), (12, 5), (2, 50)]:
+    edges, counts = quantiles.tree_bin_edges(x, y, n_bins, min_leaf)
+    for j in range(3):
+      tree = DecisionTreeRegressor(max_leaf_nodes=n_bins, min_samples_leaf=min_leaf,
+                                   random_state=0).fit(x[:, j:j + 1], y[:, 0])
+      cuts = tree.tree_.threshold[tree.tree_.feature >= 0]
+      want = np.unique(np.concatenate([[x[:, j].min()], cuts, [x[:, j].max()]]))
+      np.testing.assert_allclose(edges[j, :counts[j] + 1], want, rtol=1e-6)
+      assert counts[j] == min(n_bins, len(want) - 1)
+
+
+def test_tree_bin_edges_find_a_step_and_stop_when_nothing_is_left_to_gain():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2000, 2))
+  x[rng.random(2000) < 0.2, 1] = np.nan                 # not measured: left out
+  y = ((x[:, :1] > 0.3) | (x[:, :1] < -1.2)).astype(np.float64)
+  y2 = np.concatenate([y, np.full_like(y, np.nan)], 1)  # a task with no label: no effect
+  edges, counts = quantiles.tree_bin_edges(x, y2, 8, 20)
+  assert counts[0] == 3                                 # pure leaves: no further split
+  cuts = edges[0, 1:3]
+  assert np.all(np.abs(cuts - [-1.2, 0.3]) < 0.02), cuts
+  assert np.isfinite(edges).all()
+  # No labels at all: one bin [min, max].
+  _, counts = quantiles.tree_bin_edges(x, np.full((2000, 1), np.nan), 8, 20)
+  np.testing.assert_array_equal(counts, [1, 1])
+
+
+def test_target_aware_bin_edges_read_training_rows_only():
+  c, train, other = _cohort()
+  _, stats = standardize(c, train, num_bins=8, target_bins=True)
+  # Changing every validation and test value and label changes no edge ...
+  rng = np.random.default_rng(1)
+  held = np.isin(np.arange(c.n), other)
+  feats = tuple(np.where(held[:, None] & c.present[:, [m]], rng.normal(50.0, 30.0, f.shape),
+                         f).astype(np.float32) for m, f in enumerate(c.features))
+  labels = np.where(held[:, None], 1.0 - np.nan_to_num(c.labels), c.labels)
+  _, stats2 = standardize(dataclasses.replace(c, features=feats, labels=labels), train,
+                          num_bins=8, target_bins=True)
+  for name in c.modality_names:
+    np.testing.assert_array_equal(stats2[name]["bin_edges"], stats[name]["bin_edges"])
+  # ... while flipping the training labels does (the test can fail), and the edges
+  # differ from the quantile edges.
+  labels = np.where(held[:, None], c.labels, 1.0 - np.nan_to_num(c.labels))
+  labels[::3] = 0.0
+  _, stats3 = standardize(dataclasses.replace(c, labels=labels), train, num_bins=8,
+                          target_bins=True)
+  _, quant = standardize(c, train, num_bins=8)
+  name = c.modality_names[0]
+  assert not np.array_equal(stats3[name]["bin_edges"], stats[name]["bin_edges"])
+  assert not np.array_equal(quant[name]["bin_edges"], stats[name]["bin_edges"])
+
+
 def test_periodic_shape_finiteness_and_gradient_to_frequencies():
   module = Periodic(5, 8, 0.1, rngs=nnx.Rngs(0))
   x = jnp.asarray(np.random.default_rng(0).normal(size=(7, 5)) * [1, 10, 100, 1e3, 1e4],
@@ -214,18 +272,23 @@ def test_every_neural_method_builds_with_an_embedding_and_ignores_missing_inputs
 
 
 @pytest.mark.parametrize("kind,preprocess", [("ple", "quantile_normal"),
+                                             ("ple_tree", "standard"),
                                              ("periodic", "standard")])
 def test_jitted_training_step_runs_with_each_option_and_moves_the_embedding(kind, preprocess):
+  from crl_mmnar_jax.data.standardize import options
   from crl_mmnar_jax.train import mesh as mesh_lib
   from crl_mmnar_jax.train import optim, step
   c = make_synthetic(96, seed=3).cohort
   rows = np.arange(c.n)
-  std, stats = standardize(c, rows[:64], preprocess=preprocess, num_bins=6)
-  data = methods.MethodData(std, rows[:64], rows[64:], stats)
   config = synthetic.get_config("tiny")
   config.model.update(dim=16, n_heads=2, proj_dim=8, num_embedding=kind, num_bins=6,
                       num_embedding_dim=4)
   config.data.preprocess = preprocess
+  opts = options(config)            # what train_and_evaluate passes to standardize
+  assert (opts["num_bins"], opts["target_bins"]) == (
+      (0, False) if kind == "periodic" else (6, kind == "ple_tree"))
+  std, stats = standardize(c, rows[:64], **opts)
+  data = methods.MethodData(std, rows[:64], rows[64:], stats)
   method = methods.get_method("crl_mmnar")
   mesh = mesh_lib.make_mesh()
   graphdef, state = step.init_state(lambda r: method.build(config, data, r),

@@ -11,7 +11,9 @@ Three users, all fitted on the OBSERVED TRAINING rows of a modality only:
   quantiles (averaged with the interpolation from above so that tied quantiles map to
   the middle of their range), then the normal quantile function, clipped at 1e-7;
 * `bin_edges`: quantile bin edges for the piecewise-linear encoding
-  (`model.num_embedding="ple"`, Gorishniy et al., NeurIPS 2022).
+  (`model.num_embedding="ple"`, Gorishniy et al., NeurIPS 2022);
+* `tree_bin_edges`: target-aware edges for it (`"ple_tree"`, the paper's PLE-T): the
+  thresholds of a one-feature regression tree on the training rows' labels.
 
 `training_values` gathers the values these are fitted on: the observed training rows of
 one modality, at most `MAX_ROWS` of them (a sample that depends on the patient ids and
@@ -33,15 +35,22 @@ IQR_TO_SD = 1.3489795     # the IQR of N(0, 1)
 TAIL_TO_SD = 4.6526957    # q99 - q01 of N(0, 1)
 
 
-def training_values(cohort: Cohort, m: int, train_rows: np.ndarray) -> np.ndarray:
-  """(n, d_m) float64 values of modality `m` on its observed training rows (NaN where not
-  measured), at most `MAX_ROWS` rows; collective when the features are sharded."""
+def training_rows(cohort: Cohort, m: int, train_rows: np.ndarray) -> np.ndarray:
+  """The rows `training_values` reads: modality `m`'s observed training rows, at most
+  `MAX_ROWS` of them (sorted)."""
   rows = np.asarray(train_rows)
   rows = np.sort(rows[cohort.present[rows, m]])
   if len(rows) > MAX_ROWS:
     order = np.argsort(cohort.patient_id[rows], kind="stable")   # independent of row order
     pick = np.random.default_rng(0).permutation(len(rows))[:MAX_ROWS]
     rows = np.sort(rows[order[pick]])
+  return rows
+
+
+def training_values(cohort: Cohort, m: int, train_rows: np.ndarray) -> np.ndarray:
+  """(n, d_m) float64 values of modality `m` on its observed training rows (NaN where not
+  measured), at most `MAX_ROWS` rows; collective when the features are sharded."""
+  rows = training_rows(cohort, m, train_rows)
   return shards.gather_rows(cohort.features[m], rows).astype(np.float64)
 
 
@@ -145,3 +154,71 @@ def bin_edges(values_NxD: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarr
     edges[j, len(e):] = e[-1]
     counts[j] = len(e) - 1
   return edges, counts
+
+
+def tree_bin_edges(values_NxD: np.ndarray, labels_NxT: np.ndarray, n_bins: int,
+                   min_leaf: int) -> tuple[np.ndarray, np.ndarray]:
+  """Target-aware bin edges (PLE-T): per column, the split thresholds of a best-first
+  regression tree on that column alone with at most `n_bins` leaves of at least
+  `min_leaf` rows, fitted to the labels (squared error summed over tasks; a NaN label
+  counts for no task), plus the column's minimum and maximum.
+
+  Rows whose value is not finite are left out. A split lies halfway between two adjacent
+  distinct values and is taken only if it lowers the error. The output has
+  `bin_edges`' layout (edges_DxE, n_bins_D), E = n_bins + 1; a column with fewer than
+  two distinct values, or no useful split, gets `bin_edges`' single bin.
+  """
+  d = values_NxD.shape[1]
+  labels_NxT = np.asarray(labels_NxT, np.float64).reshape(len(values_NxD), -1)
+  edges = np.zeros((d, n_bins + 1), np.float64)
+  counts = np.ones(d, np.int64)
+  for j in range(d):
+    col = values_NxD[:, j]
+    ok = np.isfinite(col)
+    e = _tree_edges(col[ok], labels_NxT[ok], n_bins, max(int(min_leaf), 1))
+    if len(e) < 2:
+      e = np.array([e[0], e[0] + 1.0]) if len(e) else np.array([0.0, 1.0])
+    edges[j, :len(e)] = e
+    edges[j, len(e):] = e[-1]
+    counts[j] = len(e) - 1
+  return edges, counts
+
+
+def _tree_edges(x_N: np.ndarray, y_NxT: np.ndarray, n_bins: int, min_leaf: int) -> np.ndarray:
+  """Sorted edges [min, thresholds..., max] of one column (see `tree_bin_edges`)."""
+  if len(x_N) == 0:
+    return np.zeros(0)
+  order = np.argsort(x_N, kind="stable")
+  x_N, y_NxT = x_N[order], y_NxT[order]
+  has_NxT = ~np.isnan(y_NxT)
+  zero = np.zeros((1, y_NxT.shape[1]))
+  s_N1xT = np.concatenate([zero, np.cumsum(np.where(has_NxT, y_NxT, 0.0), 0)])
+  q_N1xT = np.concatenate([zero, np.cumsum(np.where(has_NxT, y_NxT ** 2, 0.0), 0)])
+  c_N1xT = np.concatenate([zero, np.cumsum(has_NxT, 0)])
+
+  def sse(a, b):                     # squared error around the mean of rows [a, b)
+    s, q, c = s_N1xT[b] - s_N1xT[a], q_N1xT[b] - q_N1xT[a], c_N1xT[b] - c_N1xT[a]
+    return (q - s * s / np.maximum(c, 1)).sum(-1)
+
+  def best_split(a: int, b: int) -> tuple[float, int]:
+    i = np.arange(a + min_leaf, b - min_leaf + 1)
+    i = i[x_N[i - 1] < x_N[np.minimum(i, len(x_N) - 1)]] if len(i) else i
+    if not len(i):
+      return 0.0, -1
+    gain = sse(a, b) - sse(a, i) - sse(i, b)
+    k = int(np.argmax(gain))
+    return float(gain[k]), int(i[k])
+
+  leaves, cuts = [(0, len(x_N))], []
+  candidates = {leaf: best_split(*leaf) for leaf in leaves}
+  while len(leaves) < n_bins:
+    leaf = max(leaves, key=lambda lf: candidates[lf][0])
+    gain, i = candidates[leaf]
+    if i < 0 or gain <= 1e-12:
+      break
+    leaves.remove(leaf)
+    cuts.append(0.5 * (x_N[i - 1] + x_N[i]))
+    for child in ((leaf[0], i), (i, leaf[1])):
+      leaves.append(child)
+      candidates[child] = best_split(*child)
+  return np.unique(np.concatenate([[x_N[0]], cuts, [x_N[-1]]]))

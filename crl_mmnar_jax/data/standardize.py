@@ -17,12 +17,21 @@ EXTREME_FACTOR = 1e3   # a cell beyond median ± this · robust sd (training) is
 
 def options(config: Any) -> dict[str, Any]:
   """`standardize`'s keyword arguments from a run config (`data.preprocess`,
-  `data.extreme_factor`; `model.num_bins` when `model.num_embedding="ple"`)."""
+  `data.extreme_factor`; `model.num_bins` when `model.num_embedding` is "ple" or
+  "ple_tree", the latter with target-aware bins)."""
   data, model = config.data, config.model
-  ple = str(model.get("num_embedding", "none")) == "ple"
+  kind = str(model.get("num_embedding", "none"))
+  ple = kind in ("ple", "ple_tree")
   return {"preprocess": str(data.get("preprocess", "standard")),
           "extreme_factor": float(data.get("extreme_factor", EXTREME_FACTOR)),
-          "num_bins": int(model.get("num_bins", 0)) if ple else 0}
+          "num_bins": int(model.get("num_bins", 0)) if ple else 0,
+          "target_bins": kind == "ple_tree"}
+
+
+def tree_min_leaf(n_rows: int, num_bins: int) -> int:
+  """Target-aware bins' smallest leaf: half a quantile bin's rows, at least 8, so that a
+  bin's mean label rests on enough patients."""
+  return max(8, n_rows // (2 * max(num_bins, 1)))
 
 
 def column_name(cohort: Cohort, m: int, j: int) -> str:
@@ -32,7 +41,7 @@ def column_name(cohort: Cohort, m: int, j: int) -> str:
 
 def standardize(cohort: Cohort, train_rows: np.ndarray, layout: shards.Layout | None = None,
                 *, preprocess: str = "standard", extreme_factor: float = EXTREME_FACTOR,
-                num_bins: int = 0) -> tuple[Cohort, dict]:
+                num_bins: int = 0, target_bins: bool = False) -> tuple[Cohort, dict]:
   """Z-scores every feature with mean/sd over the OBSERVED training rows of its modality
   and imputes NaN ("not measured" inside an observed row) with the training mean (0).
 
@@ -57,7 +66,10 @@ def standardize(cohort: Cohort, train_rows: np.ndarray, layout: shards.Layout | 
   arrays of shape (d_m,)); with "quantile_normal" its training `quantiles` (Q, d_m)
   (`predictor.apply_preprocessing` replays the transform from these); with `num_bins` >
   0 also the piecewise-linear encoding's `bin_edges` (d_m, num_bins + 1) and `n_bins`
-  (d_m,) of the transformed measured training values (`quantiles.bin_edges`).
+  (d_m,) of the transformed measured training values: their quantiles
+  (`quantiles.bin_edges`) or, with `target_bins`, the thresholds of one-feature trees
+  fitted to the same training rows' labels (`quantiles.tree_bin_edges`, leaves of at
+  least `tree_min_leaf` rows). Validation and test rows never inform an edge.
 
   With a sharded `layout` the sums are taken per shard, then over shards in order
   (`Layout.sum_per_shard`), and the quantiles on the same gathered sample of training rows
@@ -123,7 +135,11 @@ def standardize(cohort: Cohort, train_rows: np.ndarray, layout: shards.Layout | 
                    "low": low_D, "high": high_D}      # the extreme bounds (`clean`)
     if preprocess == "quantile_normal":
       stats[name]["quantiles"] = q_QxD
-    if num_bins > 0:
+    if num_bins > 0 and target_bins:
+      labels = cohort.labels[quantiles.training_rows(cohort, m, train_rows)]
+      stats[name]["bin_edges"], stats[name]["n_bins"] = quantiles.tree_bin_edges(
+          fitted(clean(sample)), labels, num_bins, tree_min_leaf(len(sample), num_bins))
+    elif num_bins > 0:
       stats[name]["bin_edges"], stats[name]["n_bins"] = quantiles.bin_edges(
           fitted(clean(sample)), num_bins)
   if flagged:

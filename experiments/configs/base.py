@@ -37,8 +37,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.use_reconstruction = True
   c.model.use_contrastive = True
   c.model.miss_head = "bce"
-  c.model.num_embedding = "none"  # numerical feature embeddings: "ple" or "periodic"
-  c.model.num_bins = 48           # PLE: quantile bins per feature (training rows)
+  c.model.num_embedding = "none"  # numerical feature embeddings: "ple", "ple_tree", "periodic"
+  c.model.num_bins = 48           # PLE: bins per feature at most (training rows)
   c.model.num_embedding_dim = 16  # width of each feature's embedding
   c.model.frequency_scale = 0.1   # periodic: sd of the initial frequencies
 
