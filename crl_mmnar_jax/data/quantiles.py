@@ -1,6 +1,6 @@
 """Per-feature quantiles of the observed training values (numpy only).
 
-Three users, all fitted on the OBSERVED TRAINING rows of a modality only:
+Four users, all fitted on the OBSERVED TRAINING rows of a modality only:
 
 * `robust_bounds`: median ± factor · robust sd, beyond which `data.standardize` treats a
   cell as not measured (a 1e30 sentinel must not collapse a feature for every patient);
