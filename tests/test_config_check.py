@@ -60,9 +60,9 @@ def test_every_rule_has_a_bad_value_and_the_defaults_pass():
 
 def test_synthetic_ships_its_tuned_settings_and_untuned_restores_the_base_ones():
   from experiments.configs.base import get_base_config
+  from experiments.configs.base import get_field as read
   base, tuned = get_base_config(), synthetic.get_config()
   untuned, tiny = synthetic.get_config("untuned"), synthetic.get_config("tiny")
-  read = lambda c, field: c[field.split(".")[0]][field.split(".")[1]]
   assert len(synthetic.TUNED) == 15
   for field in synthetic.TUNED:
     assert read(untuned, field) == read(base, field), field

@@ -15,9 +15,10 @@ Four users, all fitted on the OBSERVED TRAINING rows of a modality only:
 * `tree_bin_edges`: target-aware edges for it (`"ple_tree"`, the paper's PLE-T): the
   thresholds of a one-feature regression tree on the training rows' labels.
 
-`training_values` gathers the values these are fitted on: the observed training rows of
-one modality, at most `MAX_ROWS` of them (a sample that depends on the patient ids and
-the rows only, so one process and several shards fit the same statistics).
+`training_rows` picks the rows these are fitted on, the observed training rows of one
+modality, at most `MAX_ROWS` of them (a sample that depends on the patient ids and the
+rows only, so one process and several shards fit the same statistics), and
+`training_values` gathers their values.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ TAIL_TO_SD = 4.6526957    # q99 - q01 of N(0, 1)
 
 
 def training_rows(cohort: Cohort, m: int, train_rows: np.ndarray) -> np.ndarray:
-  """The rows `training_values` reads: modality `m`'s observed training rows, at most
-  `MAX_ROWS` of them (sorted)."""
+  """The rows the fits read: modality `m`'s observed training rows, at most `MAX_ROWS`
+  of them (sorted)."""
   rows = np.asarray(train_rows)
   rows = np.sort(rows[cohort.present[rows, m]])
   if len(rows) > MAX_ROWS:
@@ -47,11 +48,10 @@ def training_rows(cohort: Cohort, m: int, train_rows: np.ndarray) -> np.ndarray:
   return rows
 
 
-def training_values(cohort: Cohort, m: int, train_rows: np.ndarray) -> np.ndarray:
-  """(n, d_m) float64 values of modality `m` on its observed training rows (NaN where not
-  measured), at most `MAX_ROWS` rows; collective when the features are sharded."""
-  rows = training_rows(cohort, m, train_rows)
-  return shards.gather_rows(cohort.features[m], rows).astype(np.float64)
+def training_values(cohort: Cohort, m: int, fit_rows: np.ndarray) -> np.ndarray:
+  """(n, d_m) float64 values of modality `m` on `fit_rows` (`training_rows`; NaN where
+  not measured); collective when the features are sharded."""
+  return shards.gather_rows(cohort.features[m], fit_rows).astype(np.float64)
 
 
 def _nanquantile(values_NxD: np.ndarray, q: np.ndarray, fill: float) -> np.ndarray:

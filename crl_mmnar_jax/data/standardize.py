@@ -82,7 +82,8 @@ def standardize(cohort: Cohort, train_rows: np.ndarray, layout: shards.Layout | 
   all_rows = np.arange(cohort.n)
   feats, stats, flagged = [], {}, []
   for m, (name, x) in enumerate(zip(cohort.modality_names, cohort.features)):
-    sample = quantiles.training_values(cohort, m, train_rows)       # collective if sharded
+    fit_rows = quantiles.training_rows(cohort, m, train_rows)
+    sample = quantiles.training_values(cohort, m, fit_rows)         # collective if sharded
     low_D, high_D = quantiles.robust_bounds(sample, extreme_factor)
 
     def clean(v: np.ndarray) -> np.ndarray:         # extreme or non-finite -> not measured
@@ -136,9 +137,9 @@ def standardize(cohort: Cohort, train_rows: np.ndarray, layout: shards.Layout | 
     if preprocess == "quantile_normal":
       stats[name]["quantiles"] = q_QxD
     if num_bins > 0 and target_bins:
-      labels = cohort.labels[quantiles.training_rows(cohort, m, train_rows)]
       stats[name]["bin_edges"], stats[name]["n_bins"] = quantiles.tree_bin_edges(
-          fitted(clean(sample)), labels, num_bins, tree_min_leaf(len(sample), num_bins))
+          fitted(clean(sample)), cohort.labels[fit_rows], num_bins,
+          tree_min_leaf(len(sample), num_bins))
     elif num_bins > 0:
       stats[name]["bin_edges"], stats[name]["n_bins"] = quantiles.bin_edges(
           fitted(clean(sample)), num_bins)
