@@ -11,12 +11,14 @@ training rows. Then:
 * a test patient's probability is the mean of the K members' probabilities.
 
 Member k's seed is `seed * K + k` (distinct members, the same for a rerun); its
-checkpoints and metrics live in `WORKDIR/members/k/`. The members of a neural method
-train together, in one `jax.vmap`ped step (`train/stacked.py`, checkpointed in
-`WORKDIR/members/stacked/`); they train one after the other when they cannot
-(`stacked.why_not_stacked`), and a direct method's members are always fitted one after
-the other. Either way a killed run resumes where it was, and the K prepared
-(standardised) cohorts are held in memory together.
+metrics and preprocessing live in `WORKDIR/members/k/`. This module plans the members
+and combines their predictions; `fitting.py` trains them. The members of a neural method
+train together through the one training loop (`train/loop.py`), their states stacked
+in one `jax.vmap`ped step and checkpointed in `WORKDIR/members/stacked/`; members whose
+models differ in structure train in groups of one structure (`train.members`), and a
+direct method's members are fitted one after the other. Either way a killed run
+resumes where it was, and the K prepared (standardised) cohorts are held in memory
+together.
 """
 
 from __future__ import annotations
@@ -33,9 +35,6 @@ from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data import splits as splits_lib
 from crl_mmnar_jax.data.errors import DataError
 
-FitFn = Callable[..., tuple[dict[str, np.ndarray], dict]]
-
-
 @dataclasses.dataclass(frozen=True)
 class MemberPlan:
   """Member `fold`: its config (seed set), standardised cohort, rows and folder."""
@@ -46,9 +45,6 @@ class MemberPlan:
   train: np.ndarray
   held: np.ndarray
   workdir: str
-
-
-TogetherFn = Callable[[list[MemberPlan], int], "bool | None"]
 
 
 def member_folds(config: ml_collections.ConfigDict, cohort: Cohort,
@@ -70,30 +66,15 @@ def member_folds(config: ml_collections.ConfigDict, cohort: Cohort,
   return fold
 
 
-def fit_members(config: ml_collections.ConfigDict, cohort: Cohort,
-                nontest_rows: np.ndarray, test_rows: np.ndarray, workdir: str,
-                fit_member: FitFn,
-                prepare: Callable[[Cohort, np.ndarray], tuple[Cohort, dict]],
-                log: Callable[[str], None],
-                train_together: TogetherFn | None = None,
-                ) -> tuple[dict[str, np.ndarray], dict, np.ndarray]:
-  """Trains the K members; returns ({"val": OOF probs of `nontest_rows`, "test": mean
-  probs of `test_rows`}, the training record, the fold of each non-test row).
-
-  `fit_member(member_config, standardised_cohort, stats, train_rows, val_rows,
-  {"val": ..., "test": ...}, member_workdir, schedule_steps_per_epoch)` trains one
-  member (or restores it once trained) and returns its (probabilities per row set,
-  training record), as `experiment.fit_and_predict` does; the schedule's steps per
-  epoch are the largest member's. `prepare(cohort, train_rows)` standardises with a
-  member's training rows only (`data.standardize.standardize`). `cohort` is the
-  unstandardised cohort with test labels hidden. `train_together(members)` (neural
-  methods: `train.stacked`) may first train all members in one vmapped step; it
-  returns whether they were resumed, or None when they must train one by one.
-  """
+def plan_members(config: ml_collections.ConfigDict, cohort: Cohort,
+                 nontest_rows: np.ndarray, workdir: str,
+                 prepare: Callable[[Cohort, np.ndarray], tuple[Cohort, dict]],
+                 log: Callable[[str], None]) -> tuple[list[MemberPlan], np.ndarray]:
+  """The K members' plans and the fold of each non-test row. `cohort` is the
+  unstandardised cohort with test labels hidden; `prepare(cohort, train_rows)`
+  standardises with a member's training rows only (`data.standardize.standardize`)."""
   k = int(config.train.cv_folds)
   fold = member_folds(config, cohort, nontest_rows)
-  oof = np.full((len(nontest_rows), cohort.n_tasks), np.nan, np.float32)
-  test_sum = np.zeros((len(test_rows), cohort.n_tasks), np.float64)
   plans = []
   for f in range(k):
     train, held = nontest_rows[fold != f], nontest_rows[fold == f]
@@ -103,26 +84,42 @@ def fit_members(config: ml_collections.ConfigDict, cohort: Cohort,
     member_dir = os.path.join(workdir, "members", str(f))
     if jax.process_index() == 0:
       os.makedirs(member_dir, exist_ok=True)
+    log(f"member {f + 1}/{k}: train {len(train)}, held out {len(held)}")
     plans.append(MemberPlan(f, member_config, member_cohort, stats, train, held, member_dir))
-  per_epoch = max(-(-len(p.train) // int(config.train.batch_size)) for p in plans)
-  together = None if train_together is None else train_together(plans, per_epoch)
+  return plans, fold
+
+
+def schedule_steps_per_epoch(config: ml_collections.ConfigDict,
+                             plans: list[MemberPlan]) -> int:
+  """The learning-rate schedule's steps per epoch shared by every member: the largest
+  member's, so that members training together share one schedule."""
+  return max(-(-len(p.train) // int(config.train.batch_size)) for p in plans)
+
+
+def combine(plans: list[MemberPlan], fold: np.ndarray, n_test: int,
+            outputs: list[tuple[dict[str, np.ndarray], dict]], stacked: bool
+            ) -> tuple[dict[str, np.ndarray], dict]:
+  """Each member's (probabilities {"val": its held-out fold, "test": test rows},
+  training record) -> ({"val": out-of-fold probabilities of the non-test rows, "test":
+  the members' mean}, the run's training record)."""
+  k = len(plans)
+  n_tasks = outputs[0][0]["test"].shape[1]
+  oof = np.full((len(fold), n_tasks), np.nan, np.float32)
+  test_sum = np.zeros((n_test, n_tasks), np.float64)
   members = []
-  for p in plans:
-    log(f"member {p.fold + 1}/{k}: train {len(p.train)}, held out {len(p.held)}")
-    probs, record = fit_member(p.config, p.cohort, p.stats, p.train, p.held,
-                               {"val": p.held, "test": test_rows}, p.workdir, per_epoch)
+  for p, (probs, record) in zip(plans, outputs):
     oof[fold == p.fold] = probs["val"]
     test_sum += probs["test"]
-    resumed = record.get("resumed") if together is None else together
     members.append({"fold": p.fold, "n_train": int(len(p.train)),
-                    "n_held_out": int(len(p.held)), "resumed": resumed,
-                    **{key: record.get(key) for key in
+                    "n_held_out": int(len(p.held)), "resumed": record["resumed"],
+                    "checkpoint": record.get("checkpoint"),
+                    **{key: record[key] for key in
                        ("best_epoch", "best_step", "best_val_mean_auroc")}})
-  record = {"kind": "cross_fitted", "cv_folds": k, "members": members,
-            "stacked": together is not None,
-            "model": record.get("model"), "devices": record.get("devices"),
+  last = outputs[-1][1]
+  record = {"kind": "cross_fitted", "cv_folds": k, "members": members, "stacked": stacked,
+            "model": last["model"], "devices": last["devices"],
             "best_epoch": None, "best_step": None, "history": [],
             "resumed": any(m["resumed"] for m in members),
             "best_val_mean_auroc": float(np.nanmean([m["best_val_mean_auroc"]
                                                      for m in members]))}
-  return {"val": oof, "test": (test_sum / k).astype(np.float32)}, record, fold
+  return {"val": oof, "test": (test_sum / k).astype(np.float32)}, record

@@ -111,10 +111,11 @@ def save_manifest(workdir: str, config: ml_collections.ConfigDict, cohort: Cohor
   run's training record, `experiment.fit_and_predict` or `fit_cross_fitted`)."""
   kind = str(training.get("kind"))
   if kind == "cross_fitted":
-    units = [{"dir": os.path.join("members", str(m["fold"])), "best_step": m.get("best_step")}
-             for m in training["members"]]
+    units = [{"dir": os.path.join("members", str(m["fold"])), "best_step": m["best_step"],
+              "checkpoint": m.get("checkpoint")} for m in training["members"]]
   else:
-    units = [{"dir": ".", "best_step": training.get("best_step")}]
+    units = [{"dir": ".", "best_step": training["best_step"],
+              "checkpoint": training.get("checkpoint")}]
   for u in units:          # where the model is: a checkpoint, a direct model, or nowhere
     direct = os.path.isfile(os.path.join(workdir, u["dir"], DIRECT_MODEL))
     u["model"] = ("checkpoint" if u["best_step"] is not None else
@@ -124,7 +125,7 @@ def save_manifest(workdir: str, config: ml_collections.ConfigDict, cohort: Cohor
       "format": FORMAT, "method": str(config.method), "kind": kind,
       "has_model": all(u["model"] is not None for u in units),
       "data_source": str(config.data.name),
-      "preprocess": str(config.data.get("preprocess", "standard")),
+      "preprocess": str(config.data.preprocess),
       "tasks": list(cohort.task_names),
       "modalities": [{"name": name, "dim": int(d),
                       "columns": None if not names else [str(c) for c in names[m]]}
@@ -312,13 +313,23 @@ def _gbt_unit(folder: str, arrays: dict[str, np.ndarray]) -> Unit:
   return Unit(folder, stats, arrays, predict_fn)
 
 
-def _restore_unit(config: ml_collections.ConfigDict, schema: Schema, folder: str,
-                  best_step: int | None, mesh: Any) -> Unit:
-  """Rebuilds the method's model with the saved statistics and restores its best
-  checkpoint (hash-checked by `train.checkpoint`)."""
+def _restore_unit(config: ml_collections.ConfigDict, schema: Schema, workdir: str,
+                  unit: Mapping[str, Any], mesh: Any) -> Unit:
+  """Rebuilds the method's model with the saved statistics of `unit["dir"]` and
+  restores its best state (hash-checked by `train.checkpoint`) from the checkpoints of
+  `unit["checkpoint"]`: a folder and the member's index among the `size` members
+  trained there together (`fitting.py`)."""
+  folder = os.path.join(workdir, unit["dir"])
+  where = unit.get("checkpoint") or {}
+  if "index" not in where:
+    raise WorkdirError(f"{os.path.join(workdir, MANIFEST)}: written by an earlier version "
+                       f"of crl_mmnar_jax (no checkpoint location); train again in a new "
+                       f"--workdir")
   from crl_mmnar_jax import methods as methods_lib
   from crl_mmnar_jax.train import step as step_lib
   from crl_mmnar_jax.train.checkpoint import Checkpoints
+  from crl_mmnar_jax.train.loop import RunState
+  from crl_mmnar_jax.train.members import MemberAxis
   from crl_mmnar_jax.train.optim import make_optimizer
   stats, n_train, seed = read_preprocessing(folder)
   method = methods_lib.get_method(str(config.method))
@@ -326,7 +337,7 @@ def _restore_unit(config: ml_collections.ConfigDict, schema: Schema, folder: str
   unit_config.seed = seed
   # A stand-in training set with the shapes the model is built from; the reference
   # patients (MUSE, M3Care) and fill values are restored from the checkpoint.
-  n = max(1, min(n_train, int(config.baseline.get("reference_size", 1))))
+  n = max(1, min(n_train, int(config.baseline.reference_size)))
   stand_in = Cohort(
       patient_id=np.arange(n), present=np.ones((n, len(schema.modalities)), bool),
       features=tuple(np.zeros((n, d), np.float32) for d in schema.dims),
@@ -335,18 +346,22 @@ def _restore_unit(config: ml_collections.ConfigDict, schema: Schema, folder: str
   data = methods_lib.MethodData(stand_in, np.arange(n), np.arange(n), stats)
   graphdef, state = step_lib.init_state(lambda rngs: method.build(unit_config, data, rngs),
                                         make_optimizer(unit_config, 1), seed, mesh)
-  ckpt = Checkpoints(folder, logging.warning)
+  axis = MemberAxis(int(where["size"]))
+  ckpt_dir = os.path.join(workdir, where["dir"])
+  ckpt = Checkpoints(ckpt_dir, logging.warning)
   try:
-    restored = ckpt.restore_best(state)
+    restored = ckpt.restore_best(axis.stack([state] * axis.k))
   finally:
     ckpt.close()
-  where = os.path.join(folder, "checkpoints", "best")
+  path = os.path.join(ckpt_dir, "checkpoints", "best")
   if restored is None:
-    raise WorkdirError(f"{where}: no checkpoint")
-  state, meta = restored
-  if best_step is not None and int(meta.get("step", -1)) != int(best_step):
-    raise WorkdirError(f"{where}: holds step {meta.get('step')}, the run's best was step "
-                       f"{best_step}; the workdir was changed after the run")
+    raise WorkdirError(f"{path}: no checkpoint")
+  run = RunState.from_json(restored[1], path)
+  state = axis.take(restored[0], int(where["index"]))
+  best_step = run.members[int(where["index"])].best_step
+  if best_step != int(unit["best_step"]):
+    raise WorkdirError(f"{path}: holds step {best_step}, the run's best was step "
+                       f"{unit['best_step']}; the workdir was changed after the run")
   predict_fn = step_lib.make_predict_fn(graphdef)
   return Unit(folder, stats, state, lambda state, cohort, bs: step_lib.predict(
       predict_fn, state, cohort, np.arange(cohort.n), bs, mesh))
@@ -455,7 +470,6 @@ def load(workdir: str | os.PathLike, *, mesh: Any = None) -> Predictor:
   if mesh is None:
     from crl_mmnar_jax.train import mesh as mesh_lib
     mesh = mesh_lib.make_mesh()
-  units = [_restore_unit(config, schema, os.path.join(workdir, u["dir"]), u["best_step"],
-                         mesh) if u["model"] == "checkpoint" else
+  units = [_restore_unit(config, schema, workdir, u, mesh) if u["model"] == "checkpoint" else
            _direct_unit(os.path.join(workdir, u["dir"])) for u in manifest["units"]]
   return Predictor(workdir, config, schema, str(manifest["preprocess"]), units, rect, mesh)

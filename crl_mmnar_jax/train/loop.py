@@ -1,24 +1,31 @@
-"""Training: one jit-compiled, donated train step; a resumable loop with early stopping.
+"""The training loop: K >= 1 members of one neural method, one jitted step, resumable.
 
-The loop never sees test patients: it gets a cohort and the rows to train and validate
-on. Everything that varies between steps is a pure function of (config, step): the
-epoch's data order (`shards.Layout.epoch_order`), the dropout key (`fold_in(key, step)`) and
-the annealed loss scales. Together with orbax checkpoints of the model, the optimizer
-and the position in the epoch, a run killed at any moment and rerun reproduces the
+A single run is K = 1; the cross-fitted members of `train.cv_folds=K` are K > 1 and
+train together, their states stacked on a member axis (`train/members.py`). Each member
+does exactly what its own run would: its own initialisation and dropout keys (its
+config's seed), its own standardised cohort, shuffled training rows and validation
+rows, its own early stopping on the mean validation AUROC. A member whose epoch has
+fewer batches, or that has stopped early, is masked out of the step. The learning-rate
+schedule's length is the largest member's for every member.
+
+The loop never sees test patients. Everything that varies between steps is a pure
+function of (config, step): the epoch's data order (`shards.Layout.epoch_order`), the
+dropout key (`fold_in(key, step)`) and the annealed loss scales. With orbax checkpoints
+of the state and of the typed run state (`RunState`: the position in the epoch, each
+member's early-stopping record), a run killed at any moment and rerun reproduces the
 uninterrupted run exactly (on CPU).
 
-What a run reports: one line per epoch through `log` (a live tqdm bar on top when stderr
-is a terminal), a line per epoch and every `train.log_every` steps in metrics.jsonl, and
-the same numbers as TensorBoard scalars with `train.tensorboard` (docs/outputs.md).
+What a run reports, per member: one line per epoch through `log` (a live tqdm bar on
+top when stderr is a terminal), a line per epoch and every `train.log_every` steps in
+its metrics.jsonl, and the same numbers as TensorBoard scalars with `train.tensorboard`
+(`train/records.py`, docs/outputs.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -26,415 +33,342 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 from flax import nnx
 
-from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax.data import shards
 from crl_mmnar_jax.train import mesh as mesh_lib
+from crl_mmnar_jax.train import records
 from crl_mmnar_jax.train.checkpoint import Checkpoints
+from crl_mmnar_jax.train.members import Member, MemberAxis
 from crl_mmnar_jax.train.optim import loss_scales, lr_schedule, make_optimizer
-from crl_mmnar_jax.train.step import init_state, make_predict_fn, make_step, predict, prefetched
+from crl_mmnar_jax.train.step import init_state, make_predict_fn, predict, prefetched
 from crl_mmnar_jax.workdir import StopRequest, WorkdirError, fault_point
 
 if TYPE_CHECKING:
-  from crl_mmnar_jax.methods import MethodData, NeuralMethod
+  from crl_mmnar_jax.methods import NeuralMethod
+
+RUN_STATE_FORMAT = 2     # the checkpoints' run state; 1 (no "format"): before one loop
 
 
 class NonFiniteLossError(RuntimeError):
   """The loss became NaN or Inf; the checkpoints saved before it are left intact."""
 
 
-def mean_auroc(labels_NxT: np.ndarray, probs_NxT: np.ndarray) -> float:
-  """Mean over tasks of the validation AUROC (the early-stopping criterion)."""
-  vals = []
-  for t in range(labels_NxT.shape[1]):
-    known = ~np.isnan(labels_NxT[:, t])
-    vals.append(metrics_lib.auroc(labels_NxT[known, t], probs_NxT[known, t]))
-  return float(np.nanmean(vals)) if not np.all(np.isnan(vals)) else float("nan")
+@dataclasses.dataclass
+class MemberProgress:
+  """One member's early-stopping record. Epochs are 0-based here, 1-based in logs."""
+  step: int = 0               # its optimizer steps so far
+  epochs: int = 0             # epochs it has trained
+  best_score: float = -1.0    # best mean validation AUROC
+  best_step: int = -1
+  best_epoch: int = -1
+  bad_epochs: int = 0         # joint epochs since the best
+  done: bool = False
+  history: list[dict] = dataclasses.field(default_factory=list)
 
 
-class MetricsWriter:
-  """metrics.jsonl, one JSON object per line, written by process 0 only (the fields:
-  docs/outputs.md). `fit` writes a `"kind": "step"` line every `train.log_every` steps
-  and a `"kind": "epoch"` line at the end of every epoch; epochs are numbered from 1.
+@dataclasses.dataclass
+class RunState:
+  """Where a run is, saved with every checkpoint as JSON (`to_json`, `from_json`)."""
+  config_hashes: list[str]
+  members: list[MemberProgress]
+  tick: int = 0               # steps of the run (each steps every active member)
+  epoch: int = 0              # epochs done
+  batch_in_epoch: int = 0     # batches of the current epoch done
+  done: bool = False
+  epoch_sums: dict[str, list[float]] | None = None   # per-term sums so far, per member
+  epoch_terms: list[int] | None = None               # steps in those sums, per member
 
-  On resume, lines logged after the restored checkpoint's step are dropped (they will
-  be logged again), so the file always describes one consistent run. A torn last line
-  (a kill during a write) is dropped too; any other unreadable line stops the run with
-  one line naming the file and line.
-  """
+  def to_json(self, **changes: Any) -> dict:
+    return dict(dataclasses.asdict(dataclasses.replace(self, **changes)),
+                format=RUN_STATE_FORMAT)
 
-  def __init__(self, path: str, resume_step: int | None):
-    self.path = path
-    self.enabled = jax.process_index() == 0
-    if self.enabled and resume_step is not None and os.path.exists(path):
-      keep = [line for line, record in read_metrics_lines(path)
-              if record.get("step", 0) <= resume_step]
-      tmp = path + ".tmp"
-      with open(tmp, "w") as f:
-        f.writelines(keep)
-      os.replace(tmp, path)
-    elif self.enabled and resume_step is None and os.path.exists(path):
-      os.remove(path)
-
-  def write(self, record: dict) -> None:
-    if self.enabled:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(record, allow_nan=True) + "\n")
-        f.flush()
-
-
-def read_metrics_lines(path: str) -> list[tuple[str, dict]]:
-  """(line, record) of every complete line of metrics.jsonl; a torn last line is left out."""
-  with open(path, "rb") as f:
-    lines = f.read().decode("utf-8", errors="replace").split("\n")
-  out = []
-  for i, line in enumerate(lines):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-      if not isinstance(record, dict):
-        raise ValueError("not a JSON object")
-    except ValueError as e:
-      if all(not rest.strip() for rest in lines[i + 1:]):   # the last line: torn by a kill
-        break
-      raise WorkdirError(f"{path}:{i + 1}: not a JSON object ({e}); delete the file or "
-                         f"that line to resume") from None
-    out.append((line + "\n", record))
-  return out
-
-
-class Progress:
-  """The live progress bar of an epoch: tqdm on stderr when stderr is a terminal (process
-  0, `train.progress`), removed when the epoch ends; nothing at all otherwise, so a log
-  file gets only the one line per epoch that `fit` logs and never a carriage return."""
-
-  def __init__(self, total: int, initial: int, desc: str, enabled: bool):
-    self.bar = None
-    if enabled and jax.process_index() == 0 and sys.stderr.isatty():
-      self.bar = tqdm.tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False,
-                           dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
-
-  def update(self, loss: float | None, rate: float | None) -> None:
-    if self.bar is not None:
-      postfix = {}
-      if loss is not None:
-        postfix["loss"] = f"{loss:.4f}"
-      if rate is not None:
-        postfix["patients/s"] = f"{rate:,.0f}"
-      self.bar.set_postfix(postfix, refresh=False)
-      self.bar.update(1)
-
-  def close(self) -> None:
-    if self.bar is not None:
-      self.bar.close()
-
-
-class Throughput:
-  """Patients per second of an epoch's training steps with compilation left out: the
-  clock starts once the epoch's first step has finished (the first step of a run is the
-  one that compiles) and that step's patients are not counted."""
-
-  def __init__(self):
-    self.t0: float | None = None
-    self.patients = 0
-
-  def step_done(self, outputs: Any, patients: int) -> None:
-    """After each step; `outputs` are arrays the step's work ends with."""
-    if self.t0 is None:
-      jax.block_until_ready(outputs)
-      self.t0 = time.perf_counter()
-    else:
-      self.patients += patients
-
-  def rate(self) -> float | None:
-    """Patients/s so far (call after a device sync for an exact value); None before the
-    second step."""
-    if self.t0 is None or self.patients == 0:
-      return None
-    return self.patients / max(time.perf_counter() - self.t0, 1e-9)
-
-
-@jax.jit
-def accumulate(sums: dict, parts: dict) -> dict:
-  """`sums + parts` leaf by leaf, on the device (per-epoch loss-term sums)."""
-  return jax.tree.map(jnp.add, sums, parts)
-
-
-def validation_metrics(labels_NxT: np.ndarray, probs_NxT: np.ndarray,
-                       task_names: tuple[str, ...] | list[str]) -> dict[str, float]:
-  """Per task, the validation AUROC and mean binary cross-entropy (probabilities clipped
-  to [1e-7, 1 - 1e-7]) over the patients whose label is known."""
-  out = {}
-  for t, name in enumerate(task_names):
-    known = ~np.isnan(labels_NxT[:, t])
-    y, p = labels_NxT[known, t].astype(np.float64), probs_NxT[known, t].astype(np.float64)
-    out[f"val/{name}/auroc"] = float(metrics_lib.auroc(y, p)) if len(y) else float("nan")
-    q = np.clip(p, 1e-7, 1 - 1e-7)
-    out[f"val/{name}/loss"] = (float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
-                               if len(y) else float("nan"))
-  return out
-
-
-class TensorBoard:
-  """The numbers of every metrics.jsonl line as TensorBoard scalars in WORKDIR/tensorboard/
-  (process 0, `train.tensorboard`; needs the `tensorboard` extra), one event per line,
-  written and flushed synchronously (so a kill loses nothing that metrics.jsonl holds).
-  A resumed run starts with a purge marker, so TensorBoard hides the events logged after
-  the restored step; a fresh run removes old event files."""
-
-  def __init__(self, workdir: str, enabled: bool, resume_step: int | None):
-    self.writer = None
-    if not enabled or jax.process_index() != 0:
-      return
-    try:
-      from tensorboardX import summary as tb_summary
-      from tensorboardX.event_file_writer import EventsWriter
-      from tensorboardX.proto import event_pb2, summary_pb2
-    except ImportError:
-      raise ValueError("--config.train.tensorboard=True needs tensorboardX: pip install -e "
-                       "'.[tensorboard]'") from None
-    self.summary, self.event_pb2, self.summary_pb2 = tb_summary, event_pb2, summary_pb2
-    logdir = os.path.join(workdir, "tensorboard")
-    if resume_step is None and os.path.isdir(logdir):
-      for name in os.listdir(logdir):
-        if name.startswith("events.out.tfevents."):
-          os.remove(os.path.join(logdir, name))
-    os.makedirs(logdir, exist_ok=True)
-    self.writer = EventsWriter(os.path.join(logdir, "events"), f".{os.getpid()}")
-    if resume_step is not None:
-      self.writer.write_event(event_pb2.Event(
-          wall_time=time.time(), step=resume_step + 1,
-          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
-    self.writer.flush()
-
-  def write(self, record: dict) -> None:
-    if self.writer is None:
-      return
-    summary = self.summary_pb2.Summary()
-    for key, value in record.items():
-      if key not in ("step", "epoch") and isinstance(value, (int, float)) \
-          and not isinstance(value, bool):
-        summary.value.extend(self.summary.scalar(key, float(value)).value)
-    self.writer.write_event(self.event_pb2.Event(wall_time=time.time(),
-                                                 step=int(record["step"]), summary=summary))
-    self.writer.flush()
-
-  def close(self) -> None:
-    if self.writer is not None:
-      self.writer.close()
+  @classmethod
+  def from_json(cls, meta: dict, where: str) -> RunState:
+    if meta.get("format") != RUN_STATE_FORMAT:
+      raise WorkdirError(f"checkpoint in {where} was written by an earlier version of "
+                         f"crl_mmnar_jax (run state format {meta.get('format', 1)}, this "
+                         f"version reads {RUN_STATE_FORMAT}); train again in a new --workdir")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    out = cls(**{k: v for k, v in meta.items() if k in fields})
+    out.members = [MemberProgress(**m) for m in out.members]
+    return out
 
 
 @dataclasses.dataclass
 class FitResult:
+  """One member's trained model."""
   graphdef: nnx.GraphDef
-  state: Any               # best model + optimizer state
-  predict_fn: Callable     # `make_predict_fn(graphdef)`, compiled during training
-  best_epoch: int          # 1-based, as logged, in metrics.jsonl and in results.json
+  state: Any                  # its best model + optimizer state
+  predict_fn: Callable        # `make_predict_fn(graphdef)`, compiled during training
+  best_epoch: int             # 1-based, as logged, in metrics.jsonl and in results.json
   best_step: int
   best_score: float
   history: list[dict]
   resumed: bool
 
 
-def _check_finite(pending: list[tuple[int, Any]], ckpt: Checkpoints | None = None
-                  ) -> float | None:
-  """Raises NonFiniteLossError naming the first step whose loss or updated parameters
-  are NaN/Inf and what `ckpt` holds; returns the last loss. Called before every
-  checkpoint save."""
-  if not pending:
-    return None
-  values = jax.device_get([p for _, p in pending])
-  for (step, _), (loss, finite) in zip(pending, values):
-    if not finite:
-      what = f"loss became {float(loss)}" if not np.isfinite(loss) else \
-          "parameters became NaN/Inf"
-      saved = None if ckpt is None else ckpt.latest_step()
+def fit(config: ml_collections.ConfigDict, method: NeuralMethod, members: list[Member],
+        checkpoint_dir: str, mesh: jax.sharding.Mesh, log: Callable[[str], None] = print,
+        on_epoch: Callable[[int, float], None] | None = None) -> list[FitResult]:
+  """Trains `members` (one structure) together, each on its `data.train_rows` with early
+  stopping on its `data.val_rows`; checkpoints in `checkpoint_dir/checkpoints/`,
+  resuming from them if possible. SIGINT/SIGTERM stop it between steps, after a
+  checkpoint, with `workdir.Interrupted`. `on_epoch(epoch, val mean AUROC)` (1-based
+  epoch; the members' mean) is called after each joint epoch's checkpoint; an exception
+  it raises (a tuner's pruning) stops the run there, the workdir resumable."""
+  with StopRequest() as signals:
+    return _Run(config, method, members, checkpoint_dir, mesh, log, signals).train(on_epoch)
+
+
+class _Run:
+  """One run of the loop: set up in `__init__`, trained by `train`."""
+
+  def __init__(self, config, method, members, checkpoint_dir, mesh, log, signals):
+    self.config, self.members, self.mesh, self.log, self.signals = (
+        config, members, mesh, log, signals)
+    t = self.t = config.train
+    self.axis = MemberAxis(len(members))
+    self.gbs, self.eval_bs = int(t.batch_size), int(t.eval_batch_size)
+    self.layouts = [m.data.layout or shards.Layout.single(m.data.cohort.n) for m in members]
+    for bs, name in ((self.gbs, "train.batch_size"), (self.eval_bs, "train.eval_batch_size")):
+      mesh_lib.check_batch_divides_devices(bs, mesh)
+      for lay in self.layouts:
+        lay.check_batch_size(bs, name)
+    self.steps_K = [lay.n_batches(m.data.train_rows, self.gbs)
+                    for lay, m in zip(self.layouts, members)]
+    self.n_epochs = int(t.pretrain_epochs) + int(t.epochs)
+    horizon = self.n_epochs * max(m.data.schedule_steps_per_epoch or s
+                                  for m, s in zip(members, self.steps_K))
+    tx = make_optimizer(config, horizon)
+    lr_at = lr_schedule(config, horizon)
+    self.lr_of_step = lambda step: float(lr_at(max(step - 1, 0)))  # the lr `step` used
+    self.lr_of_step(0)             # compiled here, not inside the timed training steps
+    self.seeds = [int(m.config.seed) for m in members]
+    inits = [init_state(lambda rngs, m=m: method.build(m.config, m.data, rngs), tx, s, mesh)
+             for m, s in zip(members, self.seeds)]
+    self.graphdef = inits[0][0]
+    self.state = jax.device_put(self.axis.stack([s for _, s in inits]),
+                                mesh_lib.replicated(mesh))
+    del inits
+    self.step_fn = self.axis.make_step(self.graphdef, method.make_loss(config),
+                                       str(t.compute_dtype))
+    self.predict_fn = make_predict_fn(self.graphdef)
+    self.keys = jnp.stack([jax.random.key(s) for s in self.seeds])
+    self.where = checkpoint_dir
+    self.ckpt = Checkpoints(checkpoint_dir, log)
+    hashes = [m.config_hash for m in members]
+    self.run = RunState(hashes, [MemberProgress() for _ in members])
+    self.best = None
+    restored = self.ckpt.restore_latest(self.state)
+    self.resumed = restored is not None
+    if self.resumed:
+      self.state, meta = restored
+      self.run = RunState.from_json(meta, checkpoint_dir)
+      if self.run.config_hashes != hashes:
+        raise WorkdirError(f"checkpoint in {checkpoint_dir} was written by a different config")
+      best = self.ckpt.restore_best(self.state)
+      self.best = None if best is None else best[0]
+      self.log(self._resume_line())
+    if self.best is None:
+      self.best = jax.tree.map(jnp.copy, self.state)
+    resume_steps = [p.step if self.resumed else None for p in self.run.members]
+    self.writers = [records.MetricsWriter(os.path.join(m.workdir, "metrics.jsonl"), s)
+                    for m, s in zip(members, resume_steps)]
+    self.boards = [records.TensorBoard(m.workdir, bool(t.tensorboard), s)
+                   for m, s in zip(members, resume_steps)]
+
+  def _resume_line(self) -> str:
+    r = self.run
+    if r.done:
+      return (f"resuming from step {r.tick}: training had finished; the best model "
+              f"(epoch {r.members[0].best_epoch + 1}) is restored" if self.axis.k == 1 else
+              f"resuming the {self.axis.k} members: training had finished")
+    where = f"epoch {r.epoch + 1}, batch {r.batch_in_epoch}"
+    return (f"resuming from step {r.tick} ({where})" if self.axis.k == 1 else
+            f"resuming the {self.axis.k} stacked members at {where}")
+
+  def _write(self, k: int, record: dict) -> None:
+    self.writers[k].write(record)
+    self.boards[k].write(record)
+
+  def _check_finite(self, pending: list[tuple[np.ndarray, Any]]) -> None:
+    """Raises NonFiniteLossError naming the first member and step whose loss or updated
+    parameters are NaN/Inf and what the checkpoints hold. Called before every save."""
+    values = jax.device_get([finite for _, finite in pending])
+    for (steps, _), finite in zip(pending, values):
+      if np.all(finite):
+        continue
+      bad = int(np.flatnonzero(~np.asarray(finite))[0])
+      who = "" if self.axis.k == 1 else f"member {bad}: "
+      saved = self.ckpt.latest_step()
       where = ("No checkpoint was saved before it." if saved is None else
                f"The latest checkpoint (step {saved}) was saved before it and is intact.")
       raise NonFiniteLossError(
-          f"{what} at step {step}; training stopped. {where} Lower train.lr or "
-          f"train.clip_norm, or check the inputs, with a new --workdir.")
-  return float(values[-1][0])
+          f"{who}the loss or parameters became NaN/Inf at step {int(steps[bad])}; "
+          f"training stopped. {where} Lower train.lr or train.clip_norm, or check the "
+          f"inputs, with a new --workdir.")
+    pending.clear()
 
+  def train(self, on_epoch: Callable[[int, float], None] | None) -> list[FitResult]:
+    try:
+      while not self.run.done and self.run.epoch < self.n_epochs:
+        score = self._epoch()
+        if on_epoch is not None and score is not None:
+          on_epoch(self.run.epoch, score)
+        if self.signals.requested:
+          self.signals.stop(self.run.tick)
+    finally:
+      for board in self.boards:
+        board.close()
+      self.ckpt.close()
+    results = []
+    for k, p in enumerate(self.run.members):
+      if p.best_step < 0:
+        raise ValueError("no joint-training epoch ran, so there is no best checkpoint "
+                         "(train.epochs must be >= 1)")
+      results.append(FitResult(self.graphdef, self.axis.take(self.best, k), self.predict_fn,
+                               p.best_epoch + 1, p.best_step, p.best_score,
+                               list(p.history), self.resumed))
+    return results
 
-def fit(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodData,
-        workdir: str, mesh: jax.sharding.Mesh, config_hash: str,
-        log: Callable[[str], None] = print,
-        on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
-  """Trains `method` on `data.train_rows` with early stopping on the AUROC of
-  `data.val_rows`; resumes from `workdir` if possible. SIGINT/SIGTERM stop it between
-  steps, after a checkpoint, with `workdir.Interrupted`. `on_epoch(epoch, val mean
-  AUROC)` (1-based epoch) is called after each joint epoch's checkpoint; an exception it
-  raises (a tuner's pruning) stops the run there, the workdir resumable."""
-  with StopRequest() as signals:
-    return _fit_loop(config, method, data, workdir, mesh, config_hash, log, signals,
-                     on_epoch)
+  def _save_latest(self, b_next: int, sums: dict | None, n_terms: np.ndarray) -> None:
+    host = None if sums is None else {k: [float(x) for x in v]
+                                      for k, v in jax.device_get(sums).items()}
+    self.ckpt.save_latest(self.run.tick, self.state, self.run.to_json(
+        batch_in_epoch=b_next, epoch_sums=host, epoch_terms=[int(n) for n in n_terms]))
 
-
-def _fit_loop(config: ml_collections.ConfigDict, method: NeuralMethod, data: MethodData,
-              workdir: str, mesh: jax.sharding.Mesh, config_hash: str,
-              log: Callable[[str], None], signals: StopRequest,
-              on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
-  cohort, train_rows, val_rows = data.cohort, data.train_rows, data.val_rows
-  layout = data.layout or shards.Layout.single(cohort.n)
-  t = config.train
-  gbs = int(t.batch_size)
-  mesh_lib.check_batch_size(gbs, mesh)
-  layout.check_batch_size(gbs, "train.batch_size")
-  steps_per_epoch = layout.n_batches(train_rows, gbs)
-  n_epochs = int(t.pretrain_epochs) + int(t.epochs)
-  horizon = n_epochs * (data.schedule_steps_per_epoch or steps_per_epoch)
-  tx = make_optimizer(config, horizon)
-  lr_at = lr_schedule(config, horizon)
-  lr_of_step = lambda step: float(lr_at(max(step - 1, 0)))   # the lr update `step` used
-  lr_of_step(0)                    # compiled here, not inside the timed training steps
-  graphdef, state = init_state(lambda rngs: method.build(config, data, rngs), tx,
-                               int(config.seed), mesh)
-  train_step = make_step(graphdef, method.make_loss(config), str(t.get("compute_dtype", "float32")))
-  predict_fn = make_predict_fn(graphdef)
-  eval_bs = int(t.eval_batch_size)
-  mesh_lib.check_batch_size(eval_bs, mesh)
-  layout.check_batch_size(eval_bs, "train.eval_batch_size")
-  base_key = jax.random.key(int(config.seed))
-  val_labels = cohort.labels[val_rows]
-
-  ckpt = Checkpoints(workdir, log)
-  # Internal counters: `epoch` is the number of epochs done (0-based), `best_epoch` too;
-  # everything logged or returned numbers epochs from 1.
-  meta = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_score": -1.0, "best_step": -1,
-          "best_epoch": -1, "bad_epochs": 0, "history": [], "done": False,
-          "config_hash": config_hash}
-  restored = ckpt.restore_latest(state)
-  resumed = restored is not None
-  if resumed:
-    state, meta = restored
-    if meta.get("config_hash") != config_hash:
-      raise WorkdirError(f"checkpoint in {workdir} was written by a different config "
-                         f"(hash {meta.get('config_hash')} != {config_hash})")
-    if meta["done"]:
-      log(f"resuming from step {meta['step']}: training had finished; the best model "
-          f"(epoch {int(meta['best_epoch']) + 1}) is restored")
-    else:
-      log(f"resuming from step {meta['step']} (epoch {meta['epoch'] + 1}, batch "
-          f"{meta['batch_in_epoch']})")
-  writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"),
-                         meta["step"] if resumed else None)
-  board = TensorBoard(workdir, bool(t.get("tensorboard", False)),
-                      meta["step"] if resumed else None)
-
-  def write(record: dict) -> None:
-    writer.write(record)
-    board.write(record)
-
-  step = int(meta["step"])
-  epoch = int(meta["epoch"])
-  while not meta["done"] and epoch < n_epochs:
-    batches = layout.batches(layout.epoch_order(train_rows, int(config.seed), epoch), gbs)
-    aux, pred = loss_scales(config, epoch)
+  def _epoch(self) -> float | None:
+    """Trains one epoch, evaluates, logs and checkpoints; returns the members' mean
+    validation AUROC (None in pre-training)."""
+    run, t, members, k_all = self.run, self.t, self.members, self.axis.k
+    epoch = run.epoch
+    active_ep = np.array([not p.done for p in run.members])
+    orders = [lay.batches(lay.epoch_order(m.data.train_rows, s, epoch), self.gbs)
+              for lay, m, s in zip(self.layouts, members, self.seeds)]
+    aux, pred = loss_scales(self.config, epoch)
     aux_a, pred_a = jnp.float32(aux), jnp.float32(pred)
     phase = "pretrain" if epoch < t.pretrain_epochs else "joint"
-    first = int(meta["batch_in_epoch"])
-    bar = Progress(steps_per_epoch, first, f"epoch {epoch + 1}/{n_epochs} ({phase})",
-                   bool(t.progress))
-    # Per-term sums over the epoch's steps (carried by mid-epoch checkpoints, so a
-    # resumed epoch logs the means of the uninterrupted one).
-    carried = meta.get("epoch_sums") if first else None
-    sums = None if not carried else {k: jnp.float32(v) for k, v in carried.items()}
-    n_terms = int(meta.get("epoch_steps", 0)) if carried else 0
+    per_epoch = max(self.steps_K)
+    first = run.batch_in_epoch
+    sums = None
+    n_terms = np.zeros(k_all, np.int64)
+    if first and run.epoch_sums:       # a resumed epoch logs the uninterrupted one's means
+      sums = {k: jnp.asarray(v, jnp.float32) for k, v in run.epoch_sums.items()}
+      n_terms = np.asarray(run.epoch_terms, np.int64)
+    bar = records.Progress(per_epoch, first, f"epoch {epoch + 1}/{self.n_epochs} ({phase})",
+                           bool(t.progress))
 
-    def save_mid_epoch(b):
-      nonlocal pending
-      _check_finite(pending, ckpt)
-      pending = []
-      host = {k: float(v) for k, v in jax.device_get(sums).items()}
-      ckpt.save_latest(step, state, dict(meta, step=step, epoch=epoch, batch_in_epoch=b + 1,
-                                         epoch_sums=host, epoch_steps=n_terms))
+    def load(b):
+      return self.axis.put_batches([mesh_lib.local_batch(
+          m.data.cohort, orders[k][b] if b < self.steps_K[k] else np.full(self.gbs, -1),
+          self.gbs) for k, m in enumerate(members)], self.mesh)
 
-    pending: list[tuple[int, Any]] = []
-    meter, last_loss, t_epoch = Throughput(), None, time.perf_counter()
-    load = lambda b: mesh_lib.put_batch(mesh_lib.local_batch(cohort, batches[b], gbs), mesh)
-    for b, batch in prefetched(load, range(first, steps_per_epoch)):
-      state, parts = train_step(state, batch, base_key, np.int32(step), aux_a, pred_a)
-      step += 1
-      fault_point("step", step)
+    meter, pending, t_epoch = records.Throughput(), [], time.perf_counter()
+    last_loss = None
+    for b, batch in prefetched(load, range(first, per_epoch)):
+      active = active_ep & (b < np.array(self.steps_K))
+      steps_now = np.array([p.step for p in run.members], np.int32)
+      self.state, parts = self.step_fn(self.state, batch, self.keys, steps_now, active,
+                                       aux_a, pred_a)
+      for k in np.flatnonzero(active):
+        run.members[k].step += 1
+      run.tick += 1
+      fault_point("step", run.tick)
       terms = {k: v for k, v in parts.items() if k != "finite"}
-      sums = accumulate(jax.tree.map(jnp.zeros_like, terms) if sums is None else sums,
-                         terms)
-      n_terms += 1
-      meter.step_done(sums, int((batches[b] >= 0).sum()))
-      pending.append((step, (parts["total"], parts["finite"])))
-      if step % t.log_every == 0:
-        last_loss = _check_finite(pending, ckpt)
-        pending = []
-        host = {k: float(v) for k, v in jax.device_get(terms).items()}
-        write({"kind": "step", "step": step, "epoch": epoch + 1, "phase": phase,
-               "lr": lr_of_step(step), **{f"batch/{k}": v for k, v in host.items()}})
-      if t.checkpoint_every and step % t.checkpoint_every == 0 and b + 1 < steps_per_epoch:
-        save_mid_epoch(b)
-      if signals.requested and b + 1 < steps_per_epoch:    # SIGINT/SIGTERM: save, then stop
-        save_mid_epoch(b)
-        signals.stop(step)
+      sums = terms if sums is None else records.accumulate(sums, terms)
+      n_terms += active
+      meter.step_done(sums, int(sum((orders[k][b] >= 0).sum()
+                                    for k in np.flatnonzero(active))) // k_all)
+      pending.append((steps_now + 1, parts["finite"]))
+      if run.tick % t.log_every == 0:
+        self._check_finite(pending)
+        host = jax.device_get(terms)
+        last_loss = float(host["total"][0])
+        for k in np.flatnonzero(active):
+          s = run.members[k].step
+          self._write(k, {"kind": "step", "step": s, "epoch": epoch + 1, "phase": phase,
+                          "lr": self.lr_of_step(s),
+                          **{f"batch/{n}": float(v[k]) for n, v in host.items()}})
+      if b + 1 < per_epoch and (self.signals.requested or (
+          t.checkpoint_every and run.tick % t.checkpoint_every == 0)):
+        self._check_finite(pending)
+        self._save_latest(b + 1, sums, n_terms)
+        if self.signals.requested:         # SIGINT/SIGTERM: saved, now stop
+          self.signals.stop(run.tick)
       bar.update(last_loss, meter.rate())
-    last_loss = _check_finite(pending, ckpt) if pending else last_loss   # a device sync
+    self._check_finite(pending)            # a device sync
     rate = meter.rate()
     bar.close()
+    return self._end_epoch(epoch, phase, aux, pred, active_ep, sums, n_terms, rate,
+                           time.perf_counter() - t_epoch)
 
-    means = {} if sums is None else {
-        f"train/{k}": float(v) / max(n_terms, 1) for k, v in jax.device_get(sums).items()}
-    record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "phase": phase,
-              "lr": lr_of_step(step), "aux_scale": aux, "pred_scale": pred, **means,
-              "train/patients_per_s": rate}
-    line = f"epoch {epoch + 1}/{n_epochs} ({phase}): loss "
-    line += "-" if sums is None else f"{means['train/total']:.4f}"
-    stop = False
-    if phase == "joint":
-      probs = predict(predict_fn, state, cohort, val_rows, eval_bs, mesh, layout)
-      score = mean_auroc(val_labels, probs)
-      if math.isnan(score):
-        raise ValueError("validation AUROC is undefined for every task (one class only)")
-      record["val/mean_auroc"] = score
-      record.update(validation_metrics(val_labels, probs, cohort.task_names))
-      meta["history"].append({"epoch": epoch + 1, "step": step, "val_mean_auroc": score})
-      if score > meta["best_score"]:
-        meta.update(best_score=score, best_step=step, best_epoch=epoch, bad_epochs=0)
-        ckpt.save_best(step, state, dict(meta, step=step, epoch=epoch + 1, batch_in_epoch=0,
-                                         epoch_sums=None, epoch_steps=0))
-      else:
-        meta["bad_epochs"] += 1
-      stop = meta["bad_epochs"] >= t.patience
-      line += (f", val mean AUROC {score:.4f} (best {meta['best_score']:.4f} at epoch "
-               f"{meta['best_epoch'] + 1})")
-    record["time/epoch_s"] = time.perf_counter() - t_epoch
-    line += f", lr {record['lr']:.2e}"
-    line += "" if rate is None else f", {rate:,.0f} patients/s"
-    if stop and epoch + 1 < n_epochs:
-      line += f"; early stopping: no improvement for {t.patience} epoch(s)"
-    write(record)
-    log(line)
-    epoch += 1
-    meta.update(step=step, epoch=epoch, batch_in_epoch=0, done=stop or epoch >= n_epochs,
-                epoch_sums=None, epoch_steps=0)
-    ckpt.save_latest(step, state, meta)
-    if on_epoch is not None and "val/mean_auroc" in record:
-      try:
-        on_epoch(epoch, float(record["val/mean_auroc"]))
-      except BaseException:
-        board.close()
-        ckpt.close()
-        raise
-    if signals.requested:
-      signals.stop(step)
+  def _end_epoch(self, epoch, phase, aux, pred, active_ep, sums, n_terms, rate,
+                 seconds) -> float | None:
+    run, t = self.run, self.t
+    means = None if sums is None else jax.device_get(sums)
+    improved, scores = False, []
+    for k, m in enumerate(self.members):
+      if not active_ep[k]:
+        continue
+      p = run.members[k]
+      record = {"kind": "epoch", "step": p.step, "epoch": epoch + 1, "phase": phase,
+                "lr": self.lr_of_step(p.step), "aux_scale": aux, "pred_scale": pred,
+                **({} if means is None else {f"train/{n}": float(v[k]) / max(n_terms[k], 1)
+                                             for n, v in means.items()}),
+                "train/patients_per_s": rate}
+      if phase == "joint":
+        layout = self.layouts[k]
+        probs = predict(self.predict_fn, self.axis.take(self.state, k), m.data.cohort,
+                        m.data.val_rows, self.eval_bs, self.mesh, layout)
+        labels = m.data.cohort.labels[m.data.val_rows]
+        score = records.mean_auroc(labels, probs)
+        if math.isnan(score):
+          raise ValueError("validation AUROC is undefined for every task (one class only)")
+        scores.append(score)
+        record["val/mean_auroc"] = score
+        record.update(records.validation_metrics(labels, probs, m.data.cohort.task_names))
+        p.history.append({"epoch": epoch + 1, "step": p.step, "val_mean_auroc": score})
+        if score > p.best_score:
+          p.best_score, p.best_step, p.best_epoch, p.bad_epochs = score, p.step, epoch, 0
+          self.best = self.axis.replace(self.best, self.state, k)
+          improved = True
+        else:
+          p.bad_epochs += 1
+        p.done = p.bad_epochs >= t.patience
+      record["time/epoch_s"] = seconds
+      self._write(k, record)
+      p.epochs += 1
+    run.epoch = epoch + 1
+    for p in run.members:
+      p.done = p.done or run.epoch >= self.n_epochs
+    run.batch_in_epoch, run.epoch_sums, run.epoch_terms = 0, None, None
+    run.done = all(p.done for p in run.members)
+    self.log(self._epoch_line(epoch, phase, active_ep, means, n_terms, rate))
+    if improved:
+      self.ckpt.save_best(run.tick, self.best, run.to_json())
+    self.ckpt.save_latest(run.tick, self.state, run.to_json())
+    return float(np.mean(scores)) if scores else None
 
-  board.close()
-  best = ckpt.restore_best(state)
-  ckpt.close()
-  if best is None:
-    raise ValueError("no joint-training epoch ran, so there is no best checkpoint "
-                     "(train.epochs must be >= 1)")
-  return FitResult(graphdef=graphdef, state=best[0], predict_fn=predict_fn,
-                   best_epoch=int(meta["best_epoch"]) + 1,
-                   best_step=int(meta["best_step"]), best_score=float(meta["best_score"]),
-                   history=list(meta["history"]), resumed=resumed)
+  def _epoch_line(self, epoch, phase, active_ep, means, n_terms, rate) -> str:
+    run, k_all = self.run, self.axis.k
+    head = f"epoch {epoch + 1}/{self.n_epochs} ({phase})"
+    joint = phase == "joint"
+    if k_all == 1:
+      p = run.members[0]
+      line = head + ": loss " + ("-" if means is None else
+                                 f"{float(means['total'][0]) / max(n_terms[0], 1):.4f}")
+      if joint:
+        line += (f", val mean AUROC {p.history[-1]['val_mean_auroc']:.4f} (best "
+                 f"{p.best_score:.4f} at epoch {p.best_epoch + 1})")
+      line += f", lr {self.lr_of_step(p.step):.2e}"
+      line += "" if rate is None else f", {rate:,.0f} patients/s"
+      if joint and p.done and run.epoch < self.n_epochs:
+        line += f"; early stopping: no improvement for {self.t.patience} epoch(s)"
+      return line
+    line = head + f", {int(active_ep.sum())} of {k_all} members"
+    if joint:
+      line += ": val mean AUROC " + ", ".join(
+          f"{p.history[-1]['val_mean_auroc']:.4f}" + ("*" if p.best_epoch == epoch else "")
+          for k, p in enumerate(run.members) if active_ep[k]) + " (* best so far)"
+    return line + ("" if rate is None else f", {rate:,.0f} patients/s per member")

@@ -35,7 +35,7 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA))
 
 
-def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> int:
+def check_batch_divides_devices(global_batch_size: int, mesh: jax.sharding.Mesh) -> int:
   """Returns the per-process batch size; the global batch must split evenly."""
   n_dev, n_proc = mesh.devices.size, jax.process_count()
   if global_batch_size % n_dev:
