@@ -85,7 +85,7 @@ def spec_from_config(model_cfg, stats=None, modality_names: Sequence[str] = ()
                      ) -> EmbeddingSpec | None:
   """The spec of `config.model` (`num_embedding`, `num_embedding_dim`,
   `frequency_scale`), PLE bins read from `data.standardize`'s `stats`; None for "none"."""
-  kind = str(model_cfg.get("num_embedding", "none"))
+  kind = str(model_cfg.num_embedding)
   if kind == "none":
     return None
   bins = None
@@ -95,8 +95,8 @@ def spec_from_config(model_cfg, stats=None, modality_names: Sequence[str] = ()
       raise ValueError(f"model.num_embedding={kind!r} needs the bin edges of data.standardize "
                        "(standardize(..., num_bins=model.num_bins))")
     bins = tuple((stats[n]["bin_edges"], stats[n]["n_bins"]) for n in modality_names)
-  return EmbeddingSpec(kind, int(model_cfg.get("num_embedding_dim", 16)),
-                       float(model_cfg.get("frequency_scale", 0.1)), bins)
+  return EmbeddingSpec(kind, int(model_cfg.num_embedding_dim),
+                       float(model_cfg.frequency_scale), bins)
 
 
 def ple_encode(x_BxF: Array, lower_FxT: Array, inv_width_FxT: Array, clip_low_FxT: Array,

@@ -21,7 +21,8 @@ Array = jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class LossWeights:
-  """Weights of the total loss (docs/design.md)."""
+  """Weights of the total loss (docs/design.md); the defaults are the command line's
+  (`loss.*` in `crl_mmnar_jax.config`)."""
 
   pred: float = 1.0
   miss: float = 0.5

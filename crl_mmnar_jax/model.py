@@ -45,7 +45,8 @@ Array = jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Architecture; the `use_*` switches are the paper's ablations."""
+  """Architecture; the `use_*` switches are the paper's ablations. The defaults are the
+  command line's (`model.*` and `loss.rec_drops` in `crl_mmnar_jax.config`)."""
 
   input_dims: tuple[int, ...]
   n_tasks: int
@@ -60,7 +61,7 @@ class ModelConfig:
   use_reconstruction: bool = True          # Rec_m decoders (L_rec)
   use_contrastive: bool = True             # P_m, P'_m projections (L_con)
   miss_head: str = "bce"                   # "bce": per-modality; "pattern": 2^M softmax
-  rec_drops: int = 0                       # L_rec/L_con in training: each patient drops this
+  rec_drops: int = 1                       # L_rec/L_con in training: each patient drops this
                                            # many random observed modalities (0 or >= M:
                                            # every one, the exact leave-one-out)
 

@@ -3,7 +3,8 @@
 * `config_hash` / `training_hash`: the config, and the part of it the trained checkpoint
   depends on (everything but `rectifier.*`, `eval.*` and the progress bar). A rerun
   whose training hash matches reuses the checkpoint even if the post-training settings
-  changed; `prepare_workdir` refuses a workdir trained with another training config.
+  changed; `workdir_guard.prepare_workdir` refuses a workdir trained with another
+  training config.
 * `data_fingerprint`: hashes of the patient ids, labels, features and split a run was
   trained on, written next to the checkpoints before the first one; `check_data`
   refuses to resume on other data and names what changed.
@@ -14,6 +15,8 @@
 * `Interrupted` and `StopRequest`: SIGINT/SIGTERM end a run between training steps,
   after a checkpoint, with one line and exit code 130/143.
 * `fault_point`: the hook of the fault-injection tests (``CRL_FAULT``; a no-op unless set).
+
+`workdir_guard` runs these checks for a run, on every process at once.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ where the generator and its documentation live)::
 writes the directory at `--scale` × the real sizes, prints rows and MiB per table and
 saves what `write_fake_mimic` returns as ``<dir>/fake_mimic.json``. `write_fake_mimic`,
 `table_path`, `FULL_SCALE`, `COLUMNS` and `VERSIONS` are re-exported here for the
-callers of this module (experiments/bench.py).
+callers of this module (experiments/bench/extraction.py).
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def expected_hash(args: list[str]) -> str:
   same absl/ml_collections machinery (so a reused run is exactly this config)."""
   from ml_collections import config_flags
 
-  from crl_mmnar_jax.experiment import config_hash
+  from crl_mmnar_jax.workdir import config_hash
   from experiments.configs import resolve_config_argv
   argv = ["sweep"] + [a for a in resolve_config_argv(args[3:])
                       if a.startswith("--config")]

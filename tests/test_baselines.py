@@ -135,8 +135,7 @@ def test_every_method_trains_and_writes_the_output_contract(method, run):
 
 
 def test_all_methods_share_identical_splits(run):
-  from crl_mmnar_jax.data.splits import splits_frame
-  from crl_mmnar_jax.experiment import make_splits
+  from crl_mmnar_jax.data.splits import make_splits, splits_frame
   config = _config("crl_mmnar")
   cohort = data_lib.load(config).cohort
   crl = splits_frame(cohort.patient_id, make_splits(config, cohort))   # what CRL-MMNAR gets

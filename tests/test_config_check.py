@@ -1,12 +1,15 @@
-"""Every shared config field is range-checked, naming the field, before anything is written."""
+"""Every config field is checked against its declaration in the schema, naming the field,
+before anything is written."""
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
 
-from crl_mmnar_jax.config_check import RULES, ConfigError, check_config
+from crl_mmnar_jax.config import FIELDS, SOURCES
+from crl_mmnar_jax.config_check import ConfigError, check_config
 from experiments.configs import synthetic
 
 # One bad value per field, the kind a user really types (from a fault trial).
@@ -26,7 +29,8 @@ BAD = {
     "train.pretrain_epochs": -1, "train.lr": 1e3, "train.final_lr_fraction": 2.0,
     "train.warmup_steps": -5, "train.weight_decay": -1e-4, "train.clip_norm": -1.0,
     "train.aux_final": 1.5, "train.patience": 0, "train.log_every": 0,
-    "train.checkpoint_every": -1, "train.progress": "true", "train.tensorboard": "yes", "train.data_shards": 0, "train.cv_folds": 0,
+    "train.checkpoint_every": -1, "train.progress": "true", "train.tensorboard": "yes",
+    "train.data_shards": 0, "train.cv_folds": 0,
     "train.stack_members": "yes",
     "rectifier.n_folds": 1, "rectifier.kappa_grid": (), "rectifier.lambda_grid": (-5, 7),
     "rectifier.z": -1.0, "rectifier.min_count": 0, "rectifier.shrinkage": -2.0,
@@ -39,7 +43,27 @@ BAD = {
     "baseline.gbt_n_estimators": 0, "baseline.gbt_learning_rate": 0.0,
     "baseline.gbt_num_leaves": 1, "baseline.gbt_min_child_samples": 0,
     "baseline.gbt_early_stopping": 0, "baseline.gbt_feature_fraction": 0.0,
-    "baseline.gbt_lambda_l2": -1.0,
+    "baseline.gbt_lambda_l2": -1.0, "eval.reference_logreg": "no", "method": None,
+    "data.name": 3, "data.splits_file": 0,
+}
+
+# One bad value per data-source field, checked on that source's config.
+BAD_SOURCE = {
+    "synthetic": {"data.n": 5, "data.n_modalities": 1, "data.n_tasks": 0,
+                  "data.mechanism": "nmar", "data.prevalence": 1.0,
+                  "data.pattern_effect": float("nan"), "data.seed": -1,
+                  "data.world_seed": -2},
+    "tables": {"data.dir": None, "data.tasks": 1},
+    "physionet2012": {"data.dir": 0, "data.strict": "no", "data.tasks": None,
+                      "data.window_hours": 0.0, "data.train_sets": 1, "data.test_sets": 2},
+    "yaib": {"data.dir": None, "data.databases": 0, "data.strict": 1, "data.task": None,
+             "data.window_hours": -1.0, "data.test_database": 0},
+    "eicu": {"data.dir": 1, "data.strict": "yes", "data.tasks": 0,
+             "data.window_hours": float("inf"), "data.cache_dir": None},
+    "mimic": {"data.dir": 1, "data.meds": 2, "data.demo_meds": None, "data.version": 3.1,
+              "data.strict": 0, "data.tasks": 1, "data.cache_dir": 0,
+              "data.text_encoder": "bert", "data.text_model_path": 1, "data.text_device": 0,
+              "data.cxr_embeddings": 1, "data.cxr_metadata": 1, "data.anchor_years": 2019},
 }
 
 
@@ -52,8 +76,11 @@ def _set(config, field, value):
     node[key] = value
 
 
-def test_every_rule_has_a_bad_value_and_the_defaults_pass():
-  assert set(BAD) == set(RULES)
+def test_every_field_has_a_bad_value_and_the_defaults_pass():
+  assert set(BAD) == {f.name for f in FIELDS}
+  assert set(BAD_SOURCE) == set(SOURCES)
+  for source, bad in BAD_SOURCE.items():
+    assert set(bad) == {f.name for f in SOURCES[source]}, source
   for preset in ("", "tiny", "untuned"):
     check_config(synthetic.get_config(preset))
 
@@ -84,6 +111,28 @@ def test_bad_value_is_refused_naming_the_field(field):
     check_config(config)
   message = str(e.value)
   assert message.startswith(f"--config.{field}=") and "\n" not in message
+
+
+@pytest.mark.parametrize("source,field", sorted(
+    (source, field) for source, bad in BAD_SOURCE.items() for field in bad))
+def test_bad_source_value_is_refused_naming_the_field(source, field):
+  config = importlib.import_module(f"experiments.configs.{source}").get_config("tiny")
+  _set(config, field, BAD_SOURCE[source][field])
+  with pytest.raises(ConfigError) as e:
+    check_config(config)
+  message = str(e.value)
+  assert message.startswith(f"--config.{field}=") and "\n" not in message
+
+
+def test_a_missing_field_is_refused_naming_it():
+  config = synthetic.get_config("tiny")
+  del config.eval["reference_logreg"]
+  with pytest.raises(ConfigError, match=r"^--config\.eval\.reference_logreg: missing"):
+    check_config(config)
+  config = synthetic.get_config("tiny")
+  del config.data["world_seed"]
+  with pytest.raises(ConfigError, match=r"^--config\.data\.world_seed: missing"):
+    check_config(config)
 
 
 @pytest.mark.parametrize("field,value", [

@@ -68,7 +68,7 @@ def test_fixed_test_rows_split_mode():
   import dataclasses
 
   from crl_mmnar_jax.data.sources.synthetic import make_synthetic
-  from crl_mmnar_jax.experiment import make_splits
+  from crl_mmnar_jax.data.splits import make_splits
   from experiments.configs import synthetic as synthetic_config
   cohort = make_synthetic(400, seed=2).cohort
   test_mask = np.zeros(cohort.n, bool)
@@ -107,7 +107,7 @@ def test_yaib_external_validation_mode_on_shared_data():
 
 
 def test_modality_table_matches_naive_counts():
-  from crl_mmnar_jax.experiment import modality_table
+  from crl_mmnar_jax.evaluation import modality_table
   c = _cohort()
   labels = c.labels.copy()
   labels[:5] = np.nan
@@ -160,3 +160,14 @@ def test_validate_messages_name_rows_not_ids_or_values():
   split[13] = "holdout"
   msg = message(split=split)
   assert "1 row(s) hold another value (first at row 14)" in msg and "holdout" not in msg
+
+
+def test_unknown_data_source_fails_in_one_line_naming_the_known_ones():
+  import ml_collections
+
+  from crl_mmnar_jax import data as data_lib
+  config = ml_collections.ConfigDict({"data": {"name": "nope"}})
+  with pytest.raises(ValueError, match=r"^unknown data source 'nope'; known: synthetic, "
+                                       r"tables, physionet2012, yaib, eicu, mimic$"):
+    data_lib.load(config)
+  assert data_lib.get_source("synthetic") is data_lib.SOURCES["synthetic"]

@@ -1,6 +1,6 @@
-"""Every real-data config reads `--config.data.dir` (../shared/data is a default, not a
-requirement), and a missing folder or file stops with one line naming the path and where
-to get the data (docs/data.md)."""
+"""Every real-data config reads `--config.data.dir` (the shared data folder, $CRL_MMNAR_DATA
+or ../shared/data, is a default, not a requirement), and a missing folder or file stops
+with one line naming the path and where to get the data (docs/data.md)."""
 
 import importlib
 import os
@@ -103,6 +103,20 @@ def test_yaib_reads_data_dir_elsewhere(tmp_path):
   moved = data_lib.load(config)
   assert moved.cohort.n == default.cohort.n == 99
   assert moved.cohort.patient_id.tolist() == default.cohort.patient_id.tolist()
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_YAIB, "mortality24")),
+                    reason=f"YAIB demo data not found at {SHARED_YAIB}")
+def test_data_folder_from_the_environment(tmp_path, monkeypatch):
+  """$CRL_MMNAR_DATA replaces ../shared/data as the configs' default data folder."""
+  from crl_mmnar_jax.config import DATA_ENV
+  assert _config("yaib").data.dir == SHARED_YAIB        # the repository's default
+  (tmp_path / "yaib-demo").mkdir()
+  (tmp_path / "yaib-demo" / "mortality24").symlink_to(os.path.join(SHARED_YAIB, "mortality24"))
+  monkeypatch.setenv(DATA_ENV, str(tmp_path))
+  config = _config("yaib", databases="mimic_demo")
+  assert config.data.dir == str(tmp_path / "yaib-demo")
+  assert data_lib.load(config).cohort.n == 99
 
 
 def test_command_line_missing_dir_is_one_line(tmp_path):

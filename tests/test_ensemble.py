@@ -64,8 +64,8 @@ def logreg_cv_run(tmp_path_factory):
 
 def test_out_of_fold_predictions_match_members_fitted_by_hand(logreg_cv_run):
   from crl_mmnar_jax import data as data_lib
+  from crl_mmnar_jax.data.splits import make_splits
   from crl_mmnar_jax.data.standardize import standardize
-  from crl_mmnar_jax.experiment import make_splits
   from crl_mmnar_jax.methods.direct import logreg_mean_impute
   config, workdir, results = logreg_cv_run
   cohort = data_lib.load(config).cohort
@@ -110,7 +110,8 @@ def test_flipping_test_labels_changes_only_test_metrics(logreg_cv_run, tmp_path,
   from dataclasses import replace
 
   import crl_mmnar_jax.data as data_lib
-  from crl_mmnar_jax.experiment import make_splits, train_and_evaluate
+  from crl_mmnar_jax.data.splits import make_splits
+  from crl_mmnar_jax.experiment import train_and_evaluate
   config, workdir, results = logreg_cv_run
   original = data_lib.load
 

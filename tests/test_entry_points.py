@@ -10,12 +10,13 @@ import sys
 import pytest
 from absl import flags
 
-from experiments import bench, mmnar_injection, pattern_stability, run, summarize, sweep, tune
+from experiments import bench, run, summarize, sweep, tune
 from experiments.configs import CONFIG_DIR, METHODS, available_configs, cli, resolve_config_argv
+from experiments.studies import mmnar_injection, pattern_stability
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ("run", "sweep", "pattern_stability", "summarize", "mmnar_injection", "bench",
-           "tune", "predict")
+SCRIPTS = ("run", "sweep", "studies.pattern_stability", "summarize",
+           "studies.mmnar_injection", "bench", "tune", "predict")
 CONFIGS = ("eicu", "injection", "mimic", "physionet2012", "synthetic", "tables", "yaib")
 
 
@@ -225,8 +226,8 @@ def test_injection_records_its_command_with_the_config_name():
   mmnar_injection.define_flags(fv, argv)
   rest = fv(argv)
   assert fv.config.model.dim == 16 and fv.config.train.epochs == 2
-  assert cli.command_line("experiments.mmnar_injection", rest, fv) == (
-      "python -m experiments.mmnar_injection --config=injection:tiny --workdir=/w "
+  assert cli.command_line("experiments.studies.mmnar_injection", rest, fv) == (
+      "python -m experiments.studies.mmnar_injection --config=injection:tiny --workdir=/w "
       "--strengths=0,2 --config.train.epochs=2")
 
 
@@ -241,10 +242,10 @@ def test_bench_keeps_its_names_and_every_child_call_exists():
   # Child processes evaluate strings such as "bench.shard_load_case(...)": every name
   # they call must exist in experiments.bench.
   called = set()
-  for f in os.listdir(os.path.join(ROOT, "experiments")):
-    if f.startswith("bench") and f.endswith(".py"):
-      called |= set(re.findall(r"\bbench\.(\w+)\(", open(os.path.join(ROOT, "experiments",
-                                                                     f)).read()))
+  folder = os.path.join(ROOT, "experiments", "bench")
+  for f in os.listdir(folder):
+    if f.endswith(".py"):
+      called |= set(re.findall(r"\bbench\.(\w+)\(", open(os.path.join(folder, f)).read()))
   assert {"train_step_throughput", "featurize_case", "eicu_case", "load_case",
           "shard_load_case"} <= called
   for name in called:
@@ -252,5 +253,5 @@ def test_bench_keeps_its_names_and_every_child_call_exists():
 
 
 def test_bench_child_imports_bench():
-  from experiments.bench_common import child
+  from experiments.bench.common import child
   assert child("{'dims': list(bench.PAPER_DIMS)}") == {"dims": [30, 1024, 768, 768]}

@@ -170,7 +170,7 @@ def test_flipping_every_test_label_changes_only_test_metrics(tmp_path):
 
 
 def test_workdir_with_a_different_config_is_refused(tmp_path):
-  from crl_mmnar_jax.experiment import prepare_workdir
+  from crl_mmnar_jax.workdir_guard import prepare_workdir
   config = synthetic_config.get_config("tiny")
   prepare_workdir(config, str(tmp_path))
   prepare_workdir(config, str(tmp_path))         # the same config resumes

@@ -15,8 +15,8 @@ from sklearn.linear_model import LogisticRegression
 from crl_mmnar_jax import rectifier
 from crl_mmnar_jax.data.sources.injection import inject_mmnar
 from crl_mmnar_jax.data.sources.synthetic import make_synthetic
-from experiments import mmnar_injection as mi
 from experiments.configs import injection as injection_config
+from experiments.studies import mmnar_injection as mi
 
 _DROP = (1, 2, 3)
 _TARGET = 1          # only modality 0 left: the most common pattern after the drops
@@ -236,7 +236,7 @@ def test_rectifier_coverage_over_seeds(strength):
 
 
 def test_injection_experiment_end_to_end(tmp_path, capsys):
-  """Minuscule run of experiments.mmnar_injection: outputs, reuse, honest reference."""
+  """Minuscule run of experiments.studies.mmnar_injection: outputs, reuse, honest reference."""
   workdir = str(tmp_path)
   cells = mi.plan([2.0], 1)
   setting = mi.Setting(n=400)

@@ -31,7 +31,7 @@ from test_reliability import ROOT, cli_env
 
 from crl_mmnar_jax import config_check
 from crl_mmnar_jax import workdir as workdir_lib
-from crl_mmnar_jax.train.loop import Progress, Throughput
+from crl_mmnar_jax.train.records import Progress, Throughput
 from experiments import run as run_script
 from experiments.configs import available_configs, synthetic
 

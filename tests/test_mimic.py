@@ -19,6 +19,7 @@ import pytest
 from crl_mmnar_jax.data import text_embed
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.sources import mimic
+from crl_mmnar_jax.data.sources.mimic import source as mimic_source
 from crl_mmnar_jax.testing import mimic_fixture as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -381,8 +382,8 @@ def test_resumable_cache(tmp_path):
 
 def test_series_batches_give_the_same_features(tmp_path, monkeypatch, raw):
   _, cohort, _ = raw
-  monkeypatch.setattr(mimic, "BATCH_VALUES", 1)
-  monkeypatch.setattr(mimic, "NOTE_BATCH_CHARS", 1)
+  monkeypatch.setattr(mimic_source, "BATCH_VALUES", 1)
+  monkeypatch.setattr(mimic_source, "NOTE_BATCH_CHARS", 1)
   c2, _ = _load(fx.write_raw(str(tmp_path / "2.2")))
   for a, b in zip(cohort.features, c2.features):
     np.testing.assert_array_equal(a, b)

@@ -219,7 +219,7 @@ def test_command_line(tmp_path):
     with open(path, "rb") as f, open(twin, "rb") as g:
       assert f.read() == g.read(), table
   assert os.path.exists(tmp_path / "cli" / "fake_mimic.json")
-  assert mimic_fake_cli.write_fake_mimic is mimic_fake.write_fake_mimic   # for bench.py
+  assert mimic_fake_cli.write_fake_mimic is mimic_fake.write_fake_mimic   # for experiments.bench
   assert mimic_fake_cli.FULL_SCALE is mimic_fake.FULL_SCALE
 
 

@@ -1,4 +1,4 @@
-"""Tests for `experiments.pattern_stability` on fake workdirs in the real output format."""
+"""Tests for `experiments.studies.pattern_stability` on fake workdirs in the real output format."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from crl_mmnar_jax import rectifier
-from experiments import pattern_stability as ps
+from experiments.studies import pattern_stability as ps
 
 _TASKS = ("task0", "task1")
 _MODALITIES = ("m0", "m1", "m2", "m3")

@@ -572,7 +572,7 @@ def _sim(rng, n, shift):
 
 
 def test_small_null_and_shift_simulation():
-  """The direction of experiments/rectifier_null.py in a few seconds: without a pattern
+  """The direction of experiments/studies/rectifier_null.py in a few seconds: without a pattern
   effect the default rule corrects far less often than the plain minimum and does not
   hurt test AUROC on average; with a real ±0.1 shift it corrects both patterns."""
   from sklearn.metrics import roc_auc_score

@@ -21,7 +21,7 @@ from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.sources.synthetic import make_synthetic
 from crl_mmnar_jax.data.sources.tables import load_tables_with_info, write_tables
 from crl_mmnar_jax.train.checkpoint import Checkpoints
-from crl_mmnar_jax.train.loop import MetricsWriter
+from crl_mmnar_jax.train.records import MetricsWriter
 from crl_mmnar_jax.workdir import WorkdirError, WorkdirLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -440,7 +440,7 @@ def test_tables_warn_about_empty_or_null_modalities_ignored_files_and_unknown_la
 def test_no_known_validation_labels_is_said_so():
   import dataclasses
 
-  from crl_mmnar_jax.experiment import check_validation_classes
+  from crl_mmnar_jax.data.splits import check_validation_classes
   cohort = make_synthetic(40, seed=0).cohort
   labels = cohort.labels.copy()
   labels[:, 0] = np.nan

@@ -1,4 +1,5 @@
-"""Cross-fitted members in one vmapped step (`train/stacked.py`) against K separate runs."""
+"""The one training loop (`train/loop.py`): cross-fitted members in one vmapped step
+against K separate runs, a lone member against the plain step, resume, old checkpoints."""
 
 from __future__ import annotations
 
@@ -32,8 +33,7 @@ def _uneven_batch_size() -> int:
   """A batch size at which the members' epochs have different numbers of batches (the
   smallest member's training rows make exactly one batch, the others two)."""
   from crl_mmnar_jax import data as data_lib
-  from crl_mmnar_jax.data.splits import assign_folds
-  from crl_mmnar_jax.experiment import make_splits
+  from crl_mmnar_jax.data.splits import assign_folds, make_splits
   config = _config(True)
   cohort = data_lib.load(config).cohort
   nontest = np.flatnonzero(make_splits(config, cohort) != "test")
@@ -92,7 +92,7 @@ def test_stacked_members_equal_separate_runs(runs):
 
 def test_a_killed_stacked_run_resumes_to_the_same_result(runs, tmp_path, monkeypatch):
   from crl_mmnar_jax.experiment import train_and_evaluate
-  from crl_mmnar_jax.train import stacked
+  from crl_mmnar_jax.train import loop
   wa, ra, _ = runs[True]
   config = _config(True, _uneven_batch_size())
   config.train.checkpoint_every = 3
@@ -104,7 +104,7 @@ def test_a_killed_stacked_run_resumes_to_the_same_result(runs, tmp_path, monkeyp
     if name == "step" and index == 5:
       raise Killed()
 
-  monkeypatch.setattr(stacked, "fault_point", die)
+  monkeypatch.setattr(loop, "fault_point", die)
   with pytest.raises(Killed):
     train_and_evaluate(config, str(tmp_path), log=lambda s: None)
   monkeypatch.undo()
@@ -121,9 +121,10 @@ def test_inactive_members_are_left_unchanged_and_active_ones_step_alone():
   from crl_mmnar_jax import methods
   from crl_mmnar_jax.losses import objective
   from crl_mmnar_jax.train import mesh as mesh_lib
-  from crl_mmnar_jax.train import optim, stacked
+  from crl_mmnar_jax.train import optim
   from crl_mmnar_jax.train import step as step_lib
-  from experiments.bench_train import random_cohort
+  from crl_mmnar_jax.train.members import MemberAxis
+  from experiments.bench.train import random_cohort
   from experiments.configs.base import get_base_config
   config = get_base_config()
   config.model.dim = 32
@@ -141,13 +142,14 @@ def test_inactive_members_are_left_unchanged_and_active_ones_step_alone():
   keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
   steps = np.array([3, 7], np.int32)
   loss = objective(weights, mcfg.miss_head)
-  step = stacked.make_stacked_step(graphdef, loss, "float32")
+  axis = MemberAxis(2)
+  step = axis.make_step(graphdef, loss, "float32")
   before = jax.device_get(state)
-  new, parts = step(state, stacked.put_stacked(batches, mesh), keys, steps,
+  new, parts = step(state, axis.put_batches(batches, mesh), keys, steps,
                     np.array([True, False]), jnp.float32(1), jnp.float32(1))
   new = jax.device_get(new)
-  for x, y in zip(jax.tree.leaves(stacked.member_slice(before, 1)),
-                  jax.tree.leaves(stacked.member_slice(new, 1))):
+  for x, y in zip(jax.tree.leaves(axis.take(before, 1)),
+                  jax.tree.leaves(axis.take(new, 1))):
     np.testing.assert_array_equal(x, y)
   assert float(parts["total"][1]) == 0.0 and bool(parts["finite"][1])
   # Member 0 moved exactly as the one-member jitted step moves it.
@@ -155,27 +157,80 @@ def test_inactive_members_are_left_unchanged_and_active_ones_step_alone():
   ref, ref_parts = single(inits[0][1], mesh_lib.put_batch(batches[0], mesh),
                           jax.random.key(0), np.int32(3), jnp.float32(1), jnp.float32(1))
   np.testing.assert_allclose(float(parts["total"][0]), float(ref_parts["total"]), rtol=1e-5)
-  for x, y in zip(jax.tree.leaves(stacked.member_slice(new, 0)),
+  for x, y in zip(jax.tree.leaves(axis.take(new, 0)),
                   jax.tree.leaves(jax.device_get(ref))):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
 
 
-def test_members_that_differ_in_structure_train_one_after_the_other():
+def test_members_are_grouped_by_structure():
   from crl_mmnar_jax import methods
   from crl_mmnar_jax.methods import MethodData, NeuralMethod
-  from crl_mmnar_jax.train import stacked
-  from experiments.bench_train import random_cohort
+  from crl_mmnar_jax.train.members import Member, group_members
+  from experiments.bench.train import random_cohort
   from experiments.configs.base import get_base_config
   config = get_base_config()
   config.model.dim = 32
   config.model.n_heads = 4
   base = methods.get_method("crl_mmnar")
-  cohorts = [random_cohort(40, (3, 4)), random_cohort(40, (3, 5))]   # other widths
-  members = [stacked.Member(config, MethodData(c, np.arange(20), np.arange(20, 40), {}),
-                            "/nonexistent", "h") for c in cohorts]
-  assert stacked.why_not_stacked(config, base, members) == \
-      "the members' models differ in structure"
-  assert stacked.why_not_stacked(config, base, members[:1] * 2) is None
-  config.train.stack_members = False
-  assert stacked.why_not_stacked(config, base, members[:1] * 2) == "train.stack_members=False"
   assert isinstance(base, NeuralMethod)
+  cohorts = [random_cohort(40, (3, 4)), random_cohort(40, (3, 5))]   # other widths
+  members = [Member(config, MethodData(c, np.arange(20), np.arange(20, 40), {}),
+                    "/nonexistent", "h") for c in cohorts]
+  assert group_members(config, base, [members[0], members[1], members[0]]) == \
+      ([[0, 2], [1]], "the members' models differ in structure")
+  assert group_members(config, base, members[:1] * 2) == ([[0, 1]], None)
+  assert group_members(config, base, members[:1]) == ([[0]], None)
+  config.train.stack_members = False
+  assert group_members(config, base, members[:1] * 2) == \
+      ([[0], [1]], "train.stack_members=False")
+
+
+def test_a_lone_member_steps_exactly_as_the_plain_jitted_step():
+  """K = 1 compiles the single model's program: bit for bit the plain step."""
+  from crl_mmnar_jax import methods
+  from crl_mmnar_jax.losses import objective
+  from crl_mmnar_jax.train import mesh as mesh_lib
+  from crl_mmnar_jax.train import optim
+  from crl_mmnar_jax.train import step as step_lib
+  from crl_mmnar_jax.train.members import MemberAxis
+  from experiments.bench.train import random_cohort
+  from experiments.configs.base import get_base_config
+  config = get_base_config()
+  config.model.dim = 32
+  config.model.n_heads = 4
+  cohort = random_cohort(64, (5, 7, 3))
+  mesh = mesh_lib.make_mesh()
+  mcfg = methods.model_config(config, cohort)
+  graphdef, state = step_lib.create_state(mcfg, optim.make_optimizer(config, 100), 3, mesh)
+  batch = mesh_lib.local_batch(cohort, np.arange(16), 16)
+  loss = objective(methods.loss_weights(config), mcfg.miss_head)
+  plain = step_lib.make_step(graphdef, loss)
+  axis = MemberAxis(1)
+  lone = axis.make_step(graphdef, loss, "float32")
+  copy = jax.tree.map(jnp.copy, state)
+  ref, ref_parts = plain(state, mesh_lib.put_batch(batch, mesh), jax.random.key(3),
+                         np.int32(5), jnp.float32(1), jnp.float32(1))
+  new, parts = lone(copy, axis.put_batches([batch], mesh), jnp.stack([jax.random.key(3)]),
+                    np.array([5], np.int32), np.array([True]), jnp.float32(1), jnp.float32(1))
+  assert parts["total"].shape == (1,)
+  assert float(parts["total"][0]) == float(ref_parts["total"])
+  for x, y in zip(jax.tree.leaves(jax.device_get(new)), jax.tree.leaves(jax.device_get(ref))):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_a_checkpoint_of_an_earlier_version_is_refused_in_one_line(tmp_path, monkeypatch):
+  """A run state without the current format (as written before the one loop) stops the
+  resume with one line naming the folder, before any step."""
+  from crl_mmnar_jax.experiment import train_and_evaluate
+  from crl_mmnar_jax.train import loop
+  from crl_mmnar_jax.workdir import WorkdirError
+  config = _config(True, epochs=1)
+  config.train.cv_folds = 1
+  to_json = loop.RunState.to_json
+  monkeypatch.setattr(loop.RunState, "to_json", lambda self, **changes: {
+      k: v for k, v in to_json(self, **changes).items() if k != "format"})
+  train_and_evaluate(config, str(tmp_path), log=lambda s: None)
+  monkeypatch.undo()
+  with pytest.raises(WorkdirError, match=r"earlier version.*new --workdir") as e:
+    train_and_evaluate(config, str(tmp_path), log=lambda s: None)
+  assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)

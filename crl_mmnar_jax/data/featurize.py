@@ -39,7 +39,7 @@ centered second moments of time and value, which give the same bits on every loa
 then one numpy scatter into the output arrays. Time and memory grow linearly with the
 number of measurements (plus the output, N x sum of group widths); input ordered by
 stay, as EHR extracts usually are, keeps the aggregation cache-friendly
-(`experiments/bench.py`, section "featurize").
+(`python -m experiments.bench --only=featurize`).
 """
 
 from __future__ import annotations

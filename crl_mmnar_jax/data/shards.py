@@ -67,7 +67,8 @@ def held_shards(n_shards: int, process_index: int | None = None,
   return tuple(range(p * k, (p + 1) * k))
 
 
-def check_batch_size(batch_size: int, n_shards: int, what: str) -> None:
+def check_batch_divides_shards(batch_size: int, n_shards: int, what: str) -> None:
+  """Raises unless `batch_size` (the setting `what`) is a multiple of `n_shards`."""
   if batch_size % n_shards:
     raise ValueError(f"{what}={batch_size} must be a multiple of train.data_shards="
                      f"{n_shards} (each batch takes batch_size / data_shards rows from "
@@ -92,7 +93,7 @@ class Layout:
     return self.n_shards > 1 and len(self.held) < self.n_shards
 
   def check_batch_size(self, batch_size: int, what: str) -> None:
-    check_batch_size(batch_size, self.n_shards, what)
+    check_batch_divides_shards(batch_size, self.n_shards, what)
 
   def n_batches(self, rows: np.ndarray, batch_size: int) -> int:
     counts = np.bincount(self.shard_N[np.asarray(rows)], minlength=self.n_shards)

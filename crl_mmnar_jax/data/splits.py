@@ -31,15 +31,26 @@ are within one unit of their targets at the same time. Fully vectorised.
 unique unit ids in sorted order, so the assignment depends on the set of
 (id, pattern, labels) and the seed only, never on row order. Stage 1 and stage 2
 draw from separate streams of the seed.
+
+**The run's policy** (`make_splits`, used by `experiment.train_and_evaluate`): a splits
+file (`data.splits_file`) if given, else `assign_splits` with `data.val_fraction`,
+`data.test_fraction` and the run's seed; rows a source fixes to the test split (a split
+by set or by database) stay there and only the others are split into train and
+validation. `check_validation_classes` refuses a validation split on which AUROC-based
+model selection is impossible, and `SealedLabels` keeps the test labels apart until the
+final evaluation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
+import ml_collections
 import numpy as np
 import polars as pl
 
+from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.io import id_kind, read_parquet
 
@@ -319,3 +330,52 @@ def read_splits(path: str | os.PathLike, patient_id: np.ndarray) -> np.ndarray:
   if null_N.any():
     raise DataError(f"{path}: column 'split' has {int(null_N.sum())} null value(s)")
   return _check_split_values(split_N, f"{path}: column 'split'")
+
+
+def make_splits(config: ml_collections.ConfigDict, cohort: Cohort,
+                test_mask_N: np.ndarray | None = None) -> np.ndarray:
+  """train/val/test per patient. `test_mask_N` fixes the test rows (a split by set or
+  by database); the other rows are then split into train and validation."""
+  d = config.data
+  if d.splits_file:
+    return read_splits(d.splits_file, cohort.patient_id)
+  if test_mask_N is None:
+    return assign_splits(
+        cohort.patient_id, cohort.pattern, cohort.labels, val_fraction=float(d.val_fraction),
+        test_fraction=float(d.test_fraction), seed=int(config.seed), group_id=cohort.group_id,
+        predefined=cohort.split)
+  split = np.full(cohort.n, "test", dtype="<U5")
+  rest = ~test_mask_N
+  split[rest] = assign_splits(
+      cohort.patient_id[rest], cohort.pattern[rest], cohort.labels[rest],
+      val_fraction=float(d.val_fraction), test_fraction=0.0, seed=int(config.seed),
+      group_id=None if cohort.group_id is None else cohort.group_id[rest])
+  return split
+
+
+def check_validation_classes(cohort: Cohort, val_rows: np.ndarray) -> None:
+  """Raises `DataError` for a task whose validation labels are all unknown or all of one
+  class: AUROC-based model selection would be impossible."""
+  for t, name in enumerate(cohort.task_names):
+    y = cohort.labels[val_rows, t]
+    y = y[~np.isnan(y)]
+    n_pos = int(y.sum())
+    if len(y) == 0:
+      raise DataError(
+          f"task '{name}' has no known labels in the validation split: AUROC-based model "
+          f"selection is impossible; check the label column, or drop the task (data.tasks)")
+    if n_pos == 0 or n_pos == len(y):
+      raise DataError(
+          f"task '{name}' has only one class in the validation split (n_pos={n_pos} of "
+          f"{len(y)}): AUROC-based model selection is impossible; use more patients, a "
+          f"larger data.val_fraction, or drop the task (data.tasks)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SealedLabels:
+  """Test labels, kept apart from everything that trains or selects."""
+
+  _labels_NxT: np.ndarray
+
+  def open(self) -> np.ndarray:
+    return self._labels_NxT.copy()

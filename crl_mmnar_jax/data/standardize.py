@@ -20,11 +20,11 @@ def options(config: Any) -> dict[str, Any]:
   `data.extreme_factor`; `model.num_bins` when `model.num_embedding` is "ple" or
   "ple_tree", the latter with target-aware bins)."""
   data, model = config.data, config.model
-  kind = str(model.get("num_embedding", "none"))
+  kind = str(model.num_embedding)
   ple = kind in ("ple", "ple_tree")
-  return {"preprocess": str(data.get("preprocess", "standard")),
-          "extreme_factor": float(data.get("extreme_factor", EXTREME_FACTOR)),
-          "num_bins": int(model.get("num_bins", 0)) if ple else 0,
+  return {"preprocess": str(data.preprocess),
+          "extreme_factor": float(data.extreme_factor),
+          "num_bins": int(model.num_bins) if ple else 0,
           "target_bins": kind == "ple_tree"}
 
 

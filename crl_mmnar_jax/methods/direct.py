@@ -115,8 +115,8 @@ def _fit_lightgbm(x, y, x_val, y_val, b: ml_collections.ConfigDict, seed: int):
   params = {"objective": "binary", "metric": "auc", "learning_rate": float(b.gbt_learning_rate),
             "num_leaves": int(b.gbt_num_leaves),
             "min_data_in_leaf": int(b.gbt_min_child_samples), "seed": seed,
-            "feature_fraction": float(b.get("gbt_feature_fraction", 1.0)),
-            "lambda_l2": float(b.get("gbt_lambda_l2", 0.0)),
+            "feature_fraction": float(b.gbt_feature_fraction),
+            "lambda_l2": float(b.gbt_lambda_l2),
             "deterministic": True, "force_row_wise": True, "verbosity": -1}
   train = lightgbm.Dataset(x, y)
   booster = lightgbm.train(
@@ -135,8 +135,8 @@ def _fit_xgboost(x, y, x_val, y_val, b: ml_collections.ConfigDict, seed: int):
   model = xgboost.XGBClassifier(
       n_estimators=int(b.gbt_n_estimators), learning_rate=float(b.gbt_learning_rate),
       max_leaves=int(b.gbt_num_leaves), grow_policy="lossguide", tree_method="hist",
-      colsample_bytree=float(b.get("gbt_feature_fraction", 1.0)),
-      reg_lambda=float(b.get("gbt_lambda_l2", 0.0)),
+      colsample_bytree=float(b.gbt_feature_fraction),
+      reg_lambda=float(b.gbt_lambda_l2),
       eval_metric="auc", early_stopping_rounds=int(b.gbt_early_stopping), random_state=seed)
   model.fit(x, y, eval_set=[(x_val, y_val)], verbose=False)
   n_trees = int(model.best_iteration) + 1

@@ -35,7 +35,7 @@ D(c) = Σ_n d_n(c) / N, the cross-fitted mean loss change (negative = better):
   +inf when K' < 2); z = 1 is the classic rule.
 * "min": c* = argmin_c D(c), whatever its spread (the rule before the audit).
 
-Simulation (experiments/rectifier_null.py, 200 runs: a calibrated model, 1,500
+Simulation (experiments/studies/rectifier_null.py, 200 runs: a calibrated model, 1,500
 validation and 20,000 test rows, 8 equally likely patterns). Without any pattern
 effect λ > 0 is chosen in 9% of runs by "lcb" (mean test ΔAUROC −0.00003), 19.5% by
 "one_se" z = 1 (−0.00030), 9% by "one_se" z = 1.645 (−0.00016) and 48.5% by "min"

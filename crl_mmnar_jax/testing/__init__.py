@@ -4,7 +4,7 @@ library itself.
 
 * `mimic_fake`: ``write_fake_mimic(directory, scale=...)``, a generated MIMIC-IV v2.2
   (or v3.1) directory with MIMIC-IV-Note and MIMIC-CXR tables at any fraction of the
-  real sizes, deterministic for a seed (used by ``experiments/bench.py`` and
+  real sizes, deterministic for a seed (used by ``experiments/bench/`` and
   ``experiments/mimic_fake.py``, its command line). Its tables come from
   `mimic_fake_events` (labevents, chartevents, d_labitems, d_items),
   `mimic_fake_orders` (prescriptions, diagnoses_icd, procedures_icd),

@@ -6,59 +6,22 @@ unknown preset stops with one line naming the known ones (`base.apply_preset`). 
 file's docstring says how to run it and what to expect.
 
 `METHODS` lists every name `--config.method=NAME` accepts (CRL-MMNAR and the baselines,
-`crl_mmnar_jax/methods`). `resolve_config_argv` turns `--config=NAME[:ARGS]` (or
+`crl_mmnar_jax/methods`). `lookup.resolve_config_argv` turns `--config=NAME[:ARGS]` (or
 `--config NAME[:ARGS]`) into the file path ml_collections reads (shared by `run`, `sweep`
-and `mmnar_injection`); `cli` is the command-line plumbing of the experiment scripts.
+and `mmnar_injection`); `cli` is the command-line plumbing of the experiment scripts;
+`base` is what every config starts from: the schema's defaults (`crl_mmnar_jax.config`,
+every field declared once), which each config overrides.
 """
 
-import os
-import re
-import sys
+from experiments.configs.lookup import CONFIG_DIR, available_configs, resolve_config_argv
 
 __all__ = ["CONFIG_DIR", "METHODS", "available_configs", "resolve_config_argv"]
 
-CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
-_NOT_CONFIGS = {"__init__", "base", "cli"}
-_CONFIG_FLAG = re.compile(r"^--?config(=|$)")
-
 
 def __getattr__(name: str):
-  # METHODS is read on first use: importing the method registry imports JAX, which the
-  # light scripts (`summarize`, `--help`) do not need.
+  # METHODS is read on first use: importing the method registry imports JAX (seconds),
+  # which the light scripts (`summarize`, `--help`) do not need.
   if name == "METHODS":
     from crl_mmnar_jax.methods import METHODS
     return METHODS
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def available_configs() -> list[str]:
-  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
-                if f.endswith(".py") and f[:-3] not in _NOT_CONFIGS)
-
-
-def resolve_config_argv(argv: list[str]) -> list[str]:
-  """Turns --config=NAME[:ARGS] and --config NAME[:ARGS] into --config=PATH[:ARGS], the
-  path ml_collections expects; an unknown NAME, or --config without a value, exits with
-  one line listing the available configs."""
-  out = []
-  args = iter(argv)
-  for a in args:
-    if a == "--":                 # what follows is positional
-      out.append(a)
-      out.extend(args)
-      break
-    match = _CONFIG_FLAG.match(a)
-    if match:
-      value = a[match.end():] if match.group(1) else next(args, None)
-      if value is None or (not match.group(1) and value.startswith("-")):
-        sys.exit(f"error: {a} needs a value: --config=NAME[:PRESET] with NAME one of "
-                 f"{', '.join(available_configs())}")
-      name, sep, rest = value.partition(":")
-      if not name.endswith(".py"):
-        if name not in available_configs():
-          sys.exit(f"error: unknown config {name!r}; available: "
-                   f"{', '.join(available_configs())}")
-        name = os.path.join(CONFIG_DIR, name + ".py")
-      a = f"--config={name}{sep}{rest}"
-    out.append(a)
-  return out

@@ -30,13 +30,7 @@ from experiments.configs.base import apply_preset, get_base_config, tiny
 
 
 def get_config(arg: str = ""):
-  c = get_base_config()
-  c.data.name = "eicu"
-  c.data.dir = ""
-  c.data.strict = False      # True: refuse imperfect rows (file:line) instead of counting
-  c.data.tasks = "mortality,icu_readmission"
-  c.data.window_hours = 24.0
-  c.data.cache_dir = ""
+  c = get_base_config("eicu")   # data.*: crl_mmnar_jax/config/sources.py
   c.model.dim = 64          # ten modalities: see the PhysioNet config for the cost
   c.model.mlp_ratio = 2
   c.model.proj_dim = 32

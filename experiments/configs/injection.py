@@ -1,10 +1,10 @@
 r"""Model and training settings of the MMNAR injection experiment.
 
-Not meant for `experiments.run` on its own: `experiments.mmnar_injection` writes each
+Not meant for `experiments.run` on its own: `experiments.studies.mmnar_injection` writes each
 injected cohort as a tables directory and fills in `data.dir`, `seed` and `method`.
 
-  python -m experiments.mmnar_injection --workdir=/tmp/injection_run
-  python -m experiments.mmnar_injection --workdir=/tmp/inj_tiny --config=injection:tiny \
+  python -m experiments.studies.mmnar_injection --workdir=/tmp/injection_run
+  python -m experiments.studies.mmnar_injection --workdir=/tmp/inj_tiny --config=injection:tiny \
       --n=400 --strengths=2 --seeds=1
 
 Presets: "" (a small model, early stopping; about 1 minute per run of 6,000 patients
@@ -17,10 +17,7 @@ from experiments.configs.base import apply_preset, get_base_config
 
 
 def get_config(arg: str = ""):
-  c = get_base_config()
-  c.data.name = "tables"
-  c.data.dir = ""              # set per injected cohort by experiments.mmnar_injection
-  c.data.tasks = ""
+  c = get_base_config("tables")   # data.dir: set per injected cohort by mmnar_injection
   c.model.dim = 32
   c.model.n_heads = 4
   c.model.proj_dim = 16

@@ -47,28 +47,11 @@ On the demo, about 25 seconds of CPU; its AUROCs (seed 0: mean 0.45) are noise, 
 the full demo run's.
 """
 
-import os
-
-from experiments.configs.base import SHARED_DATA, apply_preset, get_base_config, tiny
+from experiments.configs.base import apply_preset, get_base_config, tiny
 
 
 def get_config(arg: str = ""):
-  c = get_base_config()
-  c.data.name = "mimic"
-  c.data.dir = ""                # raw MIMIC-IV root (hosp/, icu/, note/, cxr/)
-  c.data.meds = ""               # or a MEDS events parquet file / folder
-  c.data.demo_meds = os.path.join(SHARED_DATA, "mimic-iv-demo-meds", "events.parquet")
-  c.data.version = ""            # "2.2", "3.1" or "" (folder name, else unknown)
-  c.data.strict = False      # True: refuse imperfect rows (file:line) instead of counting
-  c.data.tasks = "readmission_30d,icu_90d,mortality_180d"
-  c.data.cache_dir = ""
-  c.data.text_encoder = "hashed"
-  c.data.text_model_path = ""
-  c.data.text_device = "auto"    # Bio_ClinicalBERT: "auto" (GPU if any), "cpu", "cuda:N"
-  c.data.cxr_embeddings = ""
-  c.data.cxr_metadata = ""       # default <dir>/cxr/mimic-cxr-2.0.0-metadata.csv.gz
-  c.data.anchor_years = "2008-2019"   # anchor_year_group kept ("" = all; v3.x adds
-                                      # 2020-2022, which has no notes or chest X-rays)
+  c = get_base_config("mimic")   # data.*: crl_mmnar_jax/config/sources.py
   c.model.dim = 64
   c.model.mlp_ratio = 2
   c.model.proj_dim = 32

@@ -39,16 +39,7 @@ from experiments.configs.base import (
 
 
 def get_config(arg: str = ""):
-  c = get_base_config()
-  c.data.name = "synthetic"
-  c.data.n = 20_000
-  c.data.n_modalities = 4
-  c.data.n_tasks = 3
-  c.data.mechanism = "mnar"
-  c.data.prevalence = 0.2
-  c.data.pattern_effect = -1.0   # < 0: the generator's default for the mechanism
-  c.data.seed = 0                # the patients (and the world, unless world_seed >= 0)
-  c.data.world_seed = -1         # >= 0: the generator's world alone (make_synthetic)
+  c = get_base_config("synthetic")   # data.*: crl_mmnar_jax/config/sources.py
   tuned(c)
   return apply_preset(c, "synthetic", arg, {"tiny": _tiny, "untuned": _untuned})
 

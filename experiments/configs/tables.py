@@ -38,10 +38,7 @@ from experiments.configs.base import (
 
 
 def get_config(arg: str = ""):
-  c = get_base_config()
-  c.data.name = "tables"
-  c.data.dir = ""
-  c.data.tasks = ""        # comma-separated subset of label columns ("" = all)
+  c = get_base_config("tables")   # data.dir, data.tasks: crl_mmnar_jax/config/sources.py
   # Start from the settings tuned on PhysioNet 2012 (module docstring); tune your own
   # cohort with `python -m experiments.tune --config=tables`.
   physionet2012.tuned(c)

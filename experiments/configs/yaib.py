@@ -30,10 +30,7 @@ About a minute on a loaded 2-core machine; seed 0: test AUROC 0.62 (2 epochs, ag
 0.77 above).
 """
 
-import os
-
 from experiments.configs.base import (
-  SHARED_DATA,
   apply_preset,
   get_base_config,
   neural_search_space,
@@ -44,14 +41,7 @@ from experiments.configs.base import (
 
 
 def get_config(arg: str = ""):
-  c = get_base_config()
-  c.data.name = "yaib"
-  c.data.dir = os.path.normpath(os.path.join(SHARED_DATA, "yaib-demo"))
-  c.data.databases = "mimic_demo,eicu_demo"
-  c.data.strict = False      # True: refuse imperfect rows (file:line) instead of counting
-  c.data.task = "mortality24"
-  c.data.window_hours = 24.0
-  c.data.test_database = ""   # e.g. "mimic_demo": external validation
+  c = get_base_config("yaib")   # data.*: crl_mmnar_jax/config/sources.py
   c.data.val_fraction = 0.2
   c.data.test_fraction = 0.2
   c.train.batch_size = 64

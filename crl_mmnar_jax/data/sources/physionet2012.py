@@ -139,6 +139,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
+import ml_collections
 import numpy as np
 import polars as pl
 from absl import logging
@@ -147,6 +148,14 @@ from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.featurize import ModalityGroup, featurize
 from crl_mmnar_jax.data.io import check_tasks
+from crl_mmnar_jax.data.loaded import (
+  Keep,
+  LoadedData,
+  csv_list,
+  fixed_test,
+  strict_rows,
+  summary,
+)
 from crl_mmnar_jax.data.row_policy import RowProblems
 from crl_mmnar_jax.data.sources.physionet2012_files import (
   match_outcomes,
@@ -451,3 +460,18 @@ def _count_out_of_range(series: pl.DataFrame, paths: Sequence[str], window_hours
     lo_v, hi_v = VALID_RANGES[param]
     problems.found(paths[f], f"{param} outside its valid range [{lo_v:g}, {hi_v:g}]", n,
                    "", refuse=False)
+
+
+def from_config(config: ml_collections.ConfigDict, keep: Keep | None = None) -> LoadedData:
+  """`data.name = "physionet2012"`: the sets `data.train_sets` + `data.test_sets` (every
+  set if both are empty); the latter's rows are fixed to the test split."""
+  d = config.data
+  train, test = csv_list(d.train_sets), csv_list(d.test_sets)
+  sets = (train + test) or None
+  cohort, info = load_physionet2012(d.dir, sets=sets, tasks=tuple(csv_list(d.tasks)),
+                                    window_hours=float(d.window_hours), keep=keep,
+                                    strict=strict_rows(d))
+  if not test:
+    return LoadedData(cohort, None, summary(info))
+  keep, is_test = fixed_test(info["set"], train, test, "set", d.dir)
+  return LoadedData(cohort.subset(keep), None, summary(info), is_test[keep])

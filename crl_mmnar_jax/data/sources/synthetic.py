@@ -63,9 +63,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+import ml_collections
 import numpy as np
 
 from crl_mmnar_jax.cohort import MAX_MODALITIES, Cohort
+from crl_mmnar_jax.data.loaded import Keep, LoadedData
 
 MECHANISMS = ("mcar", "mar", "mnar")
 
@@ -375,3 +377,15 @@ def make_synthetic(
       u_shape_TxK=ushape_TxK,
       mechanism=mechanism,
   )
+
+
+def from_config(config: ml_collections.ConfigDict, keep: Keep | None = None) -> LoadedData:
+  """`data.name = "synthetic"`: the whole generated cohort (`data.load` applies `keep`)."""
+  d = config.data
+  syn = make_synthetic(
+      int(d.n), n_modalities=int(d.n_modalities), n_tasks=int(d.n_tasks),
+      mechanism=str(d.mechanism), prevalence=float(d.prevalence),
+      pattern_effect=None if d.pattern_effect < 0 else float(d.pattern_effect),
+      seed=int(d.seed),
+      world_seed=None if d.world_seed < 0 else int(d.world_seed))
+  return LoadedData(syn.cohort, syn.true_prob_NxT, {"mechanism": syn.mechanism})

@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
+import ml_collections
 import numpy as np
 import polars as pl
 from absl import logging
@@ -50,6 +51,7 @@ from crl_mmnar_jax.data.io import (
   read_parquet,
   write_parquet_atomic,
 )
+from crl_mmnar_jax.data.loaded import Keep, LoadedData
 
 LABELS_FILE = "labels.parquet"
 ID_COLUMN = "patient_id"
@@ -469,3 +471,13 @@ def write_tables(cohort: Cohort, directory: str | os.PathLike) -> str:
                   else pl.String))
   write_parquet_atomic(labels, os.path.join(directory, LABELS_FILE), hidden=True)
   return directory
+
+
+def from_config(config: ml_collections.ConfigDict, keep: Keep | None = None) -> LoadedData:
+  """`data.name = "tables"`: the generic layout in `data.dir`, `data.tasks` (all if empty)."""
+  d = config.data
+  if not d.dir:
+    raise DataError("--config=tables needs --config.data.dir=DIR (the cohort directory)")
+  tasks = [s for s in str(d.tasks).split(",") if s] or None
+  cohort, info = load_tables_with_info(d.dir, tasks=tasks, keep=keep)
+  return LoadedData(cohort, None, info)

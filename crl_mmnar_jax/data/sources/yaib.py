@@ -85,6 +85,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
+import ml_collections
 import numpy as np
 import polars as pl
 from absl import logging
@@ -93,6 +94,7 @@ from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.featurize import ModalityGroup, featurize
 from crl_mmnar_jax.data.io import read_kept_rows, read_parquet
+from crl_mmnar_jax.data.loaded import LoadedData, csv_list, fixed_test, strict_rows, summary
 from crl_mmnar_jax.data.row_policy import RowProblems
 
 DATABASES = ("mimic_demo", "eicu_demo")
@@ -527,3 +529,16 @@ def load_yaib(root: str | os.PathLike, *, databases: Sequence[str] = DATABASES,
                       info["per_database"].items()},
                {n: round(d["observed_fraction"], 3) for n, d in modalities.items()})
   return cohort, info
+
+
+def from_config(config: ml_collections.ConfigDict, keep: Keep | None = None) -> LoadedData:
+  """`data.name = "yaib"`: `data.databases` of `data.task`; the rows of
+  `data.test_database`, if given, are fixed to the test split."""
+  d = config.data
+  cohort, info = load_yaib(d.dir, databases=tuple(csv_list(d.databases)), task=str(d.task),
+                           window_hours=float(d.window_hours), keep=keep,
+                           strict=strict_rows(d))
+  if not d.test_database:
+    return LoadedData(cohort, None, summary(info))
+  _, is_test = fixed_test(info["database"], [], [str(d.test_database)], "database", d.dir)
+  return LoadedData(cohort, None, summary(info), is_test)

@@ -1,6 +1,6 @@
 r"""Does the rectifier do harm without a pattern effect, and find a real one?
 
-  python -m experiments.rectifier_null --reps=200 [--out=/tmp/rectifier_null.json]
+  python -m experiments.studies.rectifier_null --reps=200 [--out=/tmp/rectifier_null.json]
 
 Simulation (all settings are flags). A perfectly calibrated model: the true
 probability is p = sigmoid(μ + σ·x), x ~ N(0, 1), and the model predicts exactly p.

@@ -1,10 +1,10 @@
 """Peak RSS of the MIMIC-IV note stage (`mimic.stages.note_stage`) on generated notes
 (docs/cohorts_memory.md).
 
-  python -m experiments.bench_note_memory gen SCALE DIR   # SCALE x MIMIC-IV-Note as
+  python -m experiments.studies.note_memory gen SCALE DIR   # SCALE x MIMIC-IV-Note as
       # DIR/{discharge,radiology}.csv.gz, texts from the sentence pools of
       # crl_mmnar_jax.testing.mimic_fake_notes, every note in its subject's window
-  python -m experiments.bench_note_memory run DIR TABLE [N_SUBJECTS [STAGES_PY]]
+  python -m experiments.studies.note_memory run DIR TABLE [N_SUBJECTS [STAGES_PY]]
       # the stage alone in this fresh process (hashed encoder): one JSON line with the
       # peak RSS; N_SUBJECTS pads the cohort with subjects without notes; STAGES_PY runs
       # the note_stage of another copy of stages.py (e.g. an older one) instead

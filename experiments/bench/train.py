@@ -2,7 +2,8 @@
 time, patients/s and FLOPs of the real train step against the measured matmul peak, for
 random drops `loss.rec_drops=1` and the exact leave-one-out `rec_drops=0`, step alone
 and whole loop; and the 5 members of `train.cv_folds=5` in one vmapped step, patients/s
-per member), `scaling` (weak scaling over simulated CPU devices) and `rectifier` (`fit` and `apply`).
+per member), `scaling` (weak scaling over simulated CPU devices) and `rectifier` (`fit`
+and `apply`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.train import mesh as mesh_lib
 from crl_mmnar_jax.train import optim
 from crl_mmnar_jax.train import step as step_lib
-from experiments.bench_common import Options, Result, child, time_calls
+from experiments.bench.common import Options, Result, child, time_calls
 
 # The paper's MIMIC-IV shapes: structured EHR, chest X-ray embedding, two note embeddings.
 PAPER_DIMS = (30, 1024, 768, 768)
@@ -161,11 +162,11 @@ def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int |
 
 def stacked_step_throughput(batch_size: int, dims: tuple[int, ...], members: int = 5,
                             n_steps: int | None = None) -> Result:
-  """The cross-fitted members' vmapped step (`train/stacked.py`, `train.cv_folds`):
+  """The cross-fitted members' vmapped step (`train/members.py`, `train.cv_folds`):
   `members` default models, each with its own batch of `batch_size`; patients/s per
   member (median of warm steps) and all members together."""
   from crl_mmnar_jax.losses import objective
-  from crl_mmnar_jax.train import stacked
+  from crl_mmnar_jax.train.members import MemberAxis
   from experiments.configs.base import get_base_config
   n_steps = n_steps or max(5, min(20, 2560 // batch_size))
   config = get_base_config()
@@ -174,10 +175,11 @@ def stacked_step_throughput(batch_size: int, dims: tuple[int, ...], members: int
   tx = optim.make_optimizer(config, 1000)
   mcfg = methods.model_config(config, cohort)
   inits = [step_lib.create_state(mcfg, tx, k, mesh) for k in range(members)]
-  state = jax.tree.map(lambda *a: np.stack(a), *[s for _, s in inits])
-  step = stacked.make_stacked_step(inits[0][0], objective(methods.loss_weights(config),
-                                                          mcfg.miss_head), "float32")
-  batch = stacked.put_stacked([mesh_lib.local_batch(
+  axis = MemberAxis(members)
+  state = axis.stack([s for _, s in inits])
+  step = axis.make_step(inits[0][0], objective(methods.loss_weights(config), mcfg.miss_head),
+                        "float32")
+  batch = axis.put_batches([mesh_lib.local_batch(
       cohort, (np.arange(batch_size) + k * batch_size) % cohort.n, batch_size)
       for k in range(members)], mesh)
   keys = jax.numpy.stack([jax.random.key(k) for k in range(members)])

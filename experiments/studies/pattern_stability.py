@@ -1,6 +1,6 @@
 r"""Pattern stability of the rectifier and the long tail.
 
-  python -m experiments.pattern_stability WORKDIR [WORKDIR ...] [--repeats=50] \
+  python -m experiments.studies.pattern_stability WORKDIR [WORKDIR ...] [--repeats=50] \
       [--resample=folds|half] [--rare=50] [--out=DIR]
 
 For each run (a workdir with `predictions.parquet` and `results.json`), the rectifier is
@@ -358,8 +358,8 @@ def write_outputs(result: dict, out: str, command: str) -> None:
 
 
 def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
-  """The flags of `experiments.pattern_stability` on `fv` (`argv` unused: no config-file
-  flag); the run directories are positional arguments."""
+  """The flags of `experiments.studies.pattern_stability` on `fv` (`argv` unused: no
+  config-file flag); the run directories are positional arguments."""
   del argv
   flags.DEFINE_integer("repeats", 50, "Refits per run.", flag_values=fv)
   flags.DEFINE_enum("resample", "folds", RESAMPLING, "What each refit redraws.",
@@ -373,13 +373,13 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
 def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
   workdirs = argv[1:]
   if not workdirs:
-    sys.exit("error: give at least one run directory: python -m "
-             "experiments.pattern_stability WORKDIR [WORKDIR ...] (--help lists the flags)")
+    sys.exit("error: give at least one run directory: python -m experiments.studies."
+             "pattern_stability WORKDIR [WORKDIR ...] (--help lists the flags)")
   try:
     result = analyse(workdirs, fv.repeats, fv.resample, fv.rare)
   except ValueError as e:
     sys.exit(f"error: {e}")
-  command = cli.command_line("experiments.pattern_stability", argv, fv)
+  command = cli.command_line("experiments.studies.pattern_stability", argv, fv)
   out = fv.out or workdirs[0]
   write_outputs(result, out, command)
   with open(os.path.join(out, "stability.md")) as f:

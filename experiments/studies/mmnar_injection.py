@@ -1,6 +1,6 @@
 r"""MMNAR injection experiment: does the rectifier recover a known effect?
 
-  python -m experiments.mmnar_injection --workdir=/tmp/injection_run \
+  python -m experiments.studies.mmnar_injection --workdir=/tmp/injection_run \
       [--strengths=0,1,2,3] [--seeds=3] [--n=6000] [--methods=crl_mmnar] [--effect=0.1] \
       [--config=injection[:tiny]] [--config.train.epochs=10] [--dry_run]
 
@@ -145,8 +145,8 @@ def untrained_predictors(config, cell_dir: str) -> None:
   """`logreg_reference` and `blind_oracle` on the splits `train_and_evaluate` uses."""
   from crl_mmnar_jax import data as data_lib
   from crl_mmnar_jax import rectifier as rectifier_lib
+  from crl_mmnar_jax.data.splits import make_splits
   from crl_mmnar_jax.data.standardize import standardize
-  from crl_mmnar_jax.experiment import make_splits
   from crl_mmnar_jax.methods.direct import logreg_mean_impute
   todo = [m for m in (REFERENCE, ORACLE)
           if not os.path.exists(os.path.join(cell_dir, m, "results.json"))]
@@ -407,8 +407,8 @@ def run_experiment(workdir: str, cells: Sequence[Cell], methods: Sequence[str],
 
 
 def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
-  """The flags of `experiments.mmnar_injection` on `fv`; `argv` is the command line,
-  where the config flag reads its `--config.a.b=value` overrides."""
+  """The flags of `experiments.studies.mmnar_injection` on `fv`; `argv` is the command
+  line, where the config flag reads its `--config.a.b=value` overrides."""
   config_flags.DEFINE_config_file(
       "config", DEFAULT_CONFIG, "Model/training settings: NAME[:PRESET] of "
       "experiments/configs/ (configs/injection.py).", flag_values=fv, sys_argv=list(argv))
@@ -458,7 +458,7 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
   except ValueError as e:
     sys.exit(f"error: {e}")
   write_outputs(workdir, rows, methods, setting,
-                cli.command_line("experiments.mmnar_injection", argv, fv))
+                cli.command_line("experiments.studies.mmnar_injection", argv, fv))
   with open(os.path.join(workdir, "injection.md")) as f:
     print(f.read())
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 
-from experiments.bench_common import PHYSIONET_DIR, Options, Result, child, folder_mb
-from experiments.bench_extraction import load_case
-from experiments.bench_train import PAPER_DIMS, random_cohort
+from experiments.bench.common import PHYSIONET_DIR, Options, Result, child, folder_mb
+from experiments.bench.extraction import load_case
+from experiments.bench.train import PAPER_DIMS, random_cohort
 
 
 def shard_load_case(source: str, folder: str, n_shards: int) -> Result:

@@ -1,7 +1,7 @@
 """What the benchmark sections share: their options, timing, child processes, memory.
 
-`experiments.bench` is the entry point; its sections live in `bench_train`,
-`bench_featurize`, `bench_extraction` and `bench_shards`.
+`python -m experiments.bench` is the entry point (`sections`); the sections live in
+`experiments.bench.train`, `.featurize`, `.extraction` and `.shards`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import jax
 
 Result = dict[str, Any]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PHYSIONET_DIR = os.path.join(ROOT, "..", "shared", "data", "physionet2012")
 
 

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from experiments.bench_common import PHYSIONET_DIR, Options, Result, child, rss_bytes
+from experiments.bench.common import PHYSIONET_DIR, Options, Result, child, rss_bytes
 
 SET_A_MEASUREMENTS = 1_733_980   # time-series values in PhysioNet 2012 set A
 SET_A_STAYS = 4_000

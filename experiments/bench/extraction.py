@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from experiments.bench_common import (
+from experiments.bench.common import (
   Options,
   Result,
   child,

@@ -7,14 +7,14 @@ Usage::
   python -m experiments.bench --only=mimic --out=docs/bench_mimic.json   # figure in docs/
   python -m experiments.bench --only=shards   # what one process reads with data_shards
 
-Each section is a function of the options (`bench_common.Options`, from the flags)
-returning a list of flat result dicts (one per case); `SECTIONS` maps section names to
-them: `train`, `scaling` and `rectifier` (`bench_train`), `featurize`
-(`bench_featurize`), `eicu` and `mimic` (`bench_extraction`), `shards` (`bench_shards`).
-Timings separate the first call (tracing and XLA compilation included, after
-`jax.clear_caches()`) from the median of warm calls. Cases that must measure their own
-memory run in a child process that evaluates a call of a function of this module
-(`bench.load_case(...)`, `bench.shard_load_case(...)`, ...: re-exported here).
+Each section is a function of the options (`common.Options`, from the flags) returning a
+list of flat result dicts (one per case); `SECTIONS` maps section names to them: `train`,
+`scaling` and `rectifier` (`experiments.bench.train`), `featurize` (`.featurize`), `eicu`
+and `mimic` (`.extraction`), `shards` (`.shards`). Timings separate the first call
+(tracing and XLA compilation included, after `jax.clear_caches()`) from the median of
+warm calls. Cases that must measure their own memory run in a child process that
+evaluates a call of a function of the package (`bench.load_case(...)`,
+`bench.shard_load_case(...)`, ...: re-exported by `experiments/bench/__init__.py`).
 """
 
 from __future__ import annotations
@@ -29,21 +29,14 @@ import jax
 import numpy as np
 from absl import flags
 
-from experiments.bench_common import Options, Result
-from experiments.bench_extraction import bench_eicu, bench_mimic, eicu_case, load_case
-from experiments.bench_featurize import bench_featurize, featurize_case
-from experiments.bench_shards import bench_shards, shard_load_case
-from experiments.bench_train import (
-  PAPER_DIMS,
-  bench_rectifier,
-  bench_scaling,
-  bench_train,
-  train_step_throughput,
-)
+from experiments.bench.common import Options, Result
+from experiments.bench.extraction import bench_eicu, bench_mimic
+from experiments.bench.featurize import bench_featurize
+from experiments.bench.shards import bench_shards
+from experiments.bench.train import bench_rectifier, bench_scaling, bench_train
 from experiments.configs import cli
 
-__all__ = ["PAPER_DIMS", "SECTIONS", "Options", "Result", "eicu_case", "featurize_case",
-           "load_case", "main", "print_table", "shard_load_case", "train_step_throughput"]
+__all__ = ["SCRIPT", "SECTIONS", "define_flags", "main", "print_table"]
 
 SECTIONS: dict[str, Callable[[Options], list[Result]]] = {
     "train": bench_train,
@@ -141,6 +134,3 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
 
 
 SCRIPT = cli.Script(main, define_flags, __doc__)
-
-if __name__ == "__main__":
-  SCRIPT.run()

@@ -1,6 +1,7 @@
 r"""The featuriser against the simplest peer: LightGBM on plain per-variable aggregates.
 
-  python -m experiments.plain_aggregates --seeds=0,1,2,3,4 --out=docs/plain_aggregates.json
+  python -m experiments.studies.plain_aggregates --seeds=0,1,2,3,4 \
+      --out=docs/plain_aggregates.json
 
 On PhysioNet 2012 (`--config=physionet2012`'s data and splits, one split per seed),
 compares two LightGBM models with identical settings (`config.baseline.gbt_*`, early
@@ -39,7 +40,8 @@ from absl import flags
 from crl_mmnar_jax import data as data_lib
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax.data.io import write_atomic
-from crl_mmnar_jax.experiment import make_splits, train_and_evaluate
+from crl_mmnar_jax.data.splits import make_splits
+from crl_mmnar_jax.experiment import train_and_evaluate
 from experiments.configs import cli, physionet2012
 
 DESCRIPTORS = ("Age", "Gender", "Height", "ICUType", "Weight")

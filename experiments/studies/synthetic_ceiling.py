@@ -1,6 +1,6 @@
 r"""The learnable ceiling of the synthetic cohort: what its observed data allow.
 
-  python -m experiments.synthetic_ceiling --n_big=500000 --seeds=0,1,2,3,4 \
+  python -m experiments.studies.synthetic_ceiling --n_big=500000 --seeds=0,1,2,3,4 \
       --out=docs/synthetic_ceiling.json
 
 The synthetic config's cohort (20,000 patients of world `data.seed`) is what every
@@ -28,7 +28,7 @@ from absl import flags
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax.data import load
 from crl_mmnar_jax.data.sources.synthetic import make_synthetic
-from crl_mmnar_jax.experiment import make_splits
+from crl_mmnar_jax.data.splits import make_splits
 from experiments.configs import cli, synthetic
 
 
