@@ -35,6 +35,7 @@ from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data import splits as splits_lib
 from crl_mmnar_jax.data.errors import DataError
 
+
 @dataclasses.dataclass(frozen=True)
 class MemberPlan:
   """Member `fold`: its config (seed set), standardised cohort, rows and folder."""

@@ -113,3 +113,46 @@ def evaluate(labels: RowSets, probs: RowSets, rectified: RowSets, pattern: RowSe
   out.update(report.comparisons(labels, probs, rectified, reference, oracle, names,
                                 n_boot=int(n_boot), seed=seed))
   return out
+
+
+def paired_auroc_delta(labels_N: np.ndarray, base_N: np.ndarray, other_N: np.ndarray,
+                       n_boot: int, seed: int, alpha: float = 0.05) -> dict[str, Any]:
+  """AUROC of `other` minus that of `base` on the same patients, with the percentile
+  interval of a paired bootstrap (the same resamples for both, `bootstrap_samples`):
+  {"base", "other", "delta", "lo", "hi", "n"}; no interval when n_boot is 0."""
+  known = ~np.isnan(labels_N)
+  y = labels_N[known]
+  base, other = metrics_lib.auroc(y, base_N[known]), metrics_lib.auroc(y, other_N[known])
+  out = {"base": float(base), "other": float(other), "delta": float(other - base),
+         "lo": None, "hi": None, "n": int(known.sum())}
+  if n_boot > 0:
+    a = metrics_lib.bootstrap_samples(y, base_N[known], n_boot=n_boot, seed=seed,
+                                      metrics=("auroc",))["auroc"]
+    b = metrics_lib.bootstrap_samples(y, other_N[known], n_boot=n_boot, seed=seed,
+                                      metrics=("auroc",))["auroc"]
+    d = (b - a)[np.isfinite(b - a)]
+    if len(d):
+      out["lo"], out["hi"] = (float(q) for q in np.quantile(d, [alpha / 2, 1 - alpha / 2]))
+  return out
+
+
+def stack_members(labels: RowSets, probs: RowSets, member_probs: dict[str, RowSets],
+                  member_rectified_test: dict[str, np.ndarray], best_member: Sequence[str],
+                  names: Sequence[str], n_boot: int, seed: int) -> dict[str, Any]:
+  """The `stack` section of results.json: every member's out-of-fold ("val") and test
+  metrics, its test metrics after its own rectifier (fitted on its out-of-fold rows like
+  the stack's), and per task the paired test difference stack − best member (the member
+  with the best out-of-fold AUROC, `best_member[t]`) with its interval."""
+  members = {}
+  for name, p in member_probs.items():
+    members[name] = {
+        "val": metrics_lib.task_metrics(labels["val"], p["val"], names),
+        "test": with_ci(labels["test"], p["test"], names, n_boot, seed),
+        "test_rectified": metrics_lib.task_metrics(labels["test"],
+                                                   member_rectified_test[name], names)}
+  versus = {task: dict(paired_auroc_delta(labels["test"][:, t],
+                                          member_probs[best_member[t]]["test"][:, t],
+                                          probs["test"][:, t], n_boot, seed + t),
+                       best_member=best_member[t])
+            for t, task in enumerate(names)}
+  return {"members": members, "stack_minus_best_member_test": versus}

@@ -30,7 +30,15 @@ import ml_collections
 import numpy as np
 
 from crl_mmnar_jax import data as data_lib
-from crl_mmnar_jax import distributed, evaluation, fitting, outputs, predictor, provenance
+from crl_mmnar_jax import (
+  distributed,
+  evaluation,
+  fitting,
+  outputs,
+  predictor,
+  provenance,
+  stack_fit,
+)
 from crl_mmnar_jax import methods as methods_lib
 from crl_mmnar_jax import rectifier as rectifier_lib
 from crl_mmnar_jax import workdir as workdir_lib
@@ -39,6 +47,7 @@ from crl_mmnar_jax.config_check import check_config
 from crl_mmnar_jax.data import shards
 from crl_mmnar_jax.data import splits as splits_lib
 from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.loaded import csv_list
 from crl_mmnar_jax.data.standardize import options as standardize_options
 from crl_mmnar_jax.data.standardize import standardize
 from crl_mmnar_jax.methods.direct import logreg_mean_impute
@@ -66,8 +75,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         log: Callable[[str], None], stack: contextlib.ExitStack,
                         on_epoch: Callable[[int, float], None] | None = None) -> dict:
-  method = methods_lib.get_method(config.method)     # a bad name fails before loading data
   check_config(config)                   # every setting, before anything is read or written
+  stack_members = None                   # a bad method name fails before loading data
+  if config.method == stack_fit.STACK:
+    stack_members = stack_fit.check_members(config, csv_list(config.stack.members))
+    method = None
+  else:
+    method = methods_lib.get_method(config.method)
   if config.eval.smoke:
     log(SMOKE_NOTE)     # again at the end
   checkpoint.check_directory(workdir)
@@ -78,7 +92,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   held_shards = shards.held_shards(n_shards)         # a bad shard count fails here too
   for key in ("batch_size", "eval_batch_size"):
     shards.check_batch_divides_shards(int(config.train[key]), n_shards, f"train.{key}")
-  if n_shards > 1 and isinstance(method, methods_lib.DirectMethod):
+  if n_shards > 1 and (stack_members or isinstance(method, methods_lib.DirectMethod)):
     raise ValueError(f"method {config.method!r} fits on one host from every patient's "
                      f"features; it needs train.data_shards=1")
   t_start = time.perf_counter()
@@ -129,7 +143,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # "val" holds the validation rows, or every non-test row out of fold (cross-fitting).
   mesh = mesh_lib.make_mesh()
   predict_rows = {s: rows[s] for s in PREDICTED}
-  if int(config.train.get("cv_folds", 1)) > 1:
+  member_probs = None                     # a stack's members' {"val", "test"} probabilities
+  if stack_members:
+    predict_rows["val"] = np.sort(np.concatenate([rows["train"], rows["val"]]))
+    s = config.stack
+    probs, training, member_probs = stack_fit.fit_stack(
+        config, stack_members, raw, predict_rows["val"], predict_rows["test"], workdir, mesh,
+        th, log, l2=float(s.l2), n_boot=int(s.n_boot), z=float(s.z))
+  elif int(config.train.cv_folds) > 1:
     predict_rows["val"] = np.sort(np.concatenate([rows["train"], rows["val"]]))
     probs, training = fitting.fit_cross_fitted(config, method, raw, predict_rows["val"],
                                                predict_rows["test"], workdir, mesh, th, log)
@@ -145,13 +166,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   pattern = {s: cohort.pattern[predict_rows[s]] for s in PREDICTED}
   val_labels = cohort.labels[predict_rows["val"]]
   r = config.rectifier
-  rect = rectifier_lib.fit(
-      probs["val"], val_labels, pattern["val"], n_folds=int(r.n_folds),
-      kappa_grid=tuple(r.kappa_grid), lambda_grid=tuple(r.lambda_grid), z=float(r.z),
-      min_count=int(r.min_count), shrinkage=float(r.shrinkage), seed=int(config.seed),
-      task_names=cohort.task_names, rule=str(r.rule), rule_z=float(r.rule_z),
-      auroc_guard=bool(r.auroc_guard))
+
+  def fit_rectifier(val_probs: np.ndarray) -> rectifier_lib.Rectifier:
+    return rectifier_lib.fit(
+        val_probs, val_labels, pattern["val"], n_folds=int(r.n_folds),
+        kappa_grid=tuple(r.kappa_grid), lambda_grid=tuple(r.lambda_grid), z=float(r.z),
+        min_count=int(r.min_count), shrinkage=float(r.shrinkage), seed=int(config.seed),
+        task_names=cohort.task_names, rule=str(r.rule), rule_z=float(r.rule_z),
+        auroc_guard=bool(r.auroc_guard))
+
+  rect = fit_rectifier(probs["val"])
   rectified = {"val": rect.oof_probs_NxT, "test": rect.apply(probs["test"], pattern["test"])}
+  member_rectified = {m: fit_rectifier(p["val"]).apply(p["test"], pattern["test"])
+                      for m, p in (member_probs or {}).items()}   # each member's own
 
   reference = {}
   if config.eval.reference_logreg and n_shards == 1:   # needs every row
@@ -180,6 +207,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   results.update(evaluation.evaluate(
       labels, probs, rectified, pattern, rect, reference, oracle, names, n_boot=e.n_boot,
       seed=seed, min_count=e.min_pattern_count))
+  if member_probs:
+    best = [training["stack"]["tasks"][name]["best_member"] for name in names]
+    results["stack"] = evaluation.stack_members(labels, probs, member_probs,
+                                                member_rectified, best, names,
+                                                n_boot=int(e.n_boot), seed=seed)
   results["provenance"] = provenance.gather()
   results["smoke"] = bool(e.smoke)
   results["timing"] = {"train_s": t_train, "total_s": time.perf_counter() - t_start}

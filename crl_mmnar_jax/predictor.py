@@ -39,6 +39,7 @@ import polars as pl
 from absl import logging
 
 from crl_mmnar_jax import rectifier as rectifier_lib
+from crl_mmnar_jax import stacking
 from crl_mmnar_jax import workdir as workdir_lib
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data import quantiles
@@ -46,7 +47,7 @@ from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.io import write_atomic
 from crl_mmnar_jax.workdir import WorkdirError
 
-FORMAT = "crl_mmnar_jax.predictor/1"
+FORMAT = "crl_mmnar_jax.predictor/2"   # 2: units say where their checkpoint is
 MANIFEST = "predictor.json"
 PREPROCESSING = "preprocessing.npz"
 DIRECT_MODEL = "direct_model.npz"
@@ -104,18 +105,31 @@ def save_direct_model(folder: str, method: str, arrays: Mapping[str, np.ndarray]
   write_atomic(os.path.join(folder, DIRECT_MODEL), buffer.getvalue())
 
 
+def _units(training: Mapping[str, Any]) -> list[dict]:
+  """Where the models of a run's training record are: one unit per model (the run's, or
+  each cross-fitted member's), with its folder, best step and checkpoint location."""
+  if training["kind"] == "cross_fitted":
+    return [{"dir": os.path.join("members", str(m["fold"])), "best_step": m["best_step"],
+             "checkpoint": m.get("checkpoint")} for m in training["members"]]
+  return [{"dir": ".", "best_step": training["best_step"],
+           "checkpoint": training.get("checkpoint")}]
+
+
 def save_manifest(workdir: str, config: ml_collections.ConfigDict, cohort: Cohort,
                   training: Mapping[str, Any]) -> None:
   """Writes `workdir/predictor.json` atomically: the cohort schema, the method, the
   preprocessing option and which best checkpoints hold the model (`training` is the
   run's training record, `experiment.fit_and_predict` or `fit_cross_fitted`)."""
-  kind = str(training.get("kind"))
-  if kind == "cross_fitted":
-    units = [{"dir": os.path.join("members", str(m["fold"])), "best_step": m["best_step"],
-              "checkpoint": m.get("checkpoint")} for m in training["members"]]
-  else:
-    units = [{"dir": ".", "best_step": training["best_step"],
-              "checkpoint": training.get("checkpoint")}]
+  kind = str(training["kind"])
+  units = _units(training)
+  if kind == "stack":     # each member's cross-fitted units, below WORKDIR/stack/<member>/
+    units = []
+    for member in training["members"]:
+      root = os.path.join(stacking.STACK_DIR, member)
+      for u in _units(training["member_training"][member]):
+        where = u["checkpoint"]
+        units.append(dict(u, dir=os.path.join(root, u["dir"]), method=member, checkpoint=(
+            None if where is None else dict(where, dir=os.path.join(root, where["dir"])))))
   for u in units:          # where the model is: a checkpoint, a direct model, or nowhere
     direct = os.path.isfile(os.path.join(workdir, u["dir"], DIRECT_MODEL))
     u["model"] = ("checkpoint" if u["best_step"] is not None else
@@ -132,6 +146,7 @@ def save_manifest(workdir: str, config: ml_collections.ConfigDict, cohort: Cohor
                      for m, (name, d) in enumerate(zip(cohort.modality_names,
                                                        cohort.input_dims))],
       "units": units,
+      "stack": training.get("spec"),    # method=stack: `stacking.apply_stack`'s spec
   }
   write_atomic(os.path.join(workdir, MANIFEST), json.dumps(manifest, indent=2))
 
@@ -259,6 +274,7 @@ class Unit:
   stats: dict[str, dict[str, np.ndarray]]
   state: Any                     # the model's state, or a direct model's arrays
   predict_fn: Callable           # (state, standardised cohort, batch size) -> (N, T)
+  member: str | None = None      # method=stack: the member method the unit belongs to
 
 
 def _direct_unit(folder: str) -> Unit:
@@ -320,11 +336,7 @@ def _restore_unit(config: ml_collections.ConfigDict, schema: Schema, workdir: st
   `unit["checkpoint"]`: a folder and the member's index among the `size` members
   trained there together (`fitting.py`)."""
   folder = os.path.join(workdir, unit["dir"])
-  where = unit.get("checkpoint") or {}
-  if "index" not in where:
-    raise WorkdirError(f"{os.path.join(workdir, MANIFEST)}: written by an earlier version "
-                       f"of crl_mmnar_jax (no checkpoint location); train again in a new "
-                       f"--workdir")
+  where = unit["checkpoint"]
   from crl_mmnar_jax import methods as methods_lib
   from crl_mmnar_jax.train import step as step_lib
   from crl_mmnar_jax.train.checkpoint import Checkpoints
@@ -378,6 +390,7 @@ class Predictor:
   units: list[Unit]
   rectifier: rectifier_lib.Rectifier
   mesh: Any
+  stack: dict | None = None      # method=stack: the stacker (`stacking.apply_stack`'s spec)
 
   @property
   def method(self) -> str:
@@ -409,11 +422,19 @@ class Predictor:
     if bs % self.mesh.devices.size:
       raise ValueError(f"batch size {bs} must be a multiple of the number of devices "
                        f"({self.mesh.devices.size}); pass batch_size")
+    if self.stack is None:
+      return self._mean_probs(self.units, cohort, bs)
+    members = [self._mean_probs([u for u in self.units if u.member == m], cohort, bs)
+               for m in self.stack["members"]]
+    return stacking.apply_stack(self.stack, np.stack(members)).astype(np.float32)
+
+  def _mean_probs(self, units: list[Unit], cohort: Cohort, bs: int) -> np.ndarray:
+    """The mean of the units' probabilities (a model, or an ensemble's members)."""
     total = np.zeros((cohort.n, len(self.schema.tasks)), np.float64)
-    for unit in self.units:
+    for unit in units:
       standardised = apply_preprocessing(cohort, unit.stats, self.preprocess)
       total += unit.predict_fn(unit.state, standardised, bs)
-    return (total / len(self.units)).astype(np.float32)
+    return (total / len(units)).astype(np.float32)
 
   def predict(self, source: Any, *, batch_size: int | None = None) -> pl.DataFrame:
     """patient_id, pattern_id and, per task, `<task>_prob` (the model) and
@@ -453,7 +474,8 @@ def load(workdir: str | os.PathLike, *, mesh: Any = None) -> Predictor:
                         "trained checkpoint and writes it")
   if manifest.get("format") != FORMAT:
     raise WorkdirError(f"{os.path.join(workdir, MANIFEST)}: format "
-                       f"{manifest.get('format')!r}, expected {FORMAT!r}")
+                       f"{manifest.get('format')!r}, expected {FORMAT!r} (written by an "
+                       f"earlier version of crl_mmnar_jax); train again in a new --workdir")
   if not manifest["has_model"]:
     raise WorkdirError(f"{workdir}: method {manifest['method']!r} kept no fitted model in "
                        f"the workdir (a run before its model was saved); rerun the same "
@@ -470,6 +492,14 @@ def load(workdir: str | os.PathLike, *, mesh: Any = None) -> Predictor:
   if mesh is None:
     from crl_mmnar_jax.train import mesh as mesh_lib
     mesh = mesh_lib.make_mesh()
-  units = [_restore_unit(config, schema, workdir, u, mesh) if u["model"] == "checkpoint" else
-           _direct_unit(os.path.join(workdir, u["dir"])) for u in manifest["units"]]
-  return Predictor(workdir, config, schema, str(manifest["preprocess"]), units, rect, mesh)
+  units = []
+  for u in manifest["units"]:
+    unit_config = config
+    if u.get("method"):                  # a stack's member
+      unit_config = config.copy_and_resolve_references()
+      unit_config.method = u["method"]
+    unit = (_restore_unit(unit_config, schema, workdir, u, mesh) if u["model"] == "checkpoint"
+            else _direct_unit(os.path.join(workdir, u["dir"])))
+    units.append(dataclasses.replace(unit, member=u.get("method")))
+  return Predictor(workdir, config, schema, str(manifest["preprocess"]), units, rect, mesh,
+                   manifest.get("stack"))

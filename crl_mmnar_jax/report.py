@@ -236,6 +236,29 @@ def rectifier_table(results: dict, modality_names: Sequence[str]) -> list[str]:
   return lines
 
 
+def stack_tables(results: dict) -> list[str]:
+  """Per task: the no-harm rule (docs/stack.md) on the out-of-fold rows, the stacker's
+  weights, and on test every member's AUROC and the stack − best member difference."""
+  tasks = results["training"]["stack"]["tasks"]
+  members = results["training"]["members"]
+  lines = ["| task | rule | OOF AUROC: stack | best member | gain (LCB) | weights |",
+           "|---|---|---|---|---|---|"]
+  for name, r in tasks.items():
+    weights = ", ".join(f"{m} {r['weights'][m]:+.2f}" for m in members)
+    lines.append(f"| {name} | {r['rule']} ({r['reason']}) | {_f(r['stack_auroc'])} | "
+                 f"{r['best_member']} {_f(r['best_member_auroc'])} | "
+                 f"{_f(r['gain'], sign=True)} ({_f(r['gain_lcb'], sign=True)}) | {weights} |")
+  lines += ["", "| task | " + " | ".join(f"{m} test AUROC" for m in members)
+            + " | used − best member (95% CI) |", "|---|" + "---|" * (len(members) + 1)]
+  st = results["stack"]
+  for name in tasks:
+    d = st["stack_minus_best_member_test"][name]
+    lines.append(f"| {name} | " + " | ".join(
+        _f(st["members"][m]["test"][name]["auroc"]) for m in members)
+        + f" | {_f(d['delta'], sign=True)} {_interval(d['lo'], d['hi'], sign=True)} |")
+  return lines
+
+
 def provenance_lines(results: dict) -> list[str]:
   p = results.get("provenance")
   if not p:
@@ -469,7 +492,9 @@ def write_report(workdir: str, results: dict, predictions: pl.DataFrame,
   path. `predictions` may carry `{task}_prob_reference` and `{task}_prob_oracle`."""
   c, tr = results["cohort"], results["training"]
   k = int(results.get("min_cell_size", 1))
-  if tr.get("best_epoch") is None:    # a direct method: no training loop
+  if tr.get("kind") == "stack":
+    fitted = f"A stack of {', '.join(tr['members'])}, each cross-fitted on {tr['cv_folds']} folds"
+  elif tr.get("best_epoch") is None:    # a direct method: no training loop
     fitted = f"Fitted without a training loop: {tr.get('model', '')} ({tr.get('fitted', {})})"
   else:
     fitted = f"Best epoch {tr['best_epoch']}"
@@ -487,6 +512,8 @@ def write_report(workdir: str, results: dict, predictions: pl.DataFrame,
   if "reference" in results or "oracle" in results:
     lines += ["## Against the reference model and the oracle (test)", "",
               *reference_tables(results), ""]
+  if "stack" in results:
+    lines += ["## The stack and its members", "", *stack_tables(results), ""]
   if "operating_points" in results:
     op = results["operating_points"]
     lines += ["## Operating points (test)", "",

@@ -27,11 +27,11 @@ from crl_mmnar_jax import methods as methods_lib
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax.cohort import Cohort
 
-STACK_DIR = "stack"            # WORKDIR/stack/<member>/: one cross-fitted member method
+STACK = "stack"                # --config.method=stack
 
 
 def member_dir(workdir: str, member: str) -> str:
-  return os.path.join(workdir, STACK_DIR, member)
+  return os.path.join(workdir, stacking.STACK_DIR, member)
 
 
 def check_members(config: ml_collections.ConfigDict, members: Sequence[str]) -> list[str]:
@@ -48,7 +48,7 @@ def check_members(config: ml_collections.ConfigDict, members: Sequence[str]) -> 
     raise ValueError("a stack cannot be a member of itself")
   for m in members:
     methods_lib.get_method(m)                 # ValueError naming the unknown method
-  k = int(config.train.get("cv_folds", 1))
+  k = int(config.train.cv_folds)
   if k < 2:
     raise ValueError(f"a stack trains its members cross-fitted: train.cv_folds must be >= 2, "
                      f"got {k}")
@@ -134,12 +134,14 @@ def fit_stack(config: ml_collections.ConfigDict, members: Sequence[str], raw: Co
               nontest_rows: np.ndarray, test_rows: np.ndarray, workdir: str,
               mesh: jax.sharding.Mesh, config_hash: str, log: Callable[[str], None], *,
               l2: float = stacking.DEFAULT_L2, n_boot: int = stacking.DEFAULT_N_BOOT,
-              z: float = stacking.DEFAULT_Z) -> tuple[dict[str, np.ndarray], dict]:
+              z: float = stacking.DEFAULT_Z
+              ) -> tuple[dict[str, np.ndarray], dict, dict[str, dict[str, np.ndarray]]]:
   """Like `fitting.fit_cross_fitted`, for a stack of `members`: ({"val": the stack's
   OOF probabilities of `nontest_rows`, "test": its test probabilities}, float32 like
-  the members', and the `training` record, `stack_record`)."""
+  the members', the `training` record, `stack_record`, and each member's {"val": OOF,
+  "test"} probabilities)."""
   run = fit_stack_members(config, members, raw, nontest_rows, test_rows, workdir, mesh,
                           config_hash, log, l2=l2, n_boot=n_boot, z=z)
   probs = {"val": run.fit.val_NxT.astype(np.float32),
            "test": run.fit.test_NxT.astype(np.float32)}
-  return probs, stack_record(run, raw, nontest_rows, config)
+  return probs, stack_record(run, raw, nontest_rows, config), run.member_probs

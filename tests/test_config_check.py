@@ -45,6 +45,7 @@ BAD = {
     "baseline.gbt_early_stopping": 0, "baseline.gbt_feature_fraction": 0.0,
     "baseline.gbt_lambda_l2": -1.0, "eval.reference_logreg": "no", "method": None,
     "data.name": 3, "data.splits_file": 0,
+    "stack.members": 1, "stack.l2": 0.0, "stack.n_boot": 1, "stack.z": -1.0,
 }
 
 # One bad value per data-source field, checked on that source's config.

@@ -308,9 +308,19 @@ def test_an_override_typo_is_one_clean_line_with_the_suggestion():
   assert not os.path.exists("/nonexistent/w")
 
 
-EXPERIMENTS = sorted(  # every script on the shared command-line plumbing (cli.Script)
-    f[:-3] for f in os.listdir(os.path.join(ROOT, "experiments")) if f.endswith(".py")
-    and "def define_flags(" in open(os.path.join(ROOT, "experiments", f)).read())
+def _scripts():
+  """Every script on the shared command-line plumbing (cli.Script), as a module name."""
+  top = os.path.join(ROOT, "experiments")
+  for folder, _, files in os.walk(top):
+    for f in files:
+      path = os.path.join(folder, f)
+      if f.endswith(".py") and "def define_flags(" in open(path).read():
+        if folder != top and os.path.exists(os.path.join(folder, "__main__.py")):
+          path = folder + ".py"               # a package run with -m (experiments.bench)
+        yield os.path.relpath(path, top)[:-3].replace(os.sep, ".")
+
+
+EXPERIMENTS = sorted(set(_scripts()))
 
 
 def test_the_scripts_are_found():

@@ -94,7 +94,7 @@ FIELDS: tuple[Field, ...] = (
     Field("train.cv_folds", 1, int, ">1: K cross-fitted members (ensemble.py), "
           "out-of-fold validation", low=1, high=20),
     Field("train.stack_members", True, bool,
-          "cv_folds: train the members in one vmapped step (train/stacked.py)"),
+          "cv_folds: train the members in one vmapped step (train/members.py)"),
     Field("train.data_shards", 1, int,
           ">1: each process loads only its shards' patients (data/shards.py)", low=1),
 
@@ -125,6 +125,16 @@ FIELDS: tuple[Field, ...] = (
           "(LightGBM feature_fraction)", low=0.0, high=1.0, low_open=True),
     Field("baseline.gbt_lambda_l2", 0.0, float,
           "gbt: L2 penalty on leaf values (LightGBM lambda_l2)", low=0.0),
+
+    # -------------------------------------------------------------------------- stack
+    Field("stack.members", "crl_mmnar,gbt,logreg", str, "method=stack: the member methods, "
+          "comma-separated, each cross-fitted on the same train.cv_folds folds"),
+    Field("stack.l2", 1.0, float, "method=stack: L2 penalty of the logistic stacker on the "
+          "members' logits (stacking.py)", low=0.0, low_open=True),
+    Field("stack.n_boot", 1000, int, "method=stack: paired bootstrap draws of the no-harm "
+          "rule", low=2),
+    Field("stack.z", 1.645, float, "method=stack: the stack is used where its out-of-fold "
+          "AUROC gain over the best member minus z·sd is above 0", low=0.0),
 
     # -------------------------------------------------------------------------- rectifier
     Field("rectifier.n_folds", 5, int, "cross-fitting folds", low=2),
