@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 
 def allgather_bytes(data: bytes) -> list[bytes]:
   """Every process's `data` (any length), in process order, on every process."""
   if jax.process_count() == 1:
     return [data]
-  from jax.experimental import multihost_utils
   sizes = np.asarray(multihost_utils.process_allgather(np.array([len(data)], np.int32)))
   sizes = sizes.reshape(-1)
   buf = np.zeros(max(int(sizes.max()), 1), np.uint8)
@@ -48,7 +48,6 @@ def assert_same_on_all_processes(value: str, what: str) -> None:
   """Fails on every process if `value` (e.g. the config hash) differs between them."""
   if jax.process_count() == 1:
     return
-  from jax.experimental import multihost_utils
   digest = np.frombuffer(value.encode().ljust(64, b" ")[:64], dtype=np.uint8).astype(np.int32)
   multihost_utils.assert_equal(digest, f"{what} differs between processes: start every "
                                        f"process with the same command and code")

@@ -218,7 +218,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   if jax.process_index() == 0:
     ids = {s: cohort.patient_id[predict_rows[s]] for s in PREDICTED}
-    others = {"reference": next(iter(reference.values()), None), "oracle": oracle}
+    others = {"reference": next(iter(reference.values()), None), "oracle": oracle,
+              **{f"member_{m}": p for m, p in (member_probs or {}).items()}}
     predictions = outputs.write_predictions(workdir, ids, pattern, labels, probs, rectified,
                                             others, names)
     outputs.write_results(workdir, config, cohort, results, predictions, log)

@@ -63,8 +63,9 @@ def write_predictions(workdir: str, patient_id: RowSets, pattern: RowSets, label
                       probs: RowSets, rectified: RowSets, others: dict[str, RowSets | None],
                       names: Sequence[str]) -> pl.DataFrame:
   """Writes predictions.parquet and, for the `others` given (name -> probabilities, e.g.
-  "reference", "oracle"), reference_predictions.parquet with the same rows (report.md's
-  ROC and calibration plots). Returns the predictions with the others' columns."""
+  "reference", "oracle", a stack's "member_<method>"), reference_predictions.parquet with
+  the same rows, columns `<task>_prob_<name>` (report.md's ROC and calibration plots read
+  the reference and the oracle). Returns the predictions with the others' columns."""
   sets = ("val", "test")
   frame = {"patient_id": np.concatenate([patient_id[s] for s in sets]),
            "split": np.repeat(["val", "test"], [len(patient_id["val"]), len(patient_id["test"])]),

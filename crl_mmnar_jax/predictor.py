@@ -33,11 +33,14 @@ import json
 import os
 from typing import Any, Callable, Mapping, Sequence
 
+import jax
 import ml_collections
 import numpy as np
 import polars as pl
 from absl import logging
 
+from crl_mmnar_jax import data as data_lib
+from crl_mmnar_jax import methods as methods_lib
 from crl_mmnar_jax import rectifier as rectifier_lib
 from crl_mmnar_jax import stacking
 from crl_mmnar_jax import workdir as workdir_lib
@@ -45,6 +48,14 @@ from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data import quantiles
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.io import write_atomic
+from crl_mmnar_jax.data.sources import tables
+from crl_mmnar_jax.methods import direct
+from crl_mmnar_jax.train import mesh as mesh_lib
+from crl_mmnar_jax.train import step as step_lib
+from crl_mmnar_jax.train.checkpoint import Checkpoints
+from crl_mmnar_jax.train.loop import RunState
+from crl_mmnar_jax.train.members import MemberAxis
+from crl_mmnar_jax.train.optim import make_optimizer
 from crl_mmnar_jax.workdir import WorkdirError
 
 FORMAT = "crl_mmnar_jax.predictor/2"   # 2: units say where their checkpoint is
@@ -240,7 +251,6 @@ class Schema:
 def tables_cohort(directory: str, schema: Schema) -> Cohort:
   """A tables-layout directory (docs/design.md, Contracts) read with the training
   modalities and tasks; extra or missing modality files or task columns are refused."""
-  from crl_mmnar_jax.data.sources import tables
   directory = os.fspath(directory)
   if not os.path.isdir(directory):
     raise DataError(f"{directory}: cohort directory not found")
@@ -280,7 +290,6 @@ class Unit:
 def _direct_unit(folder: str) -> Unit:
   """A logistic regression per task on `methods.direct.design_matrix`, or gbt's trees
   per task (`_gbt_unit`), as fitted."""
-  from crl_mmnar_jax.methods import direct
   path = os.path.join(folder, DIRECT_MODEL)
   try:
     with np.load(path, allow_pickle=False) as z:
@@ -291,7 +300,6 @@ def _direct_unit(folder: str) -> Unit:
     return _gbt_unit(folder, arrays)
 
   def predict_fn(state, cohort, batch_size):
-    import jax
     x = direct.design_matrix(cohort)
     return np.stack([np.asarray(jax.nn.sigmoid(x @ jax.numpy.asarray(state["w_FxT"][:, t])
                                                + state["b_T"][t]))
@@ -304,7 +312,6 @@ def _gbt_unit(folder: str, arrays: dict[str, np.ndarray]) -> Unit:
   """gbt's trees per task, on the design matrix of training: NaN for missing modalities
   and, if training had them (`nan_not_measured`), for the not-measured cells of
   featurized summaries, found with the saved statistics."""
-  from crl_mmnar_jax.methods import direct
   stats = read_preprocessing(folder)[0]
   texts = []
   for t in range(len(arrays["n_trees_T"])):
@@ -337,12 +344,6 @@ def _restore_unit(config: ml_collections.ConfigDict, schema: Schema, workdir: st
   trained there together (`fitting.py`)."""
   folder = os.path.join(workdir, unit["dir"])
   where = unit["checkpoint"]
-  from crl_mmnar_jax import methods as methods_lib
-  from crl_mmnar_jax.train import step as step_lib
-  from crl_mmnar_jax.train.checkpoint import Checkpoints
-  from crl_mmnar_jax.train.loop import RunState
-  from crl_mmnar_jax.train.members import MemberAxis
-  from crl_mmnar_jax.train.optim import make_optimizer
   stats, n_train, seed = read_preprocessing(folder)
   method = methods_lib.get_method(str(config.method))
   unit_config = config.copy_and_resolve_references()
@@ -409,7 +410,6 @@ class Predictor:
       return self.schema.conform(tables_cohort(os.fspath(source), self.schema),
                                  os.fspath(source))
     if isinstance(source, ml_collections.ConfigDict):
-      from crl_mmnar_jax import data as data_lib
       cohort = data_lib.load(source).cohort.validate(str(source.data.name))
       return self.schema.conform(cohort, f"data source '{source.data.name}'")
     raise TypeError(f"predict takes a Cohort, a tables-layout directory or a run config, "
@@ -490,7 +490,6 @@ def load(workdir: str | os.PathLike, *, mesh: Any = None) -> Predictor:
     raise WorkdirError(f"{workdir}: rectifier.json has tasks {list(rect.task_names)}, "
                        f"{MANIFEST} {list(schema.tasks)}")
   if mesh is None:
-    from crl_mmnar_jax.train import mesh as mesh_lib
     mesh = mesh_lib.make_mesh()
   units = []
   for u in manifest["units"]:

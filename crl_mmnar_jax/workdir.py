@@ -35,6 +35,8 @@ from typing import Any, Callable, NoReturn
 
 import numpy as np
 
+from crl_mmnar_jax.data.io import write_atomic
+
 LOCK_FILE = ".lock"
 FINGERPRINT_FILE = "data_fingerprint.json"     # in WORKDIR/checkpoints/
 POST_TRAINING = ("rectifier", "eval")           # config sections the checkpoint ignores
@@ -166,7 +168,6 @@ def check_data(workdir: str, fingerprint: dict, has_checkpoint: bool,
                log: Callable[[str], None]) -> None:
   """Refuses to resume from checkpoints trained on other data; else (re)writes the
   fingerprint next to the checkpoints (before the first one is saved)."""
-  from crl_mmnar_jax.data.io import write_atomic
   folder = os.path.join(workdir, "checkpoints")
   path = os.path.join(folder, FINGERPRINT_FILE)
   if has_checkpoint:

@@ -58,7 +58,7 @@ def summary(fv: flags.FlagValues) -> str:
     stem = os.path.basename(stem).removesuffix(".py")
   t = config.train
   epochs = f"{int(t.epochs)} epochs"
-  if int(t.get("pretrain_epochs", 0)):
+  if int(t.pretrain_epochs):
     epochs = f"{int(t.pretrain_epochs)} pre-training + {epochs}"
   return (f"run: config {stem}{sep}{preset}, method {config.method}, data "
           f"{config.data.name}, {epochs}, workdir {fv.workdir} (resolved config: "

@@ -376,7 +376,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
                       flag_values=fv)
   flags.DEFINE_string("workdir", None, "Output directory (rerun = reuse finished runs).",
                       flag_values=fv, required=True)
-  flags.DEFINE_list("methods", [], "Method names (experiments.configs.METHODS).",
+  flags.DEFINE_list("methods", [], "Method names (crl_mmnar_jax.methods.RUN_METHODS).",
                     flag_values=fv)
   flags.DEFINE_list("variants", [], "'ablations' or some of: " + ", ".join(ABLATIONS),
                     flag_values=fv)
@@ -393,10 +393,10 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
 def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> int:
   cli.no_positional(argv)
   methods = list(fv.methods)
-  from crl_mmnar_jax.methods import METHODS
-  unknown = [m for m in methods if m not in METHODS]
+  from crl_mmnar_jax.methods import RUN_METHODS  # JAX: not for --help
+  unknown = [m for m in methods if m not in RUN_METHODS]
   if unknown:
-    raise SystemExit(f"error: unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+    raise SystemExit(f"error: unknown method(s) {unknown}; known: {', '.join(RUN_METHODS)}")
   runs = plan(methods, list(fv.variants), list(fv.grid))
   common = _pairs(fv.set, "--set")
   seeds = list(range(fv.first_seed, fv.first_seed + fv.seeds))

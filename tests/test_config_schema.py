@@ -37,12 +37,9 @@ METHODS = frozenset({
     "get", "items", "keys", "values", "update", "to_dict", "to_json", "to_json_best_effort",
     "to_yaml", "lock", "unlock", "unlocked", "ignore_type", "copy_and_resolve_references",
     "get_ref", "is_locked", "is_type_safe", "convert_dict", "get_type"})
-# Files whose owners still read config fields through `.get(key, default)`: each is to
-# remove its fallbacks (every config carries every field), then leave this set.
-FALLBACKS_LEFT = frozenset({
-    "crl_mmnar_jax/experiment.py", "crl_mmnar_jax/stack_fit.py",
-    "crl_mmnar_jax/data/loaded.py", "crl_mmnar_jax/data/sources/mimic/source.py",
-    "experiments/run.py"})
+# Files allowed to read config fields through `.get(key, default)`: none (every config
+# carries every field of the schema, so a fallback could only disagree with it).
+FALLBACKS_LEFT: frozenset[str] = frozenset()
 
 
 # ----------------------------------------------------------------------------- the scanner

@@ -182,7 +182,7 @@ INITS = sorted(name for name, path in MODULES.items() if path.endswith("__init__
 INIT_EXTRAS = {"crl_mmnar_jax": frozenset({"__version__", "load", "TYPE_CHECKING"})}
 # Packages whose logic has not moved into named modules yet: the test fails once it has
 # (strict xfail), and the entry goes.
-INIT_PENDING = {"experiments.configs": "the config lookup lives in configs/__init__.py"}
+INIT_PENDING: dict[str, str] = {}
 
 
 def init_logic(path: str, extras: frozenset[str] = frozenset()) -> list[str]:
@@ -290,3 +290,38 @@ def test_notebooks_use_no_private_name():
   bad = {path: b for path in NOTEBOOKS
          if (b := _private_uses("notebooks." + os.path.basename(path)[:-3], path))}
   assert not bad, f"private names used by notebooks: {bad}"
+
+
+# ----------------------------------------------------------------------------- one loop
+
+STEP_NAMES = ("step_fn", "make_step", "make_train_step", "prefetched")
+LOOP_MODULES = {"crl_mmnar_jax.train.step", "crl_mmnar_jax.train.members",
+                "crl_mmnar_jax.train.loop", "experiments.bench.train"}   # bench times the step
+
+
+def steps_taken_outside_the_loop(modules: dict[str, str]) -> list[str]:
+  """Modules (other than the loop's own and the benchmark) that use a training step
+  directly: a second training loop would have to."""
+  bad = []
+  for name, path in modules.items():
+    if name in LOOP_MODULES:
+      continue
+    tree = ast.parse(open(path).read(), path)
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    used |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    used |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    bad += [f"{name}: {s}" for s in STEP_NAMES if s in used]
+  return bad
+
+
+def test_one_training_loop():
+  """Only `train/loop.py` runs training steps (through `train/members.py`)."""
+  assert not steps_taken_outside_the_loop(MODULES)
+
+
+def test_one_loop_check_catches_a_second_loop(tmp_path):
+  path = tmp_path / "second.py"
+  path.write_text("from crl_mmnar_jax.train import step\n"
+                  "def fit(s, b):\n  return step.make_step(s, b)\n")
+  assert steps_taken_outside_the_loop({"crl_mmnar_jax.second": str(path)}) == [
+      "crl_mmnar_jax.second: make_step"]

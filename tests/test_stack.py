@@ -249,7 +249,7 @@ def test_fit_stack_members_share_folds_and_never_read_test_labels(tmp_path, monk
   for flip in (False, True):
     config, raw, nontest, test = _tiny_cohort(flip)
     workdir = str(tmp_path / f"flip{int(flip)}")
-    probs, record = stack_fit.fit_stack(config, ["logreg", "gbt"], raw, nontest, test,
+    probs, record, _ = stack_fit.fit_stack(config, ["logreg", "gbt"], raw, nontest, test,
                                         workdir, mesh, "h", lambda s: None, n_boot=100)
     out[flip] = (probs, record)
   # Every member (and both runs) saw the same folds; each wrote to its own folder.

@@ -12,7 +12,7 @@ FIELDS: tuple[Field, ...] = (
     Field("seed", 0, int, "the run's seed: splits, initialisation, batches, rectifier folds",
           low=0),
     Field("method", "crl_mmnar", str,
-          "CRL-MMNAR or a baseline (crl_mmnar_jax.methods.METHODS)"),
+          "CRL-MMNAR, a baseline, or 'stack' (crl_mmnar_jax.methods.RUN_METHODS)"),
 
     # -------------------------------------------------------------------------- data
     Field("data.name", "", str, "the data source (crl_mmnar_jax.config.SOURCES), set by "

@@ -57,4 +57,4 @@ def fixed_test(values_N: np.ndarray, train: list[str], test: list[str], what: st
 def strict_rows(d: ml_collections.ConfigDict) -> bool:
   """data.strict: refuse imperfect rows instead of skipping and counting them
   (`data.row_policy`)."""
-  return bool(d.get("strict", False))
+  return bool(d.strict)

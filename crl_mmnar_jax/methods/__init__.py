@@ -39,6 +39,8 @@ the training mean. No baseline ever reads a missing modality's input: it is repl
 from crl_mmnar_jax.methods import direct, m3care, muse, neural, reference
 from crl_mmnar_jax.methods.registry import (
   METHODS,
+  RUN_METHODS,
+  STACK,
   DirectMethod,
   Method,
   MethodData,
@@ -49,6 +51,6 @@ from crl_mmnar_jax.methods.registry import (
   model_config,
 )
 
-__all__ = ["METHODS", "DirectMethod", "Method", "MethodData", "NeuralMethod", "direct",
+__all__ = ["METHODS", "RUN_METHODS", "STACK", "DirectMethod", "Method", "MethodData", "NeuralMethod", "direct",
            "embedding_spec", "get_method", "loss_weights", "m3care", "model_config", "muse",
            "neural", "reference"]

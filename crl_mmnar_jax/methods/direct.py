@@ -33,6 +33,7 @@ import optax
 
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data.featurize import STATS
+from crl_mmnar_jax.metrics import auroc
 
 
 def design_matrix(cohort: Cohort) -> np.ndarray:
@@ -74,7 +75,6 @@ def logreg_mean_impute(cohort: Cohort, train_rows: np.ndarray, val_rows: np.ndar
   Returns (probabilities (len(rows), T) per row set, the chosen L2 per task). A list
   `fitted` receives each task's chosen (w (F,), b) on the `design_matrix` columns.
   """
-  from crl_mmnar_jax.metrics import auroc
   x = design_matrix(cohort)
   out = {k: np.zeros((len(r), cohort.n_tasks), np.float32) for k, r in predict_rows.items()}
   chosen = []

@@ -217,6 +217,8 @@ _REGISTRY: dict[str, Method] = {m.name: m for m in (
 )}
 
 METHODS: tuple[str, ...] = tuple(_REGISTRY)
+STACK = "stack"               # --config.method=stack: a stack of METHODS (stack_fit.py)
+RUN_METHODS: tuple[str, ...] = (*METHODS, STACK)     # what --config.method accepts
 
 
 def get_method(name: str) -> Method:

@@ -84,7 +84,9 @@ def flag_help(fv: flags.FlagValues) -> str:
 
 def configs_and_methods() -> str:
   """The extra help of run and sweep: every config (first docstring line) and method."""
-  from experiments.configs import METHODS
+  # Imported here: the method registry imports JAX (seconds), which `--help` of the
+  # light scripts (summarize, compare) never reaches.
+  from crl_mmnar_jax.methods import RUN_METHODS
   lines = textwrap.wrap(
       "Configs (--config=NAME, or NAME:tiny for the smoke-run preset every config has): "
       "the files of experiments/configs/, whose docstrings say how to run them and what "
@@ -93,7 +95,7 @@ def configs_and_methods() -> str:
     doc = importlib.import_module(f"experiments.configs.{name}").__doc__ or ""
     lines.append(f"  {name:14s} {doc.strip().splitlines()[0] if doc.strip() else ''}")
   lines += ["", "Methods (--config.method=NAME; sweep: --methods=NAME,NAME,...):",
-            textwrap.fill(", ".join(METHODS), width=88, initial_indent="  ",
+            textwrap.fill(", ".join(RUN_METHODS), width=88, initial_indent="  ",
                           subsequent_indent="  ")]
   return "\n".join(lines)
 

@@ -293,6 +293,6 @@ def from_config(config: ml_collections.ConfigDict, keep: Keep | None = None) -> 
       tasks=tuple(csv_list(d.tasks)), cache_dir=str(d.cache_dir) or None,
       text_encoder=str(d.text_encoder), text_model_path=str(d.text_model_path),
       cxr_embeddings=str(d.cxr_embeddings), cxr_metadata=str(d.cxr_metadata),
-      strict=strict_rows(d), anchor_years=str(d.get("anchor_years", "")),
-      text_device=str(d.get("text_device", "auto")))
+      strict=strict_rows(d), anchor_years=str(d.anchor_years),
+      text_device=str(d.text_device))
   return LoadedData(cohort, None, summary(info))
