@@ -93,7 +93,7 @@ def test_sharded_epoch_blocks_come_from_their_shard():
   np.testing.assert_array_equal(np.sort(b[b >= 0]), np.sort(rows))
   assert not np.array_equal(order, layout.epoch_order(rows, 7, 2))
   with pytest.raises(ValueError, match="multiple of train.data_shards=4"):
-    layout.check_batch_size(18, "train.batch_size")
+    layout.check_batch_divides_shards(18, "train.batch_size")
 
 
 def test_make_batch_pads_in_place():

@@ -92,7 +92,7 @@ class Layout:
     """True when some rows live on other processes."""
     return self.n_shards > 1 and len(self.held) < self.n_shards
 
-  def check_batch_size(self, batch_size: int, what: str) -> None:
+  def check_batch_divides_shards(self, batch_size: int, what: str) -> None:
     check_batch_divides_shards(batch_size, self.n_shards, what)
 
   def n_batches(self, rows: np.ndarray, batch_size: int) -> int:

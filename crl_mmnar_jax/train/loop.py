@@ -134,7 +134,7 @@ class _Run:
     for bs, name in ((self.gbs, "train.batch_size"), (self.eval_bs, "train.eval_batch_size")):
       mesh_lib.check_batch_divides_devices(bs, mesh)
       for lay in self.layouts:
-        lay.check_batch_size(bs, name)
+        lay.check_batch_divides_shards(bs, name)
     self.steps_K = [lay.n_batches(m.data.train_rows, self.gbs)
                     for lay, m in zip(self.layouts, members)]
     self.n_epochs = int(t.pretrain_epochs) + int(t.epochs)
