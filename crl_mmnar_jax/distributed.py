@@ -6,6 +6,8 @@ one machine without a pod.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -33,7 +35,6 @@ def initialize_distributed(coordinator_address: str | None = None,
   JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID. On CPU, cross-process
   collectives use gloo (this is how the local multi-process test runs without a pod).
   """
-  import os
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
   if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
     num_processes = int(os.environ["JAX_NUM_PROCESSES"])

@@ -37,6 +37,7 @@ import math
 import os
 import signal
 import sys
+import textwrap
 import time
 from typing import Any, Callable, Sequence
 
@@ -486,7 +487,6 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> dict:
 
 def spaces_help() -> str:
   """The extra help: the configs with a search space and what each searches."""
-  import textwrap
   lines = ["Search spaces (get_search_space in experiments/configs/NAME.py; docs/tuning.md):"]
   for name in available_configs():
     module = importlib.import_module(f"experiments.configs.{name}")

@@ -53,3 +53,35 @@ def test_runs_on_other_splits_are_refused(tmp_path):
                     f"--run=B={tmp_path}/b/s{{seed}}", "--seeds=0"])
   with pytest.raises(SystemExit, match="LABEL=PATH"):
     compare.SCRIPT(["compare", "--run=nopath", f"--run=B={tmp_path}/b/s{{seed}}"])
+
+
+def test_interval_over_test_patients_against_a_naive_loop(tmp_path):
+  """One seed, two runs' predictions of the same 300 test patients (two tasks, one with
+  unknown labels): the interval equals a loop over the same resamples with sklearn."""
+  from sklearn.metrics import roc_auc_score
+  rng = np.random.default_rng(0)
+  n = 300
+  y = rng.integers(0, 2, (n, 2)).astype(float)
+  y[rng.random(n) < 0.2, 1] = np.nan
+  probs = {"a": np.clip(0.5 * np.nan_to_num(y) + rng.random((n, 2)), 0, 1),
+           "b": np.clip(0.8 * np.nan_to_num(y) + rng.random((n, 2)), 0, 1)}
+  for name, p in probs.items():
+    _run(tmp_path / name / "s0", 0.8, 0.8, 0)
+    pl.DataFrame({"patient_id": np.arange(n)[::-1], "split": ["test"] * n,
+                  "t_label": y[::-1, 0], "t_prob": p[::-1, 0],
+                  "u_label": y[::-1, 1], "u_prob": p[::-1, 1]}).write_parquet(
+                      tmp_path / name / "s0" / "predictions.parquet")
+  text = compare.SCRIPT(["compare", f"--run=A={tmp_path}/a/s{{seed}}",
+                         f"--run=B={tmp_path}/b/s{{seed}}", "--seeds=0", "--n_boot=200"])
+  cell = text.splitlines()[3].split("|")[-2].strip()
+  # The naive loop: per task, resample its labelled rows (bootstrap_samples' protocol).
+  deltas = np.zeros((2, 200))
+  for t in range(2):
+    known = ~np.isnan(y[:, t])
+    yt, pa, pb = y[known, t], probs["a"][known, t], probs["b"][known, t]
+    draw = np.random.default_rng(0)
+    for j in range(200):
+      i = draw.integers(0, len(yt), size=len(yt))
+      deltas[t, j] = roc_auc_score(yt[i], pb[i]) - roc_auc_score(yt[i], pa[i])
+  lo, hi = np.quantile(deltas.mean(0), [0.025, 0.975])
+  assert cell == f"[{lo:+.4f}, {hi:+.4f}]" and lo > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import sys
 
 import pytest
 
@@ -325,3 +326,35 @@ def test_one_loop_check_catches_a_second_loop(tmp_path):
                   "def fit(s, b):\n  return step.make_step(s, b)\n")
   assert steps_taken_outside_the_loop({"crl_mmnar_jax.second": str(path)}) == [
       "crl_mmnar_jax.second: make_step"]
+
+
+# ----------------------------------------------------------------------------- lazy imports
+
+
+def stdlib_imports_in_functions(path: str) -> list[str]:
+  """Standard-library imports made inside a function: nothing is saved by delaying them,
+  and they hide the module's dependencies (a function-level import is kept for heavy or
+  optional packages only: JAX behind `--help`, LightGBM, matplotlib, torch)."""
+  tree = ast.parse(open(path).read(), path)
+  bad = []
+  for fn in ast.walk(tree):
+    if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      continue
+    for node in ast.walk(fn):
+      if isinstance(node, (ast.Import, ast.ImportFrom)):
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
+            a.name for a in node.names]
+        bad += [f"line {node.lineno}: {n}" for n in names
+                if n.split(".")[0] in sys.stdlib_module_names]
+  return bad
+
+
+def test_no_standard_library_import_inside_a_function():
+  bad = {path: b for path in MODULES.values() if (b := stdlib_imports_in_functions(path))}
+  assert not bad, bad
+
+
+def test_lazy_import_check_catches_one(tmp_path):
+  path = tmp_path / "m.py"
+  path.write_text("import json\ndef f():\n  import os\n  import jax\n  return os, jax\n")
+  assert stdlib_imports_in_functions(str(path)) == ["line 3: os"]

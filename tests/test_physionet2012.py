@@ -211,6 +211,30 @@ def test_sets_window_and_tasks(tmp_path):
     pn.load_physionet2012(root, tasks=("mortality_30d",))
 
 
+def test_a_link_copied_as_text_is_named_with_the_command_that_restores_it(tmp_path):
+  """A copy that turned the symbolic links of a folder like physionet2012-ab/ into small
+  text files holding their targets: one line naming the file, its text and `ln -sfn`."""
+  source = tmp_path / "p12"
+  _write(source)
+  linked = tmp_path / "ab"
+  linked.mkdir()
+  (linked / "set-a").write_text("../p12/set-a")
+  (linked / "Outcomes-a.txt").write_text("../p12/Outcomes-a.txt")
+  with pytest.raises(DataError) as e:
+    pn.load_physionet2012(str(linked), sets=("a",))
+  message = str(e.value)
+  assert "\n" not in message and message.startswith(str(linked / "set-a"))
+  assert "'../p12/set-a'" in message and f"ln -sfn ../p12/set-a {linked / 'set-a'}" in message
+  (linked / "set-a").unlink()
+  os.symlink(source / "set-a", linked / "set-a")           # the folder restored, not the file
+  with pytest.raises(DataError, match=r"Outcomes-a\.txt: .*symbolic link copied as text"):
+    pn.load_physionet2012(str(linked), sets=("a",))
+  (linked / "Outcomes-a.txt").unlink()
+  os.symlink(source / "Outcomes-a.txt", linked / "Outcomes-a.txt")
+  cohort, _ = pn.load_physionet2012(str(linked), sets=("a",))
+  assert len(cohort.patient_id) == 2
+
+
 def _replace(record, line: int, text: str | None):
   """RECORDS with one line of `record` replaced (None: removed)."""
   records = {k: list(v) for k, v in RECORDS.items()}

@@ -103,6 +103,23 @@ def check_tasks(tasks: Sequence[str], known: Sequence[str]) -> list[str]:
 # ----------------------------------------------------------------------------- csv tables
 
 
+def link_copied_as_text(path: str) -> str:
+  """"" or, where `path` is a small file holding one path (a symbolic link that a copy
+  or an archive turned into text), a sentence saying so and how to restore the link."""
+  try:
+    if not os.path.isfile(path) or os.path.getsize(path) > 4096:
+      return ""
+    with open(path, encoding="utf-8") as f:
+      text = f.read().strip()
+  except (OSError, UnicodeDecodeError):
+    return ""
+  if not text or "\n" in text or "/" not in text:
+    return ""
+  return (f"it is a file holding the text {text!r}, not a folder: a symbolic link "
+          f"copied as text? Restore it with `ln -sfn {text} {path}`, or point at the "
+          f"folder itself")
+
+
 def table_path(directory: str, name: str) -> str | None:
   """``<directory>/<name>.csv.gz``, else ``<name>.csv``, else None."""
   for ext in (".csv.gz", ".csv"):

@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any, Callable
 
@@ -55,8 +58,6 @@ def child(expression: str, **env: str) -> Result:
   the sections' child functions, returning a JSON-able dict) in a fresh Python process,
   so that its peak RSS and device count are its own. The child imports
   `experiments.bench` as the parent does, so a peak RSS includes the same imports."""
-  import subprocess
-  import sys
   code = f"import json; from experiments import bench; print(json.dumps({expression}))"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env=dict(os.environ, JAX_PLATFORMS="cpu", **env),
@@ -77,7 +78,6 @@ def peak_rss_bytes() -> int:
           return int(line.split()[1]) * 1024
   except OSError:
     pass
-  import resource
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -87,7 +87,6 @@ def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
       return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
   except OSError:
-    import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

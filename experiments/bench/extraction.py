@@ -5,7 +5,11 @@ MIMIC-IV directories, with a line fit and a figure); each load in its own proces
 
 from __future__ import annotations
 
+import gzip
+import importlib
 import os
+import resource
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -124,7 +128,6 @@ def _write_synthetic_eicu(folder: str, n_patients: int, seed: int = 0) -> dict[s
       "patientunitstayid": s, "culturetakenoffset": t,
       "culturesite": np.char.add("site ", rng.integers(0, 10, len(s)).astype(str)),
       "organism": np.where(rng.random(len(s)) < 0.5, "no growth", "Escherichia coli")})
-  import gzip
   os.makedirs(folder, exist_ok=True)
   for name, df in tables.items():
     with gzip.open(os.path.join(folder, f"{name}.csv.gz"), "wb", compresslevel=1) as f:
@@ -138,8 +141,6 @@ def load_case(loader: str, folder: str, **kwargs: Any) -> Result:
   less sensitive than the wall time to other jobs on a shared machine) and peak RSS
   (the process's high-water mark, so the interpreter and the imports are included:
   see `rss_before_mb`)."""
-  import importlib
-  import resource
   module, function = loader.rsplit(".", 1)
   fn = getattr(importlib.import_module(f"crl_mmnar_jax.data.sources.{module}"), function)
   rss0 = rss_bytes()
@@ -164,7 +165,6 @@ def _extraction_bench(section: str, sizes, write: Callable[[str, Any], Result],
   folder (not timed; returns the row fields of the result), then the expression
   `case(folder, written)` (a `bench.load_case(...)` call) runs in its own process so
   that its peak RSS is its own. Temporary folders go under $CRL_BENCH_TMP if set."""
-  import tempfile
   results = []
   for size in sizes:
     with tempfile.TemporaryDirectory(prefix=f"bench_{section}_",

@@ -3,9 +3,12 @@ featurising synthetic long tables of 1x and 10x its size (time and memory)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import statistics
+import threading
 import time
+import tracemalloc
 
 import numpy as np
 
@@ -45,9 +48,6 @@ def featurize_case(case: str, scale: int = 1, repeats: int = 3) -> Result:
   by a thread: sees polars' Rust allocations), and tracemalloc's peak on a separate
   call (Python allocations only, e.g. numpy outputs).
   """
-  import gc
-  import threading
-  import tracemalloc
 
   from crl_mmnar_jax.data import featurize as featurize_lib
   from crl_mmnar_jax.data.sources import physionet2012

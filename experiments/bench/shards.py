@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 from experiments.bench.common import PHYSIONET_DIR, Options, Result, child, folder_mb
 from experiments.bench.extraction import load_case
@@ -26,7 +27,6 @@ def bench_shards(opts: Options) -> list[Result]:
   """Loading with `train.data_shards`: what one process reads when it loads only its
   shard, for 1 to 8 shards, from the generic tables (a synthetic cohort with the paper's
   MIMIC-IV shapes, CRL_BENCH_SHARD_N patients) and from PhysioNet 2012 set A."""
-  import tempfile
 
   from crl_mmnar_jax.data.sources import tables
   n = int(os.environ.get("CRL_BENCH_SHARD_N", "20000"))

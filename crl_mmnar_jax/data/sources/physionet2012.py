@@ -147,7 +147,7 @@ from absl import logging
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.featurize import ModalityGroup, featurize
-from crl_mmnar_jax.data.io import check_tasks
+from crl_mmnar_jax.data.io import check_tasks, link_copied_as_text
 from crl_mmnar_jax.data.loaded import (
   Keep,
   LoadedData,
@@ -258,8 +258,9 @@ def _set_names(directory: str, sets: Sequence[str] | None) -> list[str]:
   if not names or len(set(names)) != len(names):
     raise DataError(f"sets={names!r} must name at least one set, each once")
   for s in names:
-    if not os.path.isdir(os.path.join(directory, f"set-{s}")):
-      raise DataError(f"{os.path.join(directory, f'set-{s}')}: no such folder; "
+    folder = os.path.join(directory, f"set-{s}")
+    if not os.path.isdir(folder):
+      raise DataError(f"{folder}: {link_copied_as_text(folder) or 'no such folder'}; "
                       f"{download_hint(directory, s)}")
   return names
 
@@ -344,6 +345,8 @@ def load_physionet2012(directory: str | os.PathLike, *, sets: Sequence[str] | No
     if not os.path.isfile(outcome_path):
       raise DataError(f"{outcome_path}: no such file (the outcomes of set-{s}); "
                       f"{download_hint(directory, s)}")
+    if link_copied_as_text(outcome_path):        # holds a path, not the outcomes
+      raise DataError(f"{outcome_path}: {link_copied_as_text(outcome_path)}")
     files = _record_files(directory, s)
     if keep is not None:
       files = [f for f, k in zip(files, _keep_files(files, keep)) if k]
