@@ -255,7 +255,7 @@ def stack_tables(results: dict) -> list[str]:
     d = st["stack_minus_best_member_test"][name]
     lines.append(f"| {name} | " + " | ".join(
         _f(st["members"][m]["test"][name]["auroc"]) for m in members)
-        + f" | {_f(d['delta'], sign=True)} {_interval(d['lo'], d['hi'], sign=True)} |")
+        + f" | {_f(d['delta'], sign=True)}{_interval(d['lo'], d['hi'], sign=True)} |")
   return lines
 
 

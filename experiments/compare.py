@@ -103,8 +103,9 @@ def table(results: dict[str, list[dict]], folders: dict[str, list[str]] | None =
     band = "" if any(np.ndim(c) == 0 for c in cis) else \
         f"[{np.mean([c[0] for c in cis]):.3f}, {np.mean([c[1] for c in cis]):.3f}]"
     d = raw - base
-    sd = lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else float("nan")
-    paired = "—" if label == labels[0] else f"{d.mean():+.4f} ± {sd(d):.4f}"
+    spread = lambda x, sign="": (f"{x.mean():{sign}.4f} ± {np.std(x, ddof=1):.4f}"
+                                 if len(x) > 1 else f"{x.mean():{sign}.4f}")  # one seed: no sd
+    paired = "—" if label == labels[0] else spread(d, "+")
     ahead = "" if label == labels[0] else f"{int((d > 0).sum())} of {len(d)}"
     patients = ""
     if label != labels[0] and folders and n_boot > 0:
@@ -113,7 +114,7 @@ def table(results: dict[str, list[dict]], folders: dict[str, list[str]] | None =
       if all(x is not None for x in bounds):
         patients = (f"[{np.mean([x[0] for x in bounds]):+.4f}, "
                     f"{np.mean([x[1] for x in bounds]):+.4f}]")
-    lines.append(f"| {label} | {raw.mean():.4f} ± {sd(raw):.4f} | {rect.mean():.4f} | "
+    lines.append(f"| {label} | {spread(raw)} | {rect.mean():.4f} | "
                  f"{(rect - raw).mean():+.4f} | {band} | {paired} | {ahead} | {patients} |")
   return "\n".join(lines)
 

@@ -69,6 +69,8 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
   cli.no_positional(argv)
   config = fv.config
   logging.set_verbosity(logging.WARNING)
+  # The library is imported here, not at the top: `--help` and a bad flag answer without
+  # loading JAX, and `jax.distributed.initialize` runs before anything touches a backend.
   if fv.distributed:
     from crl_mmnar_jax import distributed
     distributed.initialize_distributed(fv.coordinator_address, fv.num_processes,
