@@ -127,7 +127,7 @@ def test_groups_cover_each_yaib_variable_once():
 def test_groups_match_the_real_dyn_columns():
   path = os.path.join(YAIB_DIR, TASK, "mimic_demo", "dyn.parquet")
   if not os.path.isfile(path):
-    pytest.skip(f"YAIB demo data not found at {path} (see shared/data/README.md)")
+    pytest.skip(f"YAIB demo data not found at {path} (see docs/data.md)")
   columns = set(pl.read_parquet_schema(path)) - {"stay_id", "time"}
   assert columns == set(yaib.DYN_VARIABLES)
 
@@ -135,7 +135,7 @@ def test_groups_match_the_real_dyn_columns():
 def test_fixture_has_the_real_dtypes(tmp_path):
   directory = os.path.join(YAIB_DIR, TASK, "eicu_demo")
   if not os.path.isdir(directory):
-    pytest.skip(f"YAIB demo data not found at {directory} (see shared/data/README.md)")
+    pytest.skip(f"YAIB demo data not found at {directory} (see docs/data.md)")
   frames = _frames()["db_a"]
   for name in ("sta", "dyn", "outc"):
     real = pl.read_parquet_schema(os.path.join(directory, f"{name}.parquet"))
@@ -358,7 +358,7 @@ def test_missing_database_folder_and_bad_arguments(tmp_path):
 
 def _real():
   if not os.path.isdir(os.path.join(YAIB_DIR, TASK)):
-    pytest.skip(f"YAIB demo data not found at {YAIB_DIR} (see shared/data/README.md)")
+    pytest.skip(f"YAIB demo data not found at {YAIB_DIR} (see docs/data.md)")
   return yaib.load_yaib(YAIB_DIR)
 
 
