@@ -220,6 +220,8 @@ def rectifier_table(results: dict, modality_names: Sequence[str]) -> list[str]:
     s = tested.get(t, {})
     pair = f"({_f(s.get('kappa'))}, {_f(s.get('lambda'))})" if s else "n/a"
     passed = {True: "yes", False: "no"}.get(s.get("passed"), "n/a")
+    if s.get("passed") and s.get("dropped_by_auroc_guard"):
+      passed = "yes, dropped by the AUROC guard (not corrected)"
     lines.append(f"| {t} | {_f(rect['kappa'][t])} | {_f(rect['lambda'][t])} | {pair} | "
                  f"{_f(s.get('cv_delta'), 5)} | {_f(s.get('bound'), 5)} | {passed} |")
   tau = results.get("rectifier_intervals", {}).get("tau_val", {}).get("tasks", {})

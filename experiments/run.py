@@ -76,8 +76,13 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
     distributed.initialize_distributed(fv.coordinator_address, fv.num_processes,
                                        fv.process_id)
   from crl_mmnar_jax import workdir as workdir_lib
+  from crl_mmnar_jax.config_check import check_config
   from crl_mmnar_jax.experiment import train_and_evaluate
   from crl_mmnar_jax.train.loop import NonFiniteLossError
+  try:
+    check_config(config)     # a bad setting: its one line, not first a line naming a
+  except ValueError as e:    # config.json that will never be written
+    sys.exit(f"error: {e}")
   print(summary(fv), flush=True)
   signal.signal(signal.SIGTERM, workdir_lib.raise_interrupted)  # one line, not a silent death
   try:

@@ -308,6 +308,16 @@ def test_an_override_typo_is_one_clean_line_with_the_suggestion():
   assert not os.path.exists("/nonexistent/w")
 
 
+def test_a_bad_setting_is_its_one_line_without_naming_a_config_json_first(capsys):
+  with pytest.raises(SystemExit) as e:
+    run_script.SCRIPT(["run", "--config", "synthetic:tiny", "--workdir=/nonexistent/w",
+                       "--config.train.epochs=0"])
+  message = str(e.value.code)
+  assert message.startswith("error: ") and "train.epochs" in message and "\n" not in message
+  assert "resolved config" not in capsys.readouterr().out
+  assert not os.path.exists("/nonexistent/w")
+
+
 def _scripts():
   """Every script on the shared command-line plumbing (cli.Script), as a module name."""
   top = os.path.join(ROOT, "experiments")

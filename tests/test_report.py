@@ -356,3 +356,18 @@ def test_learning_history_reads_both_metrics_formats(tmp_path):
                                       {"epoch": 2, "val_mean_auroc": 0.6}]}}
   assert report.learning_history(str(tmp_path), history) == {
       "val/mean_auroc": {1: 0.5, 2: 0.6}}
+
+
+def test_rectifier_table_says_when_the_auroc_guard_dropped_a_passed_correction():
+  row = {"kappa": 1.0, "lambda": 0.5, "cv_delta": -0.01, "cv_se": 0.001, "bound": -0.008,
+         "passed": True}
+  results = {"rectifier": {
+      "task_names": ["a", "b", "c"], "kappa": {"a": 1.0, "b": 1.0, "c": 1.0},
+      "lambda": {"a": 0.5, "b": 0.0, "c": 0.0}, "table": [],
+      "selection_test": {"a": dict(row, dropped_by_auroc_guard=False),
+                         "b": dict(row, dropped_by_auroc_guard=True),
+                         "c": dict(row, passed=False, dropped_by_auroc_guard=False)}}}
+  rows = {line.split("|")[1].strip(): line.split("|")[-2].strip()
+          for line in report.rectifier_table(results, ["m0"])[2:5]}
+  assert rows == {"a": "yes", "b": "yes, dropped by the AUROC guard (not corrected)",
+                  "c": "no"}
