@@ -115,10 +115,20 @@ def evaluate(labels: RowSets, probs: RowSets, rectified: RowSets, pattern: RowSe
   return out
 
 
+def paired_auroc_draws(labels_N: np.ndarray, base_N: np.ndarray, other_N: np.ndarray,
+                       n_boot: int, seed: int) -> np.ndarray:
+  """(n_boot,) AUROC(other) − AUROC(base) on the same patient resamples of the rows with
+  a known label (`metrics.bootstrap_samples`' protocol; NaN where undefined)."""
+  known = ~np.isnan(labels_N)
+  a, b = (metrics_lib.bootstrap_samples(labels_N[known], p[known], n_boot=n_boot, seed=seed,
+                                        metrics=("auroc",))["auroc"] for p in (base_N, other_N))
+  return b - a
+
+
 def paired_auroc_delta(labels_N: np.ndarray, base_N: np.ndarray, other_N: np.ndarray,
                        n_boot: int, seed: int, alpha: float = 0.05) -> dict[str, Any]:
   """AUROC of `other` minus that of `base` on the same patients, with the percentile
-  interval of a paired bootstrap (the same resamples for both, `bootstrap_samples`):
+  interval of a paired bootstrap (`paired_auroc_draws`):
   {"base", "other", "delta", "lo", "hi", "n"}; no interval when n_boot is 0."""
   known = ~np.isnan(labels_N)
   y = labels_N[known]
@@ -126,11 +136,8 @@ def paired_auroc_delta(labels_N: np.ndarray, base_N: np.ndarray, other_N: np.nda
   out = {"base": float(base), "other": float(other), "delta": float(other - base),
          "lo": None, "hi": None, "n": int(known.sum())}
   if n_boot > 0:
-    a = metrics_lib.bootstrap_samples(y, base_N[known], n_boot=n_boot, seed=seed,
-                                      metrics=("auroc",))["auroc"]
-    b = metrics_lib.bootstrap_samples(y, other_N[known], n_boot=n_boot, seed=seed,
-                                      metrics=("auroc",))["auroc"]
-    d = (b - a)[np.isfinite(b - a)]
+    d = paired_auroc_draws(labels_N, base_N, other_N, n_boot, seed)
+    d = d[np.isfinite(d)]
     if len(d):
       out["lo"], out["hi"] = (float(q) for q in np.quantile(d, [alpha / 2, 1 - alpha / 2]))
   return out

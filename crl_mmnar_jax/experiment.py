@@ -77,7 +77,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         on_epoch: Callable[[int, float], None] | None = None) -> dict:
   check_config(config)                   # every setting, before anything is read or written
   stack_members = None                   # a bad method name fails before loading data
-  if config.method == stack_fit.STACK:
+  if config.method == methods_lib.STACK:
     stack_members = stack_fit.check_members(config, csv_list(config.stack.members))
     method = None
   else:
@@ -144,16 +144,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = mesh_lib.make_mesh()
   predict_rows = {s: rows[s] for s in PREDICTED}
   member_probs = None                     # a stack's members' {"val", "test"} probabilities
-  if stack_members:
+  if int(config.train.cv_folds) > 1:       # always for a stack (check_members)
     predict_rows["val"] = np.sort(np.concatenate([rows["train"], rows["val"]]))
-    s = config.stack
-    probs, training, member_probs = stack_fit.fit_stack(
-        config, stack_members, raw, predict_rows["val"], predict_rows["test"], workdir, mesh,
-        th, log, l2=float(s.l2), n_boot=int(s.n_boot), z=float(s.z))
-  elif int(config.train.cv_folds) > 1:
-    predict_rows["val"] = np.sort(np.concatenate([rows["train"], rows["val"]]))
-    probs, training = fitting.fit_cross_fitted(config, method, raw, predict_rows["val"],
-                                               predict_rows["test"], workdir, mesh, th, log)
+    if stack_members:
+      s = config.stack
+      probs, training, member_probs = stack_fit.fit_stack(
+          config, stack_members, raw, predict_rows["val"], predict_rows["test"], workdir,
+          mesh, th, log, l2=float(s.l2), n_boot=int(s.n_boot), z=float(s.z))
+    else:
+      probs, training = fitting.fit_cross_fitted(config, method, raw, predict_rows["val"],
+                                                 predict_rows["test"], workdir, mesh, th, log)
   else:
     data = methods_lib.MethodData(cohort, rows["train"], rows["val"], stats, layout)
     probs, training = fitting.fit_and_predict(config, method, data, predict_rows, workdir,

@@ -42,7 +42,7 @@ from absl import logging
 from crl_mmnar_jax import data as data_lib
 from crl_mmnar_jax import methods as methods_lib
 from crl_mmnar_jax import rectifier as rectifier_lib
-from crl_mmnar_jax import stacking
+from crl_mmnar_jax import shift, stacking
 from crl_mmnar_jax import workdir as workdir_lib
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data import quantiles
@@ -63,7 +63,8 @@ MANIFEST = "predictor.json"
 PREPROCESSING = "preprocessing.npz"
 DIRECT_MODEL = "direct_model.npz"
 DIRECT_TEXT = "direct_model.{}.txt"      # gbt: task index t -> that task's trees
-ARRAYS = ("mean", "sd", "raw_zero", "low", "high", "quantiles", "bin_edges", "n_bins")
+ARRAYS = ("mean", "sd", "raw_zero", "low", "high", "quantiles", "bin_edges", "n_bins",
+          *shift.REFERENCE)   # + what the shift check compares new patients with
 
 
 # ----------------------------------------------------------------------------- saving
@@ -132,9 +133,8 @@ def save_manifest(workdir: str, config: ml_collections.ConfigDict, cohort: Cohor
   preprocessing option and which best checkpoints hold the model (`training` is the
   run's training record, `experiment.fit_and_predict` or `fit_cross_fitted`)."""
   kind = str(training["kind"])
-  units = _units(training)
+  units = [] if kind == "stack" else _units(training)
   if kind == "stack":     # each member's cross-fitted units, below WORKDIR/stack/<member>/
-    units = []
     for member in training["members"]:
       root = os.path.join(stacking.STACK_DIR, member)
       for u in _units(training["member_training"][member]):
@@ -250,26 +250,26 @@ class Schema:
 
 def tables_cohort(directory: str, schema: Schema) -> Cohort:
   """A tables-layout directory (docs/design.md, Contracts) read with the training
-  modalities and tasks; extra or missing modality files or task columns are refused."""
+  modalities and tasks; extra or missing modality files or task columns are refused.
+  Labels are optional: without `labels.parquet` the patients are the union of the
+  modality files' ids (sorted), no label known; no task is warned about for lacking one."""
   directory = os.fspath(directory)
   if not os.path.isdir(directory):
     raise DataError(f"{directory}: cohort directory not found")
   labels = os.path.join(directory, tables.LABELS_FILE)
-  if not os.path.isfile(labels):
-    raise DataError(f"{directory}: no {tables.LABELS_FILE} (patient_id and one column per "
-                    f"task {list(schema.tasks)}, null where the label is unknown)")
   files = sorted(f[:-len(".parquet")] for f in os.listdir(directory)
                  if f.endswith(".parquet") and f != tables.LABELS_FILE
                  and not f.startswith("."))
   reserved = (tables.ID_COLUMN, tables.SPLIT_COLUMN, tables.GROUP_COLUMN)
-  columns = [c for c in pl.read_parquet_schema(labels) if c not in reserved]
+  columns = ([c for c in pl.read_parquet_schema(labels) if c not in reserved]
+             if os.path.isfile(labels) else schema.tasks)
   problems = [p for p in (_differences("modalities (files)", files, schema.modalities),
                           _differences(f"tasks (columns of {tables.LABELS_FILE}; null where "
                                        f"unknown)", columns, schema.tasks)) if p]
   if problems:
     raise DataError(f"{directory}: " + "; ".join(problems))
   cohort, _ = tables.load_tables_with_info(directory, tasks=schema.tasks,
-                                           modalities=schema.modalities)
+                                           modalities=schema.modalities, labels_needed=False)
   return cohort
 
 
@@ -439,7 +439,18 @@ class Predictor:
   def predict(self, source: Any, *, batch_size: int | None = None) -> pl.DataFrame:
     """patient_id, pattern_id and, per task, `<task>_prob` (the model) and
     `<task>_prob_rectified` (the fitted rectifier; unchanged for a pattern unseen in
-    fitting), one row per patient of `source` (see `cohort_of`), in its order."""
+    fitting), one row per patient of `source` (see `cohort_of`), in its order. Logs one
+    warning line when the patients differ from the training cohort (`predict_and_check`)."""
+    frame, report = self.predict_and_check(source, batch_size=batch_size)
+    if report["shift"]["warning"]:
+      logging.warning("predict: %s", report["shift"]["warning"])
+    return frame
+
+  def predict_and_check(self, source: Any, *, batch_size: int | None = None
+                        ) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """`predict`'s frame (nothing logged) and its JSON-friendly report (`shift.report`):
+    the shift check against the training statistics (of the first model, for an
+    ensemble) and, where labels are known, per-task AUROCs."""
     cohort = self.cohort_of(source)
     probs = self.predict_probs(cohort, batch_size)
     pattern = cohort.pattern
@@ -449,7 +460,8 @@ class Predictor:
     for t, name in enumerate(self.schema.tasks):
       frame[f"{name}_prob"] = probs[:, t]
       frame[f"{name}_prob_rectified"] = rectified[:, t].astype(np.float32)
-    return pl.DataFrame(frame)
+    return pl.DataFrame(frame), shift.report(cohort, probs, rectified, self.units[0].stats,
+                                             self.schema.columns)
 
 
 def _read_json(path: str, what: str) -> Any:

@@ -27,8 +27,6 @@ from crl_mmnar_jax import methods as methods_lib
 from crl_mmnar_jax import metrics as metrics_lib
 from crl_mmnar_jax.cohort import Cohort
 
-STACK = methods_lib.STACK      # --config.method=stack
-
 
 def member_dir(workdir: str, member: str) -> str:
   return os.path.join(workdir, stacking.STACK_DIR, member)

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 from absl import flags
 
-from crl_mmnar_jax import metrics as metrics_lib
+from crl_mmnar_jax import evaluation
 from experiments.configs import cli
 
 
@@ -76,12 +76,8 @@ def paired_patient_interval(base: str, other: str, n_boot: int, seed: int
     return None
   if not np.array_equal(a[0], b[0]):
     raise SystemExit(f"error: {base} and {other} predict different test patients")
-  deltas = []
-  for t in range(a[1].shape[1]):
-    draws = [metrics_lib.bootstrap_samples(a[1][:, t], p[:, t], n_boot=n_boot, seed=seed,
-                                           metrics=("auroc",))["auroc"] for p in (a[2], b[2])]
-    deltas.append(draws[1] - draws[0])
-  d = np.mean(deltas, axis=0)
+  d = np.mean([evaluation.paired_auroc_draws(a[1][:, t], a[2][:, t], b[2][:, t], n_boot, seed)
+               for t in range(a[1].shape[1])], axis=0)
   d = d[np.isfinite(d)]
   return (float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))) if len(d) else None
 

@@ -51,6 +51,6 @@ from crl_mmnar_jax.methods.registry import (
   model_config,
 )
 
-__all__ = ["METHODS", "RUN_METHODS", "STACK", "DirectMethod", "Method", "MethodData", "NeuralMethod", "direct",
-           "embedding_spec", "get_method", "loss_weights", "m3care", "model_config", "muse",
-           "neural", "reference"]
+__all__ = ["METHODS", "RUN_METHODS", "STACK", "DirectMethod", "Method", "MethodData",
+           "NeuralMethod", "direct", "embedding_spec", "get_method", "loss_weights",
+           "m3care", "model_config", "muse", "neural", "reference"]

@@ -345,8 +345,8 @@ def load_physionet2012(directory: str | os.PathLike, *, sets: Sequence[str] | No
     if not os.path.isfile(outcome_path):
       raise DataError(f"{outcome_path}: no such file (the outcomes of set-{s}); "
                       f"{download_hint(directory, s)}")
-    if link_copied_as_text(outcome_path):        # holds a path, not the outcomes
-      raise DataError(f"{outcome_path}: {link_copied_as_text(outcome_path)}")
+    if link := link_copied_as_text(outcome_path):   # holds a path, not the outcomes
+      raise DataError(f"{outcome_path}: {link}")
     files = _record_files(directory, s)
     if keep is not None:
       files = [f for f, k in zip(files, _keep_files(files, keep)) if k]
