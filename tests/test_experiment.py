@@ -278,6 +278,7 @@ def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path,
   config.eval.plots = False
   config.train.lr = 1e30                 # explodes within a few steps of the warmup
   config.train.warmup_steps = 1_000_000
+  config.train.warmup_max_fraction = 1.0   # the whole run is warm-up
   config.train.checkpoint_every = 1
   with pytest.raises(NonFiniteLossError, match=r"at step \d+") as err:
     train_and_evaluate(config, str(tmp_path), log=lambda s: None)

@@ -89,8 +89,10 @@ def epochs_expected(val_aurocs, pretrain, epochs, patience):
 
 
 def lr_closed_form(c, update, total):
-  """Warmup from 0, then cosine decay to lr * final_lr_fraction (optax's schedule)."""
-  warmup = min(c["warmup_steps"], max(total - 1, 0))
+  """Warmup from 0 over min(warmup_steps, floor(warmup_max_fraction * total)) updates,
+  then cosine decay to lr * final_lr_fraction (optax's schedule)."""
+  warmup = min(c["warmup_steps"], math.floor(c["warmup_max_fraction"] * total),
+               max(total - 1, 0))
   decay = max(total, warmup + 1)
   if update < warmup:
     return c["lr"] * update / warmup
@@ -164,6 +166,29 @@ def test_learning_rate_is_the_schedule_at_the_last_update(logged):
     assert r["step"] == r["epoch"] * steps_per_epoch if r["kind"] == "epoch" else True
     np.testing.assert_allclose(r["lr"], lr_closed_form(c, r["step"] - 1, total), rtol=1e-5,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("n_patients", [210, 2_000, 20_000])
+def test_the_peak_learning_rate_comes_within_a_tenth_of_the_schedule(n_patients):
+  """Issue 29: the `tables` defaults (100 warm-up steps, batch 128, 30 epochs) on a
+  210-patient cohort take 2 steps an epoch; warm-up must still end by 10% of the 60 steps,
+  and the schedule equals the closed form at every update."""
+  from crl_mmnar_jax.train.optim import lr_schedule
+  from experiments.configs import tables
+  config = tables.get_config()
+  t = config.train
+  n_train = round(n_patients * (1 - config.data.val_fraction - config.data.test_fraction))
+  total = math.ceil(n_train / t.batch_size) * (t.pretrain_epochs + t.epochs)
+  schedule = lr_schedule(config, total)
+  lrs = np.array([float(schedule(k)) for k in range(total)])
+  peak = int(np.argmax(lrs))
+  assert lrs[peak] == pytest.approx(t.lr, rel=1e-6)
+  assert peak <= 0.1 * total
+  if n_patients == 20_000:                 # a large cohort keeps its 100 absolute steps
+    assert peak == t.warmup_steps
+  c = config.train.to_dict()
+  np.testing.assert_allclose(lrs, [lr_closed_form(c, k, total) for k in range(total)],
+                             rtol=1e-5, atol=1e-12)
 
 
 def test_best_epoch_validation_metrics_equal_sklearn_on_the_saved_predictions(logged):

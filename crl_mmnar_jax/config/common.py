@@ -76,7 +76,10 @@ FIELDS: tuple[Field, ...] = (
           low_open=True),
     Field("train.final_lr_fraction", 0.05, float,
           "cosine decay ends at this fraction of train.lr", low=0.0, high=1.0),
-    Field("train.warmup_steps", 100, int, "linear warm-up steps", low=0),
+    Field("train.warmup_steps", 100, int, "linear warm-up steps, at most "
+          "train.warmup_max_fraction of the schedule", low=0),
+    Field("train.warmup_max_fraction", 0.1, float, "warm-up ends within this share of the "
+          "schedule's steps, whatever the cohort's size", low=0.0, high=1.0),
     Field("train.weight_decay", 1e-4, float, "AdamW weight decay", low=0.0),
     Field("train.clip_norm", 1.0, float, "global gradient-norm clip", low=0.0,
           low_open=True),

@@ -8,11 +8,19 @@ import ml_collections
 import optax
 
 
+def warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> int:
+  """`train.warmup_steps`, capped at `train.warmup_max_fraction` of the schedule: on a small
+  cohort (2 steps an epoch) 100 absolute steps would outlast the run."""
+  t = config.train
+  cap = int(float(t.warmup_max_fraction) * total_steps)
+  return min(int(t.warmup_steps), cap, max(total_steps - 1, 0))
+
+
 def lr_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
   """The learning rate of each update: linear warmup, then cosine decay. Update k
   (1-based, as `metrics.jsonl` counts steps) uses the value at k - 1."""
   t = config.train
-  warmup = min(int(t.warmup_steps), max(total_steps - 1, 0))
+  warmup = warmup_steps(config, total_steps)
   return optax.warmup_cosine_decay_schedule(0.0, t.lr, warmup, max(total_steps, warmup + 1),
                                             end_value=t.lr * t.final_lr_fraction)
 
