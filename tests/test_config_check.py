@@ -27,7 +27,7 @@ BAD = {
     "loss.rec_drops": -1, "train.compute_dtype": "float16",
     "train.batch_size": 0, "train.eval_batch_size": 0, "train.epochs": 0,
     "train.pretrain_epochs": -1, "train.lr": 1e3, "train.final_lr_fraction": 2.0,
-    "train.warmup_steps": -5, "train.weight_decay": -1e-4, "train.clip_norm": -1.0,
+    "train.warmup_steps": -5, "train.warmup_max_fraction": 1.5, "train.weight_decay": -1e-4, "train.clip_norm": -1.0,
     "train.aux_final": 1.5, "train.patience": 0, "train.log_every": 0,
     "train.checkpoint_every": -1, "train.progress": "true", "train.tensorboard": "yes",
     "train.data_shards": 0, "train.cv_folds": 0,
