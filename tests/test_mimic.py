@@ -684,30 +684,122 @@ def test_bert_windows_overlap_and_cover_every_token():
     text_embed.window_starts(600, stride=0)
 
 
-def test_bert_encoder_on_a_tiny_random_model(tmp_path):
-  """A randomly initialised 2-layer BERT saved locally (no download): overlapping
-  windows, unit-norm rows, zero for empty text, the chosen device."""
-  transformers = pytest.importorskip("transformers")
-  torch = pytest.importorskip("torch")
-  words = [f"w{i}" for i in range(60)]
-  (tmp_path / "vocab.txt").write_text("\n".join(
-      ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
-  tok = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
-  torch.manual_seed(0)
-  model = transformers.BertModel(transformers.BertConfig(
-      vocab_size=65, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-      intermediate_size=64, max_position_embeddings=520))
-  model.save_pretrained(tmp_path / "bert")
-  tok.save_pretrained(tmp_path / "bert")
-  enc = text_embed.get_encoder("bioclinicalbert", dim=32, model_path=str(tmp_path / "bert"),
-                               device="cpu")
-  assert enc.device == "cpu"
-  long_text = " ".join(words[i % 60] for i in range(1300))      # 1300 word pieces
+TEXT_EXTRA = ("the note encoder's tests need the `text` extra (transformers, torch): install "
+              "torch (CPU: pip install torch==2.13.0), then pip install -e '.[text]'")
+# The tiny BERT's vocabulary: "notes" is two word pieces ("note", "##s"), "zzz" one [UNK].
+WORDS = [f"w{i}" for i in range(60)] + ["note", "##s"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+  """A randomly initialised 2-layer BERT (hidden 32, 2 heads, 512 positions as in the real
+  model) in a local folder laid out as emilyalsentzer/Bio_ClinicalBERT's: config.json,
+  a pre-training checkpoint pytorch_model.bin (weights under "bert.", plus the heads)
+  and vocab.txt (here hand-written), no tokenizer config; nothing is downloaded
+  (HF_HUB_OFFLINE=1). Yields (transformers, torch, folder, the BertModel in memory)."""
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    transformers = pytest.importorskip("transformers", reason=TEXT_EXTRA)
+    torch = pytest.importorskip("torch", reason=TEXT_EXTRA)
+    folder = tmp_path_factory.mktemp("bert")
+    torch.manual_seed(0)
+    model = transformers.BertForPreTraining(transformers.BertConfig(
+        vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512))
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    yield transformers, torch, str(folder), model.bert.eval()
+
+
+def test_bert_encoder_on_a_tiny_random_model(tiny_bert):
+  """Unit-norm rows, zero for empty text, the same row alone or in a batch, the device."""
+  _, _, path, _ = tiny_bert
+  enc = text_embed.get_encoder("bioclinicalbert", dim=32, model_path=path, device="cpu")
+  assert enc.device == "cpu" and enc.dim == 32
+  long_text = " ".join(WORDS[i % 60] for i in range(1300))      # 1300 word pieces
   x = enc.encode(["w1 w2 w3", long_text, ""])
   assert x.shape == (3, 32) and x.dtype == np.float32
   np.testing.assert_allclose(np.linalg.norm(x[:2], axis=1), 1.0, rtol=1e-5)
   assert not x[2].any()
   np.testing.assert_allclose(enc.encode([long_text])[0], x[1], rtol=1e-5, atol=1e-6)
+  with pytest.raises(DataError, match="hidden size is 32"):
+    text_embed.get_encoder("bioclinicalbert", model_path=path, device="cpu")   # dim=768
   with pytest.raises(DataError, match="device"):
-    text_embed.get_encoder("bioclinicalbert", dim=32, model_path=str(tmp_path / "bert"),
-                           device="tpu")
+    text_embed.get_encoder("bioclinicalbert", dim=32, model_path=path, device="tpu")
+
+
+def test_bert_encoder_against_a_naive_window_loop(tiny_bert, monkeypatch):
+  """The encoder's windows and pooling against a loop written from the module docstring:
+  word pieces (no special tokens) cut into windows of 510 starting every 255, the last
+  one ending at the text's end; [CLS] + window + [SEP] through the model ALONE (no
+  batch, no padding); mean of the last hidden state over the window's tokens; the
+  document is the token-count-weighted mean of its windows, then L2-normalised."""
+  transformers, torch, path, model = tiny_bert
+  rng = np.random.default_rng(0)
+  # Texts as word pieces, so their ids are known without the tokenizer.
+  pieces = {
+      "short": ["w1", "w2", "w3"],
+      "510": [WORDS[k] for k in rng.integers(0, 60, 510)],               # one full window
+      "511": [WORDS[k] for k in rng.integers(0, 60, 511)],               # two windows
+      "1300": [WORDS[k] for k in rng.integers(0, 62, 1300)],
+  }
+  pieces["1300"][:4] = ["note", "##s", "[UNK]", "w0"]    # "notes zzz w0 ...": [UNK] a word
+
+  def as_text(p):
+    words = []
+    for w in p:
+      if w.startswith("##"):
+        words[-1] += w[2:]
+      else:
+        words.append("zzz" if w == "[UNK]" else w)
+    return " ".join(words)
+
+  names = ["short", "510", "", "1300", "511"]
+  texts = [as_text(pieces[n]) if n else "" for n in names]
+  assert texts[3].startswith("notes zzz w0 ") and len(texts[3].split()) < 1300
+  starts = {"short": [0], "510": [0], "": [], "511": [0, 1],
+            "1300": [0, 255, 510, 765, 790]}             # 790 = 1300 - 510
+  cls, sep = VOCAB.index("[CLS]"), VOCAB.index("[SEP]")
+  windows = {n: [[cls] + [VOCAB.index(w) for w in pieces[n][s:s + 510]] + [sep]
+                 for s in starts[n]] for n in names}
+
+  expected = np.zeros((len(names), 32))
+  for i, n in enumerate(names):
+    total, weight = np.zeros(32), 0
+    for w in windows[n]:
+      assert len(w) <= 512
+      with torch.no_grad():
+        h = model(input_ids=torch.tensor([w])).last_hidden_state[0].double().numpy()
+      # Token-count weights (every window of a longer text is a full 512, so here they
+      # equal the plain mean of the window means).
+      total += len(w) * h.mean(axis=0)
+      weight += len(w)
+    expected[i] = total / max(weight, 1)
+
+  seen = []                                              # the windows the encoder ran
+  forward = transformers.BertModel.forward
+
+  def recording(self, input_ids=None, attention_mask=None, **kw):
+    ids = input_ids.tolist()
+    mask = [[1] * len(r) for r in ids] if attention_mask is None else attention_mask.tolist()
+    seen.append([[t for t, m in zip(r, mr) if m] for r, mr in zip(ids, mask)])
+    assert all(set(mr) <= {0, 1} and mr == sorted(mr, reverse=True) for mr in mask)
+    return forward(self, input_ids=input_ids, attention_mask=attention_mask, **kw)
+
+  monkeypatch.setattr(transformers.BertModel, "forward", recording)
+  for batch_size in (1, 3, 16):
+    raw = text_embed.get_encoder("bioclinicalbert", dim=32, model_path=path, device="cpu",
+                                 batch_size=batch_size, normalize=False)
+    seen.clear()
+    x = raw.encode(texts)
+    assert x.shape == (5, 32) and x.dtype == np.float32
+    assert all(len(b) <= batch_size for b in seen)
+    assert [w for b in seen for w in b] == [w for n in names for w in windows[n]]
+    np.testing.assert_allclose(x, expected, rtol=2e-5, atol=2e-6)
+  unit = text_embed.get_encoder("bioclinicalbert", dim=32, model_path=path, device="cpu")
+  norm = np.linalg.norm(expected, axis=1, keepdims=True)
+  np.testing.assert_allclose(unit.encode(texts), expected / np.where(norm > 0, norm, 1),
+                             rtol=2e-5, atol=2e-6)
+  assert not unit.encode([""]).any()

@@ -25,8 +25,8 @@
 
   An empty text, or one with no token left after step 1, encodes to the zero vector.
 
-``"bioclinicalbert"`` (optional; needs ``transformers`` and ``torch`` and the weights
-of ``emilyalsentzer/Bio_ClinicalBERT`` in a local folder, ``model_path=``)
+``"bioclinicalbert"`` (optional; needs ``transformers`` and ``torch``, the ``text`` extra,
+and the weights of ``emilyalsentzer/Bio_ClinicalBERT`` in a local folder, ``model_path=``)
   Each text is tokenised without special tokens and cut into OVERLAPPING windows of
   510 word pieces starting every ``stride`` (default `BERT_STRIDE` = 255, half a
   window) word pieces, the last window ending at the text's end (`window_starts`), so
@@ -181,7 +181,8 @@ class BertEncoder:
       import transformers  # pylint: disable=import-outside-toplevel
     except ImportError as e:
       raise DataError(f"text encoder 'bioclinicalbert' needs the packages transformers and "
-                      f"torch ({e}); install them, or use data.text_encoder=hashed") from None
+                      f"torch ({e}); install the `text` extra (your torch build first, then "
+                      f"pip install -e '.[text]'), or use data.text_encoder=hashed") from None
     if not model_path or not os.path.isdir(model_path):
       raise DataError(f"text encoder 'bioclinicalbert': model folder {model_path!r} not "
                       f"found; download emilyalsentzer/Bio_ClinicalBERT and pass its folder "
