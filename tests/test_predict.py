@@ -5,6 +5,7 @@ saved preprocessing replays `data.standardize`, and mismatched input is refused.
 import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import shutil
 
@@ -15,6 +16,7 @@ import pytest
 import crl_mmnar_jax
 from crl_mmnar_jax import data as data_lib
 from crl_mmnar_jax import predictor as predictor_lib
+from crl_mmnar_jax import shift as shift_lib
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.featurize import STATS
@@ -135,7 +137,8 @@ def test_the_command_line_writes_the_same_predictions(single, loaded, tmp_path):
                                 f"--out={out}"]) == 0
   frame = pl.read_parquet(out)
   _compare(workdir, frame, loaded.schema.tasks)
-  assert not [f for f in os.listdir(tmp_path) if f != "p.parquet"]   # no temporary left
+  # The report beside it, and no temporary left.
+  assert sorted(os.listdir(tmp_path)) == ["p.meta.json", "p.parquet"]
 
 
 def test_a_fresh_cohort_gets_finite_probabilities(single, loaded, tmp_path):
@@ -255,7 +258,7 @@ def test_a_tables_directory_round_trips(single, loaded, tmp_path):
                                        r"training \(missing \['m1'\]\)$"):
     predict_script.SCRIPT(["predict", f"--workdir={workdir}", f"--data={directory}",
                            f"--out={tmp_path / 'x.parquet'}"])
-  assert not (tmp_path / "x.parquet").exists()
+  assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "x.meta.json").exists()
 
 
 def _drop_modality(cohort: Cohort, m: int) -> Cohort:
@@ -356,3 +359,174 @@ def test_saved_preprocessing_replays_standardize(preprocess, tmp_path):
                                            preprocess)
   for a, b in zip(half.features, expected.features):
     np.testing.assert_array_equal(a, b[1::2])
+
+
+# ----------------------------------------------------------------------------- shift check
+
+
+def _cli(workdir, out, *args):
+  """`experiments.predict` in this process; (its meta.json, the warning lines logged)."""
+  assert predict_script.SCRIPT(["predict", f"--workdir={workdir}", *args,
+                                f"--out={out}"]) == 0
+  meta = json.loads(open(predict_script.meta_path(str(out))).read(),
+                    parse_constant=lambda c: pytest.fail(f"{c} in meta.json"))
+  return meta
+
+
+def _warnings(caplog):
+  return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def loaded_dims(workdir):
+  return [m["dim"] for m in json.load(open(os.path.join(workdir, "predictor.json")))[
+      "modalities"]]
+
+
+FRESH = ["--config=synthetic:tiny", "--config.data.n=150", "--config.data.seed=11"]
+
+
+def test_new_patients_of_the_training_world_raise_no_shift_warning(single, tmp_path, caplog):
+  """Other patients (seed 11) of the training run's world (world 0: data.seed 0 with
+  world_seed -1): nothing flagged, at the tests' sizes (168 training patients)."""
+  workdir, _ = single
+  with caplog.at_level(logging.WARNING):
+    meta = _cli(workdir, tmp_path / "same.parquet", *FRESH, "--config.data.world_seed=0")
+  assert _warnings(caplog) == []
+  shift = meta["shift"]
+  assert shift["checked"] and shift["warning"] is None
+  assert shift["thresholds"]["mean_shift_sd"] == shift_lib.MEAN_SHIFT_SD
+  assert len(shift["features"]) == sum(loaded_dims(workdir))
+  assert not any(r["shifted"] or r["outside_range"] for r in shift["features"])
+  assert not any(r["rate_differs"] or r["structure_differs"] for r in shift["modalities"])
+  assert meta["n_patients"] == 150 and set(meta["metrics"]) == {"task0", "task1", "task2"}
+  assert all(m["n_labelled"] == 150 for m in meta["metrics"].values())
+
+
+def test_patients_of_another_world_raise_one_shift_warning(single, tmp_path, caplog):
+  """The same sizes from another synthetic world (data.seed 7, its own world): the
+  feature means, ranges and observed rates barely move, the correlation structure does."""
+  workdir, _ = single
+  out = tmp_path / "other.parquet"
+  with caplog.at_level(logging.WARNING):
+    meta = _cli(workdir, out, "--config=synthetic:tiny", "--config.data.n=150",
+                "--config.data.seed=7")
+  [line] = _warnings(caplog)
+  assert line.startswith("predict: new patients differ from the training cohort: ")
+  assert "co-vary differently" in line and line.endswith(f"see {tmp_path / 'other.meta.json'}")
+  assert "\n" not in line and line == f"predict: {meta['shift']['warning']}; see " \
+                                       f"{tmp_path / 'other.meta.json'}"
+  rows = {r["modality"]: r for r in meta["shift"]["modalities"]}
+  for m in ("m1", "m2", "m3"):        # the structure check is what sees another world
+    assert rows[m]["structure_differs"], rows[m]
+    assert rows[m]["explained_train"] - rows[m]["explained_new"] > shift_lib.STRUCTURE_DROP
+
+
+def _train_frames(workdir, config, directory):
+  """The training run's patients as tables, and the ids of its training patients."""
+  write_tables(data_lib.load(config).cohort, directory)
+  held = set(pl.read_parquet(os.path.join(workdir, "predictions.parquet"))["patient_id"])
+  labels = pl.read_parquet(os.path.join(directory, "labels.parquet"))
+  return [i for i in labels["patient_id"].to_list() if i not in held], labels.height
+
+
+def test_a_shifted_feature_of_a_tables_cohort_is_named(single, tmp_path, caplog):
+  """A fresh cohort of the training world as tables: no warning; its feature m1_3 moved
+  by 3 training SD: named in the warning, and the numbers written to meta.json equal
+  the same statistics computed with numpy from the raw frames."""
+  workdir, config = single
+  train_ids, n_all = _train_frames(workdir, config, tmp_path / "train")
+  fresh = config.copy_and_resolve_references()
+  fresh.data.n, fresh.data.seed, fresh.data.world_seed = 150, 11, 0
+  directory = tmp_path / "new"
+  write_tables(data_lib.load(fresh).cohort, directory)
+  with caplog.at_level(logging.WARNING):
+    _cli(workdir, tmp_path / "a.parquet", f"--data={directory}")
+  assert _warnings(caplog) == []
+
+  train = pl.read_parquet(tmp_path / "train" / "m1.parquet").filter(
+      pl.col("patient_id").is_in(train_ids))
+  t = train["m1_3"].cast(pl.Float32).to_numpy().astype(np.float64)
+  mean, sd, low, high = t.mean(), t.std(), t.min(), t.max()
+  path = directory / "m1.parquet"
+  new = pl.read_parquet(path)
+  new = new.with_columns(pl.col("m1_3") + 3 * sd)
+  new.write_parquet(path)
+  v = new["m1_3"].cast(pl.Float32).to_numpy().astype(np.float64)
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    meta = _cli(workdir, tmp_path / "b.parquet", f"--data={directory}")
+  [line] = _warnings(caplog)
+  assert "features shift by more than 0.5 train SD (largest: m1/m1_3 " in line
+  row = next(r for r in meta["shift"]["features"] if r["feature"] == "m1/m1_3")
+  assert row["shifted"] and row["outside_range"]
+  np.testing.assert_allclose([row["mean_train"], row["sd_train"], row["min_train"],
+                              row["max_train"], row["mean_new"]],
+                             [mean, sd, low, high, v.mean()], rtol=1e-5)
+  np.testing.assert_allclose(row["mean_shift_sd"], abs(v.mean() - mean) / sd, rtol=1e-4)
+  np.testing.assert_allclose(row["outside_range_share"], np.mean((v < low) | (v > high)))
+  assert (row["n_new"], row["n_train"]) == (len(v), len(t))
+  assert row["mean_shift_sd"] > 2.5
+  flagged = [r["feature"] for r in meta["shift"]["features"] if r["shifted"]]
+  assert flagged == ["m1/m1_3"]
+  m1 = next(r for r in meta["shift"]["modalities"] if r["modality"] == "m1")
+  assert m1["observed_rate_new"] == pytest.approx(new.height / 150)
+  assert m1["observed_rate_train"] == pytest.approx(train.height / len(train_ids))
+  assert len(train_ids) < n_all
+
+
+def test_predicting_without_labels(single, loaded, tmp_path, caplog, capsys):
+  """A folder without labels.parquet: a row for every patient of the modality files
+  (their union, sorted), the same probabilities as with labels, no label warning and no
+  metrics; labels.parquet with only null task columns warns about nothing either."""
+  workdir, config = single
+  fresh = config.copy_and_resolve_references()
+  fresh.data.n, fresh.data.seed, fresh.data.world_seed = 150, 11, 0
+  cohort = data_lib.load(fresh).cohort
+  directory = tmp_path / "new"
+  write_tables(cohort, directory)
+  labelled = loaded.predict(str(directory))
+  m0 = pl.read_parquet(directory / "m0.parquet")
+  only_m0 = ~cohort.present[:, 1:].any(1)
+  moved = cohort.patient_id[~only_m0][:8].tolist()     # in m1..m3 only from now on
+  keep = m0.filter(~pl.col("patient_id").is_in(moved))
+  keep.write_parquet(directory / "m0.parquet")
+  os.remove(directory / "labels.parquet")
+  union = sorted(set().union(*(pl.read_parquet(directory / f"m{m}.parquet")["patient_id"]
+                               for m in range(4))))
+  assert len(union) == 150 and keep.height == 142
+  with caplog.at_level(logging.WARNING):
+    meta = _cli(workdir, tmp_path / "p.parquet", f"--data={directory}")
+  frame = pl.read_parquet(tmp_path / "p.parquet")
+  assert frame["patient_id"].to_list() == union
+  assert _warnings(caplog) == [] and "label" not in capsys.readouterr().err
+  assert meta["metrics"] is None and meta["n_patients"] == 150
+  j = frame.join(labelled, on="patient_id", suffix="_l")
+  same = j.filter(~pl.col("patient_id").is_in(moved))
+  for t in loaded.schema.tasks:
+    np.testing.assert_allclose(same[f"{t}_prob"], same[f"{t}_prob_l"], atol=1e-6)
+  # All-null task columns (the old way) warn about nothing either.
+  pl.DataFrame({"patient_id": union, **{t: [None] * 150 for t in loaded.schema.tasks}},
+               schema_overrides={t: pl.Float64 for t in loaded.schema.tasks}).write_parquet(
+      directory / "labels.parquet")
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    assert loaded.predict(str(directory)).equals(frame)
+  assert _warnings(caplog) == []
+
+
+def test_a_workdir_from_before_the_shift_check_predicts_and_says_so(single, tmp_path,
+                                                                    caplog):
+  workdir, _ = single
+  copy = tmp_path / "old"
+  shutil.copytree(workdir, copy)
+  stats, n_train, seed = predictor_lib.read_preprocessing(str(copy))
+  old = {m: {k: v for k, v in s.items() if k not in shift_lib.REFERENCE}
+         for m, s in stats.items()}
+  predictor_lib.save_preprocessing(str(copy), old, n_train, seed)
+  with caplog.at_level(logging.WARNING):
+    meta = _cli(copy, tmp_path / "p.parquet", *FRESH, "--config.data.world_seed=0")
+  [line] = _warnings(caplog)
+  assert line.startswith("predict: no shift check: the workdir's preprocessing.npz "
+                         "predates the shift check; rerun")
+  assert meta["shift"]["checked"] is False
+  assert pl.read_parquet(tmp_path / "p.parquet").height == 150

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from crl_mmnar_jax import shift
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.data import quantiles, shards
 
@@ -63,7 +64,10 @@ def standardize(cohort: Cohort, train_rows: np.ndarray, layout: shards.Layout | 
   inside observed rows, all splits), `extreme_cells` ({column: patients} for columns with
   any), the training `mean` and `sd` of the raw values and `raw_zero`, the transformed
   value of a raw 0, `low` and `high`, the bounds beyond which a cell is extreme (float64
-  arrays of shape (d_m,)); with "quantile_normal" its training `quantiles` (Q, d_m)
+  arrays of shape (d_m,)); what `shift.compare` measures new patients against: the
+  number of measured training values per feature `n_measured`, `n_train_rows` and
+  `shift.training_reference`'s `min`, `max`, `components` and `explained`, on the same
+  training values as the quantiles; with "quantile_normal" its training `quantiles` (Q, d_m)
   (`predictor.apply_preprocessing` replays the transform from these); with `num_bins` >
   0 also the piecewise-linear encoding's `bin_edges` (d_m, num_bins + 1) and `n_bins`
   (d_m,) of the transformed measured training values: their quantiles
@@ -133,7 +137,11 @@ def standardize(cohort: Cohort, train_rows: np.ndarray, layout: shards.Layout | 
     stats[name] = {"n_train_observed": int(cohort.present[train_rows, m].sum()),
                    "imputed_cells": int(nan_D.sum()), "extreme_cells": extreme,
                    "mean": mean, "sd": sd, "raw_zero": raw_zero,
-                   "low": low_D, "high": high_D}      # the extreme bounds (`clean`)
+                   "low": low_D, "high": high_D,      # the extreme bounds (`clean`)
+                   # what `shift.compare` measures new patients against
+                   "n_measured": measured_D.astype(np.int64),
+                   "n_train_rows": np.int64(len(train_rows)),
+                   **shift.training_reference(clean(sample), mean, sd)}
     if preprocess == "quantile_normal":
       stats[name]["quantiles"] = q_QxD
     if num_bins > 0 and target_bins:

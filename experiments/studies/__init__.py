@@ -19,6 +19,9 @@
   ceiling" in docs/results.md, docs/synthetic_ceiling.json.
   `python -m experiments.studies.synthetic_ceiling --n_big=500000 --seeds=0,1,2,3,4
   --out=docs/synthetic_ceiling.json`
+- `shift_check`: `predict`'s shift check on fresh samples of the training world and of
+  other synthetic worlds; the table of docs/predict.md ("Do the new patients look like
+  the training cohort?"). `python -m experiments.studies.shift_check`
 - `note_memory`: the peak RSS of the MIMIC-IV note stage on generated notes; the table of
   docs/cohorts_memory.md. `python -m experiments.studies.note_memory gen 0.1 /tmp/notes`,
   then `python -m experiments.studies.note_memory run /tmp/notes discharge` (one JSON

@@ -6,7 +6,8 @@ Layout of ``DIR``:
   unknown; booleans read as 0/1), optional ``split`` ('train'/'val'/'test', for every
   patient or for none) and optional ``group_id`` (patients sharing a group stay in one
   split). Every other column is a task, unless ``tasks=`` picks some of them. Row
-  order of this file is the row order of the `Cohort`.
+  order of this file is the row order of the `Cohort`. Patients to predict for need
+  none (``labels_needed=False``): the patients are then those of the modality files.
 * ``DIR/<modality>.parquet`` for every other ``*.parquet`` file (sorted by file name,
   or the order given by ``modalities=``): ``patient_id`` plus numeric feature columns
   (integers, floats, booleans; read as float32), at most one row per patient, and a
@@ -254,8 +255,9 @@ def _load_modality(path: str, label_rows: pl.DataFrame, ids_kind: str, n: int,
 
 
 def _warnings(directory: str, labels_NxT: np.ndarray, task_names: Sequence[str],
-              mod_info: dict[str, dict]) -> list[str]:
-  """One line per input that loads but is probably not what was meant."""
+              mod_info: dict[str, dict], labels_needed: bool = True) -> list[str]:
+  """One line per input that loads but is probably not what was meant (a task without a
+  known label only where labels are needed)."""
   out = []
   ignored = sorted(f for f in os.listdir(directory)
                    if not f.endswith(_SUFFIX) and not f.startswith(".")
@@ -263,7 +265,7 @@ def _warnings(directory: str, labels_NxT: np.ndarray, task_names: Sequence[str],
   if ignored:
     out.append(f"{directory}: {len(ignored)} file(s) that are not parquet are ignored: "
                f"{ignored[:5]} (the tables layout reads only *{_SUFFIX})")
-  for j, t in enumerate(task_names):
+  for j, t in enumerate(task_names if labels_needed else ()):
     if np.isnan(labels_NxT[:, j]).all():
       out.append(f"{os.path.join(directory, LABELS_FILE)}: task column '{t}' has no known "
                  f"label (null in every row)")
@@ -285,10 +287,37 @@ def _warnings(directory: str, labels_NxT: np.ndarray, task_names: Sequence[str],
 # ----------------------------------------------------------------------------- loading
 
 
+def _unlabelled(directory: str, tasks: Sequence[str] | None,
+                modalities: Sequence[str] | None) -> pl.DataFrame:
+  """labels.parquet's stand-in for a directory without one: the union of the modality
+  files' patient ids, sorted, with a null column per task in `tasks`."""
+  if not tasks:
+    raise DataError(f"{directory}: no {LABELS_FILE}; without it the tasks must be named")
+  ids, first = [], None
+  for name in _modality_files(directory, modalities):
+    path = os.path.join(directory, f"{name}{_SUFFIX}")
+    try:
+      frame = (pl.read_parquet(path, columns=[ID_COLUMN])
+               if ID_COLUMN in pl.read_parquet_schema(path) else pl.DataFrame())
+    except Exception as e:  # pylint: disable=broad-except  (any reader error is bad input)
+      raise DataError(f"{path}: cannot read as parquet ({type(e).__name__}: {e})") from None
+    series = _id_series(frame, path)
+    if first is not None and series.dtype != first[1].dtype:
+      raise DataError(f"{path}: '{ID_COLUMN}' is of another type than in {first[0]}; the id "
+                      f"type must match across files")
+    first = first or (path, series)
+    ids.append(series)
+  union = pl.concat(ids).unique().sort()
+  if not len(union):
+    raise DataError(f"{directory}: no {LABELS_FILE} and no patient in the modality files")
+  return pl.DataFrame({ID_COLUMN: union}).with_columns(
+      pl.lit(None, dtype=pl.Float64).alias(t) for t in tasks)
+
+
 def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] | None = None,
                           modalities: Sequence[str] | None = None,
-                          keep: Callable[[np.ndarray], np.ndarray] | None = None
-                          ) -> tuple[Cohort, dict[str, Any]]:
+                          keep: Callable[[np.ndarray], np.ndarray] | None = None,
+                          labels_needed: bool = True) -> tuple[Cohort, dict[str, Any]]:
   """Reads a generic-layout directory into a validated `Cohort`, plus a load report.
 
   Args:
@@ -300,6 +329,9 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
     keep: patient ids -> bool mask (`shards.keep_fn`): load only those patients. Modality
       rows of other patients are not materialised; the counts in `info` are then this
       subset's.
+    labels_needed: False for patients to predict for (`predictor`): `labels.parquet` may
+      be absent (the patients are then the union of the modality files' ids, sorted, no
+      label known; `tasks` must be given) and a task without a known label is no warning.
 
   Returns:
     (cohort, info). `info` is JSON-friendly: ``n_patients``, ``tasks``,
@@ -317,10 +349,13 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
   if not os.path.isdir(directory):
     raise DataError(f"{directory}: cohort directory not found")
   labels_path = os.path.join(directory, LABELS_FILE)
-  if not os.path.isfile(labels_path):
+  if os.path.isfile(labels_path):
+    labels_df = read_parquet(labels_path)
+  elif not labels_needed:
+    labels_df = _unlabelled(directory, tasks, modalities)
+  else:
     raise DataError(f"{directory}: no {LABELS_FILE}; the generic layout needs "
                     f"DIR/{LABELS_FILE} with '{ID_COLUMN}' and one 0/1 column per task")
-  labels_df = read_parquet(labels_path)
   ids = _id_series(labels_df, labels_path)
   if len(ids) == 0:
     raise DataError(f"{labels_path}: no rows (no patients)")
@@ -380,7 +415,7 @@ def load_tables_with_info(directory: str | os.PathLike, *, tasks: Sequence[str] 
       "modalities": mod_info,
       "has_split": split_N is not None,
       "has_group_id": group_N is not None,
-      "warnings": _warnings(directory, labels_NxT, task_names, mod_info),
+      "warnings": _warnings(directory, labels_NxT, task_names, mod_info, labels_needed),
   }
   for message in info["warnings"]:
     logging.warning("%s", message)
