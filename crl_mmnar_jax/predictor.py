@@ -20,7 +20,8 @@ patients), the model (for an ensemble, the mean of its members, as for the train
 run's test patients) and the fitted rectifier: each patient's probability is shifted by
 the correction of its observation pattern; a pattern that no fitting patient had gets
 no correction. Input whose modalities, feature columns or tasks differ from training is
-refused in one line naming them (columns in another order are reordered by name).
+refused in one line naming them (columns in another order are reordered by name); input
+that merely looks unlike the training cohort gets one warning line (`shift.compare`).
 See docs/predict.md.
 """
 
@@ -58,7 +59,8 @@ from crl_mmnar_jax.train.members import MemberAxis
 from crl_mmnar_jax.train.optim import make_optimizer
 from crl_mmnar_jax.workdir import WorkdirError
 
-FORMAT = "crl_mmnar_jax.predictor/2"   # 2: units say where their checkpoint is
+FORMAT = "crl_mmnar_jax.predictor/3"   # 3: `best` checkpoints hold the model alone;
+                                        # 2: units say where their checkpoint is
 MANIFEST = "predictor.json"
 PREPROCESSING = "preprocessing.npz"
 DIRECT_MODEL = "direct_model.npz"

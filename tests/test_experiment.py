@@ -46,6 +46,13 @@ def test_cli_writes_every_output_with_the_documented_contract(tiny_run):
     assert (workdir / name).exists(), name
   assert (workdir / "checkpoints" / "latest").is_dir()
   assert (workdir / "checkpoints" / "best").is_dir()
+  # A finished run keeps one `latest` step (model + AdamW's two moments) and a `best`
+  # holding the model alone: about a third of a `latest` step (docs/outputs.md).
+  latest = [p for p in (workdir / "checkpoints" / "latest").iterdir() if p.name.isdigit()]
+  best = [p for p in (workdir / "checkpoints" / "best").iterdir() if p.name.isdigit()]
+  assert len(latest) == 1 and len(best) == 1
+  size = [sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in latest + best]
+  assert 0.2 < size[1] / size[0] < 0.45, size
   # The resolved config is written; the console gets a one-line summary of it.
   config = json.loads((workdir / "config.json").read_text())
   assert config["data"]["name"] == "synthetic" and config["train"]["epochs"] == 4

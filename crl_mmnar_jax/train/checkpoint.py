@@ -1,20 +1,23 @@
 """Orbax checkpoints: `latest` (resume after a kill) and `best` (early-stopping target).
 
-Each checkpoint is one `ocp.args.Composite`: `state` (model and optimizer, an nnx.State)
-and `meta` (JSON: step, epoch, position in the epoch, early-stopping bookkeeping,
+Each checkpoint is one `ocp.args.Composite`: `state` and `meta` (JSON: step, epoch, position in the epoch, early-stopping bookkeeping,
 config hash, and `state_sha256`, the hash of the saved arrays' bytes). Orbax writes into
 a temporary directory and renames it when complete, so a kill during a save leaves the
-previous checkpoint intact.
+previous checkpoint intact. `latest`'s state is the model and the optimizer (an
+nnx.State of `nnx.split((model, optimizer))`), what a resume needs; `best`'s is the model
+alone (a third of the size with AdamW's two moments), what prediction needs.
 
 A restore checks the state against `state_sha256`. `latest` keeps the last two steps: a
 corrupt or unreadable one (flipped bytes, a truncated file) is deleted with a warning
-and the previous one is used; with no good step left, or a corrupt `best`, the restore
+and the previous one is used (a finished run keeps its last step only); with no good
+step left, or a corrupt `best`, the restore
 stops with one line (`WorkdirError`) naming the checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import glob
 import hashlib
 import logging
@@ -25,6 +28,7 @@ import sys
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -65,6 +69,18 @@ def state_digest(state: Any) -> str:
     h.update(f"{jax.tree_util.keystr(path)}:{a.dtype.str}:{a.shape};".encode())
     h.update(a.tobytes())
   return h.hexdigest()
+
+
+def model_part(state: Any) -> Any:
+  """The model's variables in a training state (item 0 of `nnx.split((model, optimizer))`)."""
+  return state[0]
+
+
+def with_model(state: Any, model: Any) -> Any:
+  """`state` with its model variables replaced by `model`'s (the optimizer's copied)."""
+  out = jax.tree.map(jnp.copy, state)
+  out[0] = model
+  return out
 
 
 def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
@@ -121,6 +137,31 @@ def _orbax_errors_silenced():
     logger.removeFilter(quiet)
 
 
+def _orbax_coroutine(unraisable: Any) -> bool:
+  code = getattr(unraisable.object, "cr_code", None)
+  return code is not None and "orbax" in code.co_filename
+
+
+@contextlib.contextmanager
+def _abandoned_reads_silenced():
+  """A failed restore (a corrupt array) leaves orbax's other read coroutines unfinished;
+  their finalisers (or their callbacks, on a closed event loop) raise through
+  sys.unraisablehook, a 60-line dump per array naming the failure the caller reports in
+  one line. Those, and only those, are dropped."""
+  unraisablehook = sys.unraisablehook
+
+  def quiet(unraisable):
+    if not (_orbax_coroutine(unraisable) or _closed_loop(unraisable.exc_value)):
+      unraisablehook(unraisable)
+
+  sys.unraisablehook = quiet
+  try:
+    yield
+  finally:
+    gc.collect()                 # finalise the abandoned coroutines while the hook holds
+    sys.unraisablehook = unraisablehook
+
+
 def _first_line(e: BaseException) -> str:
   text = str(e).strip().splitlines()
   first = text[0].split(". See full")[0][:160] if text else ""
@@ -162,22 +203,23 @@ class Checkpoints:
       return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
     bad: list[tuple[int, str]] = []
-    for step in steps:
-      try:
-        out = mgr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        state, meta = out["state"], dict(out["meta"])
-        want = meta.get("state_sha256")
-        if want is not None and state_digest(state) != want:
-          raise ValueError("the restored arrays do not match the hash saved with them")
-      except Exception as e:  # noqa: BLE001  (any failure to read it back: corrupt)
-        bad.append((step, _first_line(e)))
-        continue
-      for b, why in bad:
-        self.log(f"warning: checkpoint {os.path.join(self.folder, kind, str(b))} is corrupt "
-                 f"({why}); deleted it and resumed from step {step}")
-        self._delete(mgr, b)
-      return state, meta
+    with _abandoned_reads_silenced():
+      for step in steps:
+        try:
+          out = mgr.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+          state, meta = out["state"], dict(out["meta"])
+          want = meta.get("state_sha256")
+          if want is not None and state_digest(state) != want:
+            raise ValueError("the restored arrays do not match the hash saved with them")
+        except Exception as e:  # noqa: BLE001  (any failure to read it back: corrupt)
+          bad.append((step, _first_line(e)))
+          continue
+        for b, why in bad:
+          self.log(f"warning: checkpoint {os.path.join(self.folder, kind, str(b))} is corrupt "
+                   f"({why}); deleted it and resumed from step {step}")
+          self._delete(mgr, b)
+        return state, meta
     step, why = bad[0]
     raise WorkdirError(
         f"checkpoint {os.path.join(self.folder, kind, str(step))} is corrupt ({why})"
@@ -196,13 +238,22 @@ class Checkpoints:
     self._save(self.latest, step, state, meta)
 
   def save_best(self, step: int, state: Any, meta: dict) -> None:
-    self._save(self.best, step, state, meta)
+    """Saves the model part of `state` (`model_part`)."""
+    self._save(self.best, step, model_part(state), meta)
+
+  def keep_last_latest(self) -> None:
+    """Deletes every `latest` step but the last (a finished run needs no fallback)."""
+    for step in sorted(self.latest.all_steps())[:-1]:
+      self._delete(self.latest, step)
 
   def restore_latest(self, like_state: Any) -> tuple[Any, dict] | None:
     return self._restore(self.latest, like_state, "latest")
 
   def restore_best(self, like_state: Any) -> tuple[Any, dict] | None:
-    return self._restore(self.best, like_state, "best")
+    """(`like_state` with the best model's variables, meta), or None: `best` holds the
+    model alone, the optimizer part is a copy of `like_state`'s."""
+    restored = self._restore(self.best, model_part(like_state), "best")
+    return None if restored is None else (with_model(like_state, restored[0]), restored[1])
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()

@@ -47,7 +47,8 @@ from crl_mmnar_jax.workdir import StopRequest, WorkdirError, fault_point
 if TYPE_CHECKING:
   from crl_mmnar_jax.methods import NeuralMethod
 
-RUN_STATE_FORMAT = 2     # the checkpoints' run state; 1 (no "format"): before one loop
+RUN_STATE_FORMAT = 3     # the checkpoints' run state; 3: `best` holds the model alone;
+                         # 2: one loop; 1 (no "format"): before it
 
 
 class NonFiniteLossError(RuntimeError):
@@ -348,6 +349,8 @@ class _Run:
     if improved:
       self.ckpt.save_best(run.tick, self.best, run.to_json())
     self.ckpt.save_latest(run.tick, self.state, run.to_json())
+    if run.done:
+      self.ckpt.keep_last_latest()
     return float(np.mean(scores)) if scores else None
 
   def _epoch_line(self, epoch, phase, active_ep, means, n_terms, rate) -> str:
