@@ -122,7 +122,7 @@ def test_an_unknown_preset_is_one_line_naming_the_known_ones(name):
     module.get_config("nope")
   message = str(e.value)
   assert "\n" not in message
-  known = "'tiny', 'untuned'" if name == "synthetic" else "'tiny'"
+  known = "'tiny', 'tuned'" if name == "synthetic" else "'tiny'"
   assert message.startswith(f"unknown {name} preset 'nope' (known: {known})")
 
 
@@ -179,7 +179,7 @@ def test_run_with_a_space_and_a_bad_preset_fails_in_one_line(tmp_path):
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
-      "error: ValueError: unknown synthetic preset 'nope' (known: 'tiny', 'untuned') "
+      "error: ValueError: unknown synthetic preset 'nope' (known: 'tiny', 'tuned') "
       "(--help lists the flags)"]
   assert not (tmp_path / "w").exists()
 

@@ -9,18 +9,23 @@ Cohort: 20,000 patients, M=4 modalities (m0 always observed), 3 tasks, missingne
 driven by the latent severity (MNAR) plus a direct effect of the observation pattern
 on the outcomes.
 
-Defaults: tuned. `python -m experiments.tune --config=synthetic --trials=20` (Optuna TPE,
-median pruning, seed 0's 3,000 validation patients only) chose D = 256, two fusion
-layers, dropout 0.31, periodic numerical embeddings, quantile-normal preprocessing,
-lr 3.8e-4, weight decay 1.4e-3 and loss weights miss 0.17 / rec 0.75 / con 0.21; the
-same 20-trial search for `--config.method=gbt` set the `baseline.gbt_*` values below
-(docs/tuning.md). Expected (5 seeds, 3,000 test patients each; docs/results.md): mean
-test AUROC over tasks 0.843 ± 0.008 (seed 0: 0.829), above the logistic regression
-with mean imputation and missingness indicators (`reference.logreg_mean_impute`, 0.804)
-and tuned LightGBM (0.832), below the learnable ceiling (0.848) and the oracle of the
-true probabilities (`oracle.test`, 0.898). About 5 minutes on a 2-core CPU. Preset
-`untuned` (`--config=synthetic:untuned`) keeps the hand-set base settings: about 3x
-faster, 0.841 ± 0.009 (paired −0.002 ± 0.002).
+Defaults: the hand-set base settings (D = 128, one fusion layer, no numerical
+embedding, standard scaling). Expected (5 seeds, 3,000 test patients each;
+docs/results.md): mean test AUROC over tasks 0.841 ± 0.009 (seed 0: 0.8267), above the
+logistic regression with mean imputation and missingness indicators
+(`reference.logreg_mean_impute`, 0.804), below the learnable ceiling (0.848) and the
+oracle of the true probabilities (`oracle.test`, 0.898). About 1.5 minutes on an idle
+2-core CPU (docs/speed.md).
+
+Preset `tuned` (`--config=synthetic:tuned`): what `python -m experiments.tune
+--config=synthetic --trials=20` (Optuna TPE, median pruning, seed 0's 3,000 validation
+patients only) chose: D = 256, two fusion layers, dropout 0.31, periodic numerical
+embeddings, quantile-normal preprocessing, lr 3.8e-4, weight decay 1.4e-3 and loss
+weights miss 0.17 / rec 0.75 / con 0.21, and for `--config.method=gbt` the
+`baseline.gbt_*` values of the same 20-trial search (docs/tuning.md). The trade: 0.843 ±
+0.008 (seed 0: 0.8290; paired +0.002 ± 0.002 over the defaults) for about 3x the time
+(about 5 minutes). It was the default until issue 27 measured the first README command
+at 4 min 48 s for that +0.002.
 
 Preset `tiny` (smoke runs and tests): 600 patients, 3 epochs of a D = 32 model, 100
 bootstrap draws, no progress bar; about 30 seconds on a 2-core CPU, most of it
@@ -31,7 +36,6 @@ so its AUROC is noise (seed 0: test mean 0.52); it checks the pipeline, not the 
 from experiments.configs.base import (
   apply_preset,
   get_base_config,
-  get_field,
   neural_search_space,
   search_space,
   set_fields,
@@ -40,8 +44,7 @@ from experiments.configs.base import (
 
 def get_config(arg: str = ""):
   c = get_base_config("synthetic")   # data.*: crl_mmnar_jax/config/sources.py
-  tuned(c)
-  return apply_preset(c, "synthetic", arg, {"tiny": _tiny, "untuned": _untuned})
+  return apply_preset(c, "synthetic", arg, {"tiny": _tiny, "tuned": tuned})
 
 
 # The settings the searches found on seed 0's validation patients (module docstring,
@@ -71,17 +74,9 @@ def tuned(c) -> None:
   set_fields(c, TUNED)
 
 
-def _untuned(c) -> None:
-  """The hand-set base defaults of the `TUNED` fields (D = 128, one layer, no numerical
-  embedding, standard scaling): about 3x faster, 0.002 lower test AUROC."""
-  base = get_base_config()
-  set_fields(c, {field: get_field(base, field) for field in TUNED})
-
-
 def _tiny(c) -> None:
   """For tests and smoke runs: 600 patients, 3 epochs of a small untuned model, seconds
   on a laptop."""
-  _untuned(c)
   c.data.n = 600
   c.model.dim = 32
   c.model.n_heads = 4
