@@ -46,6 +46,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
   flags.DEFINE_string("coordinator_address", None, "host:port of process 0.", flag_values=fv)
   flags.DEFINE_integer("num_processes", None, "Number of processes.", flag_values=fv)
   flags.DEFINE_integer("process_id", None, "This process's index.", flag_values=fv)
+  cli.define_compile_cache(fv)
 
 
 def summary(fv: flags.FlagValues) -> str:
@@ -75,6 +76,7 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
     from crl_mmnar_jax import distributed
     distributed.initialize_distributed(fv.coordinator_address, fv.num_processes,
                                        fv.process_id)
+  cache = cli.use_compile_cache(fv)
   from crl_mmnar_jax import workdir as workdir_lib
   from crl_mmnar_jax.config_check import check_config
   from crl_mmnar_jax.experiment import train_and_evaluate
@@ -101,6 +103,7 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
   rect = results["metrics"]["test_rectified"].get("mean", {})
   print(f"test mean AUROC {test.get('auroc', float('nan')):.4f} "
         f"(rectified {rect.get('auroc', float('nan')):.4f}); outputs in {fv.workdir}")
+  print(cli.compile_cache_line(cache))
 
 
 SCRIPT = cli.Script(main, define_flags, __doc__, config_file=True,

@@ -388,6 +388,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
   flags.DEFINE_list("kappas", [], "Post-hoc κ sensitivity values, e.g. 0,0.02,0.05.",
                     flag_values=fv)
   flags.DEFINE_bool("dry_run", False, "Print the commands only.", flag_values=fv)
+  cli.define_compile_cache(fv)
 
 
 def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> int:
@@ -405,6 +406,8 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> int:
   except ValueError as e:
     raise SystemExit(f"error: --kappas: {e}") from None
   config, workdir = fv.config, fv.workdir
+  if fv.compile_cache != "auto":       # every run's process (compile_cache.ENV)
+    os.environ["CRL_MMNAR_COMPILE_CACHE"] = fv.compile_cache
   if fv.dry_run:
     for r in runs:
       for s in seeds:

@@ -74,6 +74,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
                        flag_values=fv)
   flags.DEFINE_integer("prune_startup", 5, "Trials that finish before pruning starts.",
                        flag_values=fv)
+  cli.define_compile_cache(fv)
 
 
 # ----------------------------------------------------------------------------- config
@@ -439,6 +440,7 @@ def write_outputs(study: Any, name: str, preset: str, workdir: str,
 def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> dict:
   cli.no_positional(argv)
   logging.set_verbosity(logging.WARNING)
+  cache = cli.use_compile_cache(fv)
   from crl_mmnar_jax import workdir as workdir_lib
   from crl_mmnar_jax.config_check import check_config
   from crl_mmnar_jax.methods import get_method
@@ -482,6 +484,7 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> dict:
   else:
     print(f"best: trial {best['trial']}, validation mean AUROC {best['val_mean_auroc']:.4f} "
           f"({best['n_finished']} trials); config {fv.workdir}/best_config.py")
+  print(cli.compile_cache_line(cache))
   return best
 
 

@@ -33,6 +33,7 @@ def _shared_compilation_cache(tmp_path_factory):
   if os.environ.get("PYTEST_XDIST_WORKER"):      # .../pytest-N/popen-gwK: one per session
     base = base.parent
   folder = str(base / "jax_cache")
+  os.environ.pop("CRL_MMNAR_COMPILE_CACHE", None)   # a user's own would win (compile_cache)
   os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   jax.config.update("jax_compilation_cache_dir", folder)

@@ -75,6 +75,35 @@ def command_line(module: str, argv: Sequence[str], fv: flags.FlagValues) -> str:
   return " ".join(["python", "-m", module, *argv[1:], *given])
 
 
+def define_compile_cache(fv: flags.FlagValues) -> None:
+  """`--compile_cache` (crl_mmnar_jax/compile_cache.py) on `fv`."""
+  flags.DEFINE_string(
+      "compile_cache", "auto", "Persistent XLA compilation cache: 'auto' "
+      "($CRL_MMNAR_COMPILE_CACHE, else ~/.cache/crl_mmnar_jax/xla), a folder, or 'off'. "
+      "A rerun, every seed and every trial read the programs compiled before.",
+      flag_values=fv)
+
+
+def use_compile_cache(fv: flags.FlagValues) -> str | None:
+  """Turns the cache `--compile_cache` names on (before anything compiles); a folder that
+  cannot be created is one line."""
+  from crl_mmnar_jax import compile_cache  # JAX: not for --help
+  try:
+    return compile_cache.enable(fv.compile_cache)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
+
+
+def compile_cache_line(folder: str | None) -> str:
+  """What the cache did in this process, for the script's last lines."""
+  from crl_mmnar_jax import compile_cache
+  if folder is None:
+    return "compile cache: off"
+  c = compile_cache.counts()
+  return (f"compile cache: {c['read']} programs read, {c['written']} compiled and written "
+          f"({folder})")
+
+
 def flag_help(fv: flags.FlagValues) -> str:
   """The flags of `fv`, one entry each (absl's text without the module headers)."""
   text = fv.get_help(prefix="", include_special_flags=False)
