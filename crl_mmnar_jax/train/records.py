@@ -107,6 +107,19 @@ class Progress:
       self.bar.close()
 
 
+_first_step: dict[str, float | None] = {"at": None}
+
+
+def first_step_at() -> float | None:
+  """`time.perf_counter()` when this process's first training step (since
+  `reset_first_step`) had finished, compilation included; None before it."""
+  return _first_step["at"]
+
+
+def reset_first_step() -> None:
+  _first_step["at"] = None
+
+
 class Throughput:
   """Patients per second of an epoch's training steps with compilation left out: the
   clock starts once the epoch's first step has finished (the first step of a run is the
@@ -121,6 +134,8 @@ class Throughput:
     if self.t0 is None:
       jax.block_until_ready(outputs)
       self.t0 = time.perf_counter()
+      if _first_step["at"] is None:
+        _first_step["at"] = self.t0
     else:
       self.patients += patients
 
