@@ -530,3 +530,39 @@ def test_a_workdir_from_before_the_shift_check_predicts_and_says_so(single, tmp_
                          "predates the shift check; rerun")
   assert meta["shift"]["checked"] is False
   assert pl.read_parquet(tmp_path / "p.parquet").height == 150
+
+
+def _documented_predict_command():
+  """docs/predict.md's example for new synthetic patients, as its argument list."""
+  text = open(os.path.join(os.path.dirname(__file__), "..", "docs", "predict.md")).read()
+  block = text[text.index("python -m experiments.predict --workdir=/tmp/crl_tiny"):]
+  command = block[:block.index("\n```")].replace("\\\n", " ")
+  return command.split()[3:]                       # after "python -m experiments.predict"
+
+
+def test_the_documented_example_predicts_as_well_as_the_run_tested(tmp_path_factory, caplog):
+  """Issue 29: docs/predict.md's command, as written, against a run of the config it
+  names (synthetic:tiny, trained long enough to learn: 3,000 patients, 4 epochs): the new
+  patients' AUROCs are those of the run's own test patients within sampling noise, and
+  no shift warning. Without `world_seed` the same command draws another world."""
+  args = _documented_predict_command()
+  assert args[0] == "--workdir=/tmp/crl_tiny" and args[-1] == "--out=/tmp/fresh.parquet"
+  config = synthetic.get_config("tiny")
+  config.data.n, config.train.epochs, config.eval.plots = 3000, 4, False
+  workdir = str(tmp_path_factory.mktemp("documented"))
+  results = train_and_evaluate(config, workdir, log=lambda s: None)
+  own = results["metrics"]["test"]["mean"]["auroc"]
+  assert own > 0.6                                  # it learned something (0.67 here)
+  out = tmp_path_factory.mktemp("out") / "fresh.parquet"
+  overrides = [a for a in args[1:-1] if a.startswith("--config.")]
+  assert "--config.data.world_seed=0" in overrides
+  with caplog.at_level(logging.WARNING):
+    meta = _cli(workdir, out, *args[1:-1], f"--config.data.n={3000}")
+  assert _warnings(caplog) == [] and meta["shift"]["warning"] is None
+  new = np.mean([m["auroc"] for m in meta["metrics"].values()])
+  assert abs(new - own) < 0.05, (new, own)          # 450 test vs 3,000 new patients
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    other = _cli(workdir, tmp_path_factory.mktemp("o") / "other.parquet",
+                 *[a for a in args[1:-1] if "world_seed" not in a], "--config.data.n=3000")
+  assert other["shift"]["warning"] is not None and len(_warnings(caplog)) == 1
