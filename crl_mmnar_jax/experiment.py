@@ -52,9 +52,8 @@ from crl_mmnar_jax.data.standardize import options as standardize_options
 from crl_mmnar_jax.data.standardize import standardize
 from crl_mmnar_jax.methods.direct import logreg_mean_impute
 from crl_mmnar_jax.report import SMOKE_NOTE
-from crl_mmnar_jax.train import checkpoint
+from crl_mmnar_jax.train import checkpoint, records
 from crl_mmnar_jax.train import mesh as mesh_lib
-from crl_mmnar_jax.train import records
 from crl_mmnar_jax.workdir import config_hash, fault_point, training_hash
 from crl_mmnar_jax.workdir_guard import lock_workdir, prepare_workdir
 

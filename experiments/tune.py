@@ -5,7 +5,9 @@ r"""Tune: a hyperparameter search on validation data only (Optuna TPE, pruning, 
       --workdir=/tmp/tune_syn_gbt                  # the same budget for the trees
   python -m experiments.run --config=/tmp/tune_syn/best_config.py --workdir=/tmp/syn_best
 
-Every trial is `train_and_evaluate` (what `experiments.run` runs) in WORKDIR/trials/NNN,
+Every trial is `train_and_evaluate` (what `experiments.run` runs, on the cohort loaded
+and featurised once for the whole search: `crl_mmnar_jax.data.reuse_loaded`; programs of
+shapes compiled before come from the compilation cache) in WORKDIR/trials/NNN,
 with the config's search space (`get_search_space(method)` in experiments/configs/NAME.py;
 a field given on the command line is held fixed) sampled by a TPE sampler seeded from
 `--config.seed`. The objective is the validation mean AUROC of the trial's results
@@ -467,8 +469,10 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> dict:
   except ValueError as e:
     sys.exit(f"error: {e}")
   signal.signal(signal.SIGTERM, workdir_lib.raise_interrupted)
+  from crl_mmnar_jax.data import reuse_loaded
   try:
-    best = search(config, name, preset, fv.workdir, fv.trials, space, overrides, pruner)
+    with reuse_loaded():       # the cohort is loaded and featurised once for every trial
+      best = search(config, name, preset, fv.workdir, fv.trials, space, overrides, pruner)
   except (ValueError, NonFiniteLossError) as e:   # DataError, WorkdirError are ValueErrors
     sys.exit(f"error: {e}")
   except OSError as e:

@@ -8,6 +8,6 @@ data layout, `splits`, `shards`, `standardize` and the others the steps after lo
 from __future__ import annotations
 
 from crl_mmnar_jax.data.loaded import Keep, LoadedData, Loader
-from crl_mmnar_jax.data.registry import SOURCES, get_source, load
+from crl_mmnar_jax.data.registry import SOURCES, get_source, load, reuse_loaded
 
-__all__ = ["Keep", "LoadedData", "Loader", "SOURCES", "get_source", "load"]
+__all__ = ["Keep", "LoadedData", "Loader", "SOURCES", "get_source", "load", "reuse_loaded"]

@@ -3,12 +3,18 @@
 Each source module under `data/sources/` defines `from_config(config, keep) ->
 LoadedData`, which reads the `config.data` fields it needs; `SOURCES` names them. A new
 cohort is one new source module and one line here.
+
+`reuse_loaded()` makes every `load` of the same data settings inside it return the cohort
+loaded first, its arrays read-only: a search's trials load and featurise once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -32,6 +38,31 @@ def get_source(name: str) -> Loader:
   return SOURCES[name]
 
 
+_reused: dict[str, LoadedData] | None = None     # inside `reuse_loaded`: key -> cohort
+
+
+@contextlib.contextmanager
+def reuse_loaded():
+  """Within the block, `load` with the same `config.data` and `config.seed` (and every
+  patient: no `keep`) returns the first result again. Its arrays are made read-only, so
+  that a run writing into them fails loudly instead of changing the next run's data."""
+  global _reused
+  outer = _reused
+  _reused = {} if outer is None else outer
+  try:
+    yield
+  finally:
+    _reused = outer
+
+
+def _read_only(loaded: LoadedData) -> LoadedData:
+  fields = [getattr(loaded.cohort, f.name) for f in dataclasses.fields(loaded.cohort)]
+  for a in jax.tree.leaves((fields, loaded.true_prob_NxT, loaded.test_mask_N)):
+    if isinstance(a, np.ndarray):
+      a.setflags(write=False)
+  return loaded
+
+
 def load(config: ml_collections.ConfigDict, keep: Keep | None = None) -> LoadedData:
   """The cohort named by `config.data.name`, validated.
 
@@ -39,7 +70,14 @@ def load(config: ml_collections.ConfigDict, keep: Keep | None = None) -> LoadedD
   and PhysioNet 2012 never read the other patients' rows or files; the synthetic
   generator and the MIMIC-IV and eICU pipelines build the whole cohort and drop the rest.
   """
+  key = None
+  if _reused is not None and keep is None:
+    key = json.dumps([config.data.to_dict(), int(config.seed)], sort_keys=True, default=str)
+    if key in _reused:
+      return _reused[key]
   loaded = get_source(config.data.name)(config, keep)
+  if key is not None:
+    _reused[key] = _read_only(loaded)
   if keep is None:
     return loaded
   mask = np.asarray(keep(loaded.cohort.patient_id), bool)
