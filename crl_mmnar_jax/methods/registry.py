@@ -17,6 +17,7 @@ from crl_mmnar_jax.embeddings import EmbeddingSpec, spec_from_config
 from crl_mmnar_jax.losses import LossFn, LossWeights, objective
 from crl_mmnar_jax.methods import direct, m3care, muse, neural, reference
 from crl_mmnar_jax.model import CRLMMNAR, ModelConfig
+from crl_mmnar_jax.wide import Wide
 
 Config = ml_collections.ConfigDict
 
@@ -145,6 +146,19 @@ def _late_fusion(config: Config, data: MethodData, rngs: nnx.Rngs) -> neural.Lat
                            embedding=embedding_spec(config, data))
 
 
+def _wide(build: Callable[[Config, MethodData, nnx.Rngs], nnx.Module]
+          ) -> Callable[[Config, MethodData, nnx.Rngs], nnx.Module]:
+  """`build`, wrapped in the wide linear path when `model.wide` (crl_mmnar_jax/wide.py)."""
+
+  def wrapped(config: Config, data: MethodData, rngs: nnx.Rngs) -> nnx.Module:
+    deep = build(config, data, rngs)
+    if not bool(config.model.wide):
+      return deep
+    return Wide(deep, data.cohort.input_dims, data.cohort.n_tasks)
+
+  return wrapped
+
+
 # ----------------------------------------------------------------------------- losses
 
 
@@ -194,23 +208,23 @@ def _gbt(config: Config, data: MethodData, predict_rows: dict[str, np.ndarray]):
 
 
 _REGISTRY: dict[str, Method] = {m.name: m for m in (
-    NeuralMethod("crl_mmnar", "CRL-MMNAR (docs/design.md)", _crl_mmnar, _objective),
+    NeuralMethod("crl_mmnar", "CRL-MMNAR (docs/design.md)", _wide(_crl_mmnar), _objective),
     NeuralMethod("zero_impute_mlp", "raw-scale zero imputation, concatenation, MLP",
-                 _impute_mlp(indicators=False), _objective),
+                 _wide(_impute_mlp(indicators=False)), _objective),
     NeuralMethod("mean_impute_mlp", "mean imputation + missingness indicators, MLP",
-                 _impute_mlp(indicators=True), _objective),
+                 _wide(_impute_mlp(indicators=True)), _objective),
     DirectMethod("logreg", "L2 logistic regression per task on [mean-imputed features, "
                  "missingness indicators], L2 chosen on validation AUROC", _logreg),
     NeuralMethod("late_fusion", "per-modality models, logits averaged over observed ones",
-                 _late_fusion, _objective),
+                 _wide(_late_fusion), _objective),
     NeuralMethod("masked_transformer", "masked transformer fusion, no missingness embedding",
-                 _transformer, _objective),
+                 _wide(_transformer), _objective),
     NeuralMethod("muse", "MUSE: patient-modality graph, edge dropout, contrastive (ICLR 2024)",
-                 _muse, _muse_loss),
+                 _wide(_muse), _muse_loss),
     NeuralMethod("m3care", "M3Care: similar-patient imputation in latent space (KDD 2022)",
-                 _m3care, _objective),
+                 _wide(_m3care), _objective),
     NeuralMethod("missing_token", "a learned token per absent modality, transformer fusion",
-                 _missing_token, _objective),
+                 _wide(_missing_token), _objective),
     DirectMethod("gbt", "gradient-boosted trees per task on features with NaN for missing "
                  "modalities, early stopping on validation AUROC", _gbt,
                  check=direct.gbt_backend),

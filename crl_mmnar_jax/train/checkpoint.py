@@ -1,7 +1,8 @@
 """Orbax checkpoints: `latest` (resume after a kill) and `best` (early-stopping target).
 
-Each checkpoint is one `ocp.args.Composite`: `state` and `meta` (JSON: step, epoch, position in the epoch, early-stopping bookkeeping,
-config hash, and `state_sha256`, the hash of the saved arrays' bytes). Orbax writes into
+Each checkpoint is one `ocp.args.Composite`: `state` and `meta` (JSON: step, epoch,
+position in the epoch, early-stopping bookkeeping, config hash, and `state_sha256`, the
+hash of the saved arrays' bytes). Orbax writes into
 a temporary directory and renames it when complete, so a kill during a save leaves the
 previous checkpoint intact. `latest`'s state is the model and the optimizer (an
 nnx.State of `nnx.split((model, optimizer))`), what a resume needs; `best`'s is the model
@@ -10,8 +11,8 @@ alone (a third of the size with AdamW's two moments), what prediction needs.
 A restore checks the state against `state_sha256`. `latest` keeps the last two steps: a
 corrupt or unreadable one (flipped bytes, a truncated file) is deleted with a warning
 and the previous one is used (a finished run keeps its last step only); with no good
-step left, or a corrupt `best`, the restore
-stops with one line (`WorkdirError`) naming the checkpoint.
+step left, or a corrupt `best`, the restore stops with one line (`WorkdirError`) naming
+the checkpoint.
 """
 
 from __future__ import annotations

@@ -99,9 +99,9 @@ def compile_cache_line(folder: str | None) -> str:
   from crl_mmnar_jax import compile_cache
   if folder is None:
     return "compile cache: off"
-  c = compile_cache.counts()
-  return (f"compile cache: {c['read']} programs read, {c['written']} compiled and written "
-          f"({folder})")
+  done = compile_cache.counts()
+  return (f"compile cache: {done['read']} programs read, {done['written']} compiled and "
+          f"written ({folder})")
 
 
 def flag_help(fv: flags.FlagValues) -> str:
