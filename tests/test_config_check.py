@@ -63,6 +63,8 @@ BAD_SOURCE = {
              "data.window_hours": -1.0, "data.test_database": 0},
     "eicu": {"data.dir": 1, "data.strict": "yes", "data.tasks": 0,
              "data.window_hours": float("inf"), "data.cache_dir": None},
+    "meds": {"data.meds_root": 1, "data.task": None, "data.modalities": 0,
+             "data.window_hours": -1.0, "data.numeric_codes": -1, "data.count_codes": 1.5},
     "mimic": {"data.dir": 1, "data.meds": 2, "data.demo_meds": None, "data.version": 3.1,
               "data.strict": 0, "data.tasks": 1, "data.cache_dir": 0,
               "data.text_encoder": "bert", "data.text_model_path": 1, "data.text_device": 0,
@@ -89,7 +91,7 @@ def test_every_field_has_a_bad_value_and_the_defaults_pass():
 
 
 def test_synthetic_defaults_are_the_base_settings_and_tuned_sets_the_searched_ones():
-  """Issue 27: the README's first command runs the fast hand-set settings; the searched
+  """The README's first command runs the fast hand-set settings; the searched
   ones are the `tuned` preset (its trade in the config's docstring)."""
   from experiments.configs.base import get_base_config
   from experiments.configs.base import get_field as read

@@ -28,7 +28,8 @@ from crl_mmnar_jax.config import paths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("crl_mmnar_jax", "experiments")
-CONFIGS = ("synthetic", "physionet2012", "yaib", "tables", "mimic", "eicu", "injection")
+CONFIGS = ("synthetic", "physionet2012", "yaib", "tables", "mimic", "eicu", "injection",
+           "meds")
 
 SECTIONS = frozenset(n.split(".")[0] for n in schema.declared_names() if "." in n)
 ROOT_NAMES = frozenset({"config", "member_config", "base_config"})

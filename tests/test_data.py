@@ -168,6 +168,6 @@ def test_unknown_data_source_fails_in_one_line_naming_the_known_ones():
   from crl_mmnar_jax import data as data_lib
   config = ml_collections.ConfigDict({"data": {"name": "nope"}})
   with pytest.raises(ValueError, match=r"^unknown data source 'nope'; known: synthetic, "
-                                       r"tables, physionet2012, yaib, eicu, mimic$"):
+                                       r"tables, physionet2012, yaib, eicu, mimic, meds$"):
     data_lib.load(config)
   assert data_lib.get_source("synthetic") is data_lib.SOURCES["synthetic"]

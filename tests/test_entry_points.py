@@ -18,7 +18,8 @@ from experiments.studies import mmnar_injection, pattern_stability
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("run", "sweep", "studies.pattern_stability", "summarize",
            "studies.mmnar_injection", "bench", "tune", "predict")
-CONFIGS = ("eicu", "injection", "mimic", "physionet2012", "synthetic", "tables", "yaib")
+CONFIGS = ("eicu", "injection", "meds", "mimic", "physionet2012", "synthetic", "tables",
+           "yaib")
 
 
 def _env():

@@ -6,6 +6,12 @@ from __future__ import annotations
 
 from crl_mmnar_jax.config.field import Field, SharedData
 
+# The `meds` source's default code prefixes (the MIMIC-IV MEDS ETL: LAB//5xxxx are
+# labevents, LAB//22xxxx chartevents); `data.sources.meds.DEFAULT_MODALITIES`.
+MEDS_MODALITIES = ("labs=LAB//5,vitals=LAB//2|SUBJECT_WEIGHT_AT_INFUSION//|"
+                   "SUBJECT_FLUID_OUTPUT//,medications=MEDICATION//|INFUSION_START//,"
+                   "diagnoses=DIAGNOSIS//,procedures=PROCEDURE//")
+
 
 def _strict() -> Field:
   return Field("data.strict", False, bool,
@@ -78,6 +84,22 @@ SOURCES: dict[str, tuple[Field, ...]] = {
               "icu_readmission, hospital_readmission"),
         _window(24.0),
         _cache_dir(),
+    ),
+    # Any MEDS root with labels in the MEDS label schema (data/sources/meds.py).
+    "meds": (
+        Field("data.meds_root", SharedData("meds-mimic-iv-demo"), str, "a MEDS root "
+              "(data/**/*.parquet, metadata/subject_splits.parquet); default: the MIMIC-IV "
+              "demo of the shared data folder"),
+        Field("data.task", "", str, "labels parquet file(s) in the MEDS label schema, "
+              "comma-separated: one task each, named by file stem"),
+        Field("data.modalities", MEDS_MODALITIES, str, "code prefixes per modality: "
+              "name=PREFIX|PREFIX,... (default: the MIMIC-IV MEDS ETL's codes)"),
+        Field("data.window_hours", 0.0, float, "features from events in this many hours "
+              "before the prediction time (0: all history)", low=0.0),
+        Field("data.numeric_codes", 16, int, "per modality: the most frequent codes with "
+              "values, as last / mean / count", low=0),
+        Field("data.count_codes", 16, int, "per modality: the most frequent codes without "
+              "values, as counts", low=0),
     ),
     # MIMIC-IV, raw tables or MEDS events (data/sources/mimic/).
     "mimic": (

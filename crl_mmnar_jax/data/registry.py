@@ -19,7 +19,15 @@ import ml_collections
 import numpy as np
 
 from crl_mmnar_jax.data.loaded import Keep, LoadedData, Loader
-from crl_mmnar_jax.data.sources import eicu, mimic, physionet2012, synthetic, tables, yaib
+from crl_mmnar_jax.data.sources import (
+  eicu,
+  meds,
+  mimic,
+  physionet2012,
+  synthetic,
+  tables,
+  yaib,
+)
 
 SOURCES: dict[str, Loader] = {
     "synthetic": synthetic.from_config,
@@ -28,6 +36,7 @@ SOURCES: dict[str, Loader] = {
     "yaib": yaib.from_config,
     "eicu": eicu.from_config,
     "mimic": mimic.from_config,
+    "meds": meds.from_config,
 }
 
 

@@ -37,7 +37,7 @@ class MedsSource:
   def __init__(self, path: str, tables: CsvTables | None = None):
     self.path = path
     self.tables = tables or CsvTables(RowProblems())
-    self._lf = _scan_meds(path)
+    self._lf = scan_meds(path)
 
   def _codes_with(self, prefix: str) -> pl.LazyFrame:
     return self._lf.filter(pl.col("code").str.starts_with(prefix))
@@ -92,7 +92,7 @@ class MedsSource:
     return self._icd_codes("PROCEDURE//ICD//", windows, from_day=True)
 
 
-def _scan_meds(path: str) -> pl.LazyFrame:
+def scan_meds(path: str) -> pl.LazyFrame:
   """(subject_id Int64, time Datetime, code String, value Float64), checked lazily."""
   if os.path.isdir(path):
     source = os.path.join(path, "**", "*.parquet")

@@ -1,0 +1,223 @@
+"""Any MEDS dataset with labels in the MEDS label schema (`--config=meds`, docs/meds.md).
+
+Inputs:
+
+* ``meds_root``: a MEDS root. ``data/**/*.parquet`` holds the events (``subject_id``
+  integer, ``time`` datetime, null for static events, ``code`` string,
+  ``numeric_value`` number; read lazily through the `mimic` source's MEDS scanner);
+  ``metadata/subject_splits.parquet`` (``subject_id, split``), when present, fixes the
+  splits: train -> train, tuning -> val, held_out -> test (a labelled subject missing
+  from it, or another split name, is an error). Without it the run's own splits are
+  drawn by subject (``group_id`` = subject_id).
+* ``task``: one labels parquet, or several comma-separated, each in the MEDS label
+  schema (``subject_id`` integer, ``prediction_time`` datetime, ``boolean_value``
+  boolean or 0/1, null = unknown; other columns ignored). Each file is one task, named
+  by its file stem; several files become the multitask heads over the union of their
+  (subject_id, prediction_time) rows, a task's label unknown where its file lacks the
+  row. A row appears at most once per file; a task needs both classes.
+
+The cohort's unit is one (subject_id, prediction_time) row; ``patient_id`` is
+``"<subject_id>@<prediction_time ISO>"``, rows sorted by subject and time, and every
+row of a subject stays in one split (``group_id``). Features are described in
+`meds_features` (events strictly before the prediction time, within ``window_hours``
+when > 0); ``modalities`` declares the code prefixes of each modality as
+``name=PREFIX|PREFIX,name=PREFIX`` (`DEFAULT_MODALITIES`: the MIMIC-IV MEDS ETL's
+vocabulary). A modality observed for no row is dropped with a note. The code
+vocabulary (most frequent codes) is counted over the training rows when
+subject_splits.parquet gives them, else over every row (no label is read to choose it).
+
+Bad input raises `DataError` in one line naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+import numpy as np
+import polars as pl
+
+from crl_mmnar_jax.cohort import Cohort
+from crl_mmnar_jax.config.sources import MEDS_MODALITIES
+from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.loaded import Keep, LoadedData, csv_list
+from crl_mmnar_jax.data.sources import meds_features as mf
+from crl_mmnar_jax.data.sources.mimic.meds import scan_meds
+from crl_mmnar_jax.data.sources.mimic.schema import TIMESTAMP
+
+# The MIMIC-IV MEDS ETL's codes (LAB//5xxxx labevents, LAB//22xxxx chartevents).
+DEFAULT_MODALITIES = MEDS_MODALITIES
+SPLITS = {"train": "train", "tuning": "val", "held_out": "test"}
+LABEL_COLUMNS = ("subject_id", "prediction_time", "boolean_value")
+SPLITS_FILE = os.path.join("metadata", "subject_splits.parquet")
+RESERVED = ("demographics", "events")
+
+
+def parse_modalities(spec: str) -> list[tuple[str, tuple[str, ...]]]:
+  """"labs=LAB//5,meds=MEDICATION//|INFUSION_START//" -> [(name, prefixes), ...]."""
+  out = []
+  for part in csv_list(spec):
+    name, sep, prefixes = part.partition("=")
+    name = name.strip()
+    prefixes = tuple(p for p in (s.strip() for s in prefixes.split("|")) if p)
+    if not sep or not name or not prefixes:
+      raise DataError(f"data.modalities: {part!r} is not name=PREFIX[|PREFIX...]")
+    if name in RESERVED or name in [n for n, _ in out]:
+      raise DataError(f"data.modalities: modality name {name!r} is reserved or repeated")
+    out.append((name, prefixes))
+  if not out:
+    raise DataError("data.modalities: no modality declared (name=PREFIX,...)")
+  return out
+
+
+def read_labels(paths: list[str]) -> tuple[pl.DataFrame, list[str]]:
+  """(subject_id, prediction_time, <task>...) sorted by subject and time, and the task
+  names (file stems)."""
+  if not paths:
+    raise DataError("data.task: no labels file given (a parquet in the MEDS label schema "
+                    "subject_id, prediction_time, boolean_value; see docs/meds.md)")
+  frames, names = [], []
+  for path in paths:
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name in names:
+      raise DataError(f"{path}: a second labels file named {name!r} (tasks are named by "
+                      f"file stem)")
+    if not os.path.isfile(path):
+      raise DataError(f"{path}: labels file not found")
+    try:
+      df = pl.read_parquet(path)
+    except Exception as e:  # pylint: disable=broad-except  (any reader error is bad input)
+      raise DataError(f"{path}: cannot read as parquet ({type(e).__name__})") from None
+    missing = [c for c in LABEL_COLUMNS if c not in df.columns]
+    if missing:
+      raise DataError(f"{path}: labels lack column(s) {missing} (the MEDS label schema: "
+                      f"{', '.join(LABEL_COLUMNS)}; has {df.columns})")
+    s = df.schema
+    if not (s["subject_id"].is_integer() and isinstance(s["prediction_time"], pl.Datetime)
+            and (s["boolean_value"] == pl.Boolean or s["boolean_value"].is_numeric())):
+      raise DataError(f"{path}: wrong column type(s) (subject_id {s['subject_id']}, "
+                      f"prediction_time {s['prediction_time']}, boolean_value "
+                      f"{s['boolean_value']}); expected integer, datetime, boolean")
+    df = df.select(pl.col("subject_id").cast(pl.Int64),
+                   pl.col("prediction_time").cast(TIMESTAMP),
+                   pl.col("boolean_value").cast(pl.Float64).alias(name))
+    _check_labels(df, name, path)
+    frames.append(df)
+    names.append(name)
+  out = frames[0]
+  for df in frames[1:]:
+    out = out.join(df, on=["subject_id", "prediction_time"], how="full", coalesce=True)
+  return out.sort("subject_id", "prediction_time"), names
+
+
+def _check_labels(df: pl.DataFrame, name: str, path: str) -> None:
+  if df["subject_id"].null_count() or df["prediction_time"].null_count():
+    raise DataError(f"{path}: null subject_id or prediction_time")
+  dup = df.select("subject_id", "prediction_time").is_duplicated()
+  if dup.any():
+    raise DataError(f"{path}: {int(dup.sum())} rows repeat a (subject_id, prediction_time)")
+  y = df[name].drop_nulls().drop_nans()
+  if not y.is_in([0.0, 1.0]).all():
+    raise DataError(f"{path}: boolean_value must be true/false (or 0/1, null)")
+  if y.n_unique() < 2:
+    raise DataError(f"{path}: task {name!r} has one class only ({len(y)} known labels, "
+                    f"all {bool(y[0]) if len(y) else 'unknown'}); it cannot be learned or "
+                    f"scored")
+
+
+def read_splits(root: str, subjects: pl.Series) -> np.ndarray | None:
+  """train/val/test per labelled row from metadata/subject_splits.parquet, or None."""
+  path = os.path.join(root, SPLITS_FILE)
+  if not os.path.isfile(path):
+    return None
+  df = pl.read_parquet(path)
+  if "subject_id" not in df.columns or "split" not in df.columns:
+    raise DataError(f"{path}: needs columns subject_id, split (has {df.columns})")
+  bad = df.filter(~pl.col("split").is_in(list(SPLITS)))
+  if len(bad):
+    raise DataError(f"{path}: {len(bad)} row(s) with a split other than {list(SPLITS)}")
+  df = df.select(pl.col("subject_id").cast(pl.Int64),
+                 pl.col("split").replace_strict(SPLITS)).unique("subject_id")
+  split = pl.DataFrame({"subject_id": subjects}).join(df, on="subject_id", how="left")
+  if split["split"].null_count():
+    raise DataError(f"{path}: {split['split'].null_count()} labelled row(s) belong to "
+                    f"subjects missing from it")
+  return split["split"].to_numpy().astype("<U5")
+
+
+def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,
+              window_hours: float = 0.0, numeric_codes: int = 16,
+              count_codes: int = 16) -> tuple[Cohort, dict]:
+  """The cohort of `meds_root` for the labels files `task` (see the module docstring)."""
+  if not meds_root:
+    raise DataError("data.meds_root: no MEDS root given (--config.data.meds_root=DIR)")
+  data_dir = os.path.join(meds_root, "data")
+  if not os.path.isdir(data_dir):
+    raise DataError(f"{meds_root}: no data/ folder (a MEDS root holds "
+                    f"data/**/*.parquet; see docs/meds.md)")
+  declared = parse_modalities(modalities)
+  labels, tasks = read_labels(csv_list(task))
+  events = scan_meds(data_dir)
+  n = len(labels)
+  rows = labels.select("subject_id", "prediction_time").with_row_index("row").with_columns(
+      pl.col("row").cast(pl.Int64))
+  split = read_splits(meds_root, labels["subject_id"])
+  vocab_rows = np.arange(n) if split is None else np.flatnonzero(split == "train")
+  subjects = rows["subject_id"].unique().implode()
+  static = (events.filter(pl.col("time").is_null() & pl.col("subject_id").is_in(subjects))
+            .select("subject_id", "code").collect())
+  ev = (mf.windowed(events.filter(pl.col("subject_id").is_in(subjects)), rows,
+                    window_hours)
+        .select("row", "subject_id", "time", "code", "value", mf.modality_of(declared))
+        .collect())
+  all_codes = events.select(pl.col("code").unique()).collect()["code"]
+  gender = sorted(c for c in all_codes.to_list() if c.startswith(mf.GENDER))
+  has_birth = bool((all_codes == mf.BIRTH).any())
+  vocab = mf.vocabulary(ev, vocab_rows, int(numeric_codes), int(count_codes))
+  demo_x, demo_names = mf.demographics(ev, static, rows, gender, has_birth)
+  names = ["demographics" if (gender or has_birth) else "events"]
+  features, present, feature_names = [demo_x], [np.ones(n, bool)], [demo_names]
+  notes = []
+  for name, prefixes in declared:
+    part = ev.filter(pl.col("modality") == name)
+    num, cnt = vocab.get(name, ([], []))
+    x, p, f = mf.modality_features(part, n, name, num, cnt)
+    if not p.any():
+      notes.append(f"modality {name!r} ({'|'.join(prefixes)}): no event before any "
+                   f"prediction time; dropped")
+      continue
+    names.append(name)
+    features.append(x)
+    present.append(p)
+    feature_names.append(f)
+  ids = [f"{s}@{t.isoformat()}" for s, t in zip(labels["subject_id"].to_list(),
+                                                 labels["prediction_time"].to_list())]
+  y = labels.select(tasks).to_numpy().astype(np.float32)
+  cohort = Cohort(patient_id=np.asarray(ids), features=tuple(features),
+                  present=np.stack(present, axis=1), labels=y, modality_names=tuple(names),
+                  task_names=tuple(tasks), group_id=labels["subject_id"].to_numpy(),
+                  split=split, feature_names=tuple(feature_names)).validate("meds")
+  info = {
+      "meds_root": meds_root, "tasks": tasks, "n_rows": n,
+      "n_subjects": int(labels["subject_id"].n_unique()),
+      "splits": "subject_splits.parquet" if split is not None else "drawn by subject",
+      "window_hours": float(window_hours) or "all history",
+      "modalities": {nm: "|".join(p) for nm, p in declared},
+      "observed": {nm: int(p.sum()) for nm, p in zip(names, cohort.present.T)},
+      "n_features": {nm: int(x.shape[1]) for nm, x in zip(names, features)},
+      "unmapped_events": int(ev["modality"].null_count()),
+      "label_counts": {t: {"n_known": int((~np.isnan(y[:, k])).sum()),
+                           "n_positive": int(np.nansum(y[:, k]))}
+                       for k, t in enumerate(tasks)},
+      "notes": notes,
+  }
+  return cohort, info
+
+
+def from_config(config: ml_collections.ConfigDict, keep: Keep | None = None) -> LoadedData:
+  """`load_meds` with the `config.data` fields (every row; `keep` is applied by the
+  registry)."""
+  d = config.data
+  cohort, info = load_meds(str(d.meds_root), str(d.task), str(d.modalities),
+                           float(d.window_hours), int(d.numeric_codes), int(d.count_codes))
+  return LoadedData(cohort=cohort, info=info)
