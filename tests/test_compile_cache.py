@@ -1,5 +1,5 @@
 """The persistent compilation cache (crl_mmnar_jax/compile_cache.py): a second process
-compiles nothing the first compiled (issue 27)."""
+compiles nothing the first compiled."""
 
 from __future__ import annotations
 

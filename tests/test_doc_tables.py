@@ -1,5 +1,5 @@
 """The docs' tables of the shipped defaults are written from the runs they quote
-(experiments/doc_tables.py): a stale figure fails here (issue 29)."""
+(experiments/doc_tables.py): a stale figure fails here."""
 
 from __future__ import annotations
 

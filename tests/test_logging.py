@@ -170,7 +170,7 @@ def test_learning_rate_is_the_schedule_at_the_last_update(logged):
 
 @pytest.mark.parametrize("n_patients", [210, 2_000, 20_000])
 def test_the_peak_learning_rate_comes_within_a_tenth_of_the_schedule(n_patients):
-  """Issue 29: the `tables` defaults (100 warm-up steps, batch 128, 30 epochs) on a
+  """The `tables` defaults (100 warm-up steps, batch 128, 30 epochs) on a
   210-patient cohort take 2 steps an epoch; warm-up must still end by 10% of the 60 steps,
   and the schedule equals the closed form at every update."""
   from crl_mmnar_jax.train.optim import lr_schedule

@@ -541,7 +541,7 @@ def _documented_predict_command():
 
 
 def test_the_documented_example_predicts_as_well_as_the_run_tested(tmp_path_factory, caplog):
-  """Issue 29: docs/predict.md's command, as written, against a run of the config it
+  """docs/predict.md's command, as written, against a run of the config it
   names (synthetic:tiny, trained long enough to learn: 3,000 patients, 4 epochs): the new
   patients' AUROCs are those of the run's own test patients within sampling noise, and
   no shift warning. Without `world_seed` the same command draws another world."""

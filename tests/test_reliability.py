@@ -291,7 +291,7 @@ def _corrupt(step_dir, truncate=False):
 @pytest.mark.parametrize("truncate", [False, True])
 def test_corrupt_checkpoint_falls_back_to_the_previous_step_or_is_refused(tmp_path, truncate,
                                                                           monkeypatch):
-  unraisable = []       # orbax's abandoned reads once dumped 60 lines each (issue 29)
+  unraisable = []       # orbax's abandoned reads once dumped 60 lines each
   monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
   log = []
   state = _small_state()

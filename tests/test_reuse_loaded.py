@@ -1,4 +1,4 @@
-"""A search's trials load their cohort once (`data.reuse_loaded`, issue 27): the same
+"""A search's trials load their cohort once (`data.reuse_loaded`): the same
 predictions as runs that each load it, the loader called once per data setting."""
 
 from __future__ import annotations

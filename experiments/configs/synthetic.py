@@ -14,8 +14,8 @@ embedding, standard scaling). Expected (5 seeds, 3,000 test patients each;
 docs/results.md): mean test AUROC over tasks 0.841 ± 0.009 (seed 0: 0.8267), above the
 logistic regression with mean imputation and missingness indicators
 (`reference.logreg_mean_impute`, 0.804), below the learnable ceiling (0.848) and the
-oracle of the true probabilities (`oracle.test`, 0.898). About 1.5 minutes on an idle
-2-core CPU (docs/speed.md).
+oracle of the true probabilities (`oracle.test`, 0.898). 2 min 43 s on an idle 2-core
+CPU with an empty compilation cache, 2 min 20 s the second time (docs/results.md).
 
 Preset `tuned` (`--config=synthetic:tuned`): what `python -m experiments.tune
 --config=synthetic --trials=20` (Optuna TPE, median pruning, seed 0's 3,000 validation
@@ -24,7 +24,7 @@ embeddings, quantile-normal preprocessing, lr 3.8e-4, weight decay 1.4e-3 and lo
 weights miss 0.17 / rec 0.75 / con 0.21, and for `--config.method=gbt` the
 `baseline.gbt_*` values of the same 20-trial search (docs/tuning.md). The trade: 0.843 ±
 0.008 (seed 0: 0.8290; paired +0.002 ± 0.002 over the defaults) for about 3x the time
-(about 5 minutes). It was the default until issue 27 measured the first README command
+(about 5 minutes here). It was the default until the first README command was measured
 at 4 min 48 s for that +0.002.
 
 Preset `tiny` (smoke runs and tests): 600 patients, 3 epochs of a D = 32 model, 100
