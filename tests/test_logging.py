@@ -121,8 +121,10 @@ def test_log_file_has_one_line_per_epoch_no_carriage_return_and_a_summary(logged
     assert re.match(rf"epoch {i + 1}/4 \({phase}\): loss \d+\.\d{{4}}, ", line), line
     assert ("val mean AUROC" in line) == (phase == "joint")
   assert ("early stopping" in epoch_lines[-1]) == (n < 4)
-  assert lines[-1].startswith("test mean AUROC ")
-  assert len(lines) - len(epoch_lines) <= 6          # summary, cohort, result, a few notes
+  assert lines[-2].startswith("test mean AUROC ")
+  assert re.fullmatch(r"compile cache: \d+ programs read, \d+ compiled and written \(.+\)",
+                      lines[-1]), lines[-1]
+  assert len(lines) - len(epoch_lines) <= 7          # summary, cohort, result, cache, notes
 
 
 # ----------------------------------------------------------------------------- metrics.jsonl
