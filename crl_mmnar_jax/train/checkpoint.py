@@ -148,7 +148,9 @@ def _abandoned_reads_silenced():
   """A failed restore (a corrupt array) leaves orbax's other read coroutines unfinished;
   their finalisers (or their callbacks, on a closed event loop) raise through
   sys.unraisablehook, a 60-line dump per array naming the failure the caller reports in
-  one line. Those, and only those, are dropped."""
+  one line. Those, and only those, are dropped: during the restore and, once a read has
+  failed (the block appends to the list it is given), for the rest of the process, since
+  the coroutines may be finalised at any later collection."""
   unraisablehook = sys.unraisablehook
 
   def quiet(unraisable):
@@ -156,11 +158,13 @@ def _abandoned_reads_silenced():
       unraisablehook(unraisable)
 
   sys.unraisablehook = quiet
+  failed: list = []
   try:
-    yield
+    yield failed
   finally:
-    gc.collect()                 # finalise the abandoned coroutines while the hook holds
-    sys.unraisablehook = unraisablehook
+    gc.collect()
+    if not failed:
+      sys.unraisablehook = unraisablehook
 
 
 def _first_line(e: BaseException) -> str:
@@ -203,8 +207,7 @@ class Checkpoints:
     if not steps:
       return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-    bad: list[tuple[int, str]] = []
-    with _abandoned_reads_silenced():
+    with _abandoned_reads_silenced() as bad:      # (step, why) of each corrupt step
       for step in steps:
         try:
           out = mgr.restore(step, args=ocp.args.Composite(
