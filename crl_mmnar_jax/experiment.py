@@ -48,6 +48,7 @@ from crl_mmnar_jax.data import shards
 from crl_mmnar_jax.data import splits as splits_lib
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.loaded import csv_list
+from crl_mmnar_jax.data.sources import meds as meds_source
 from crl_mmnar_jax.data.standardize import options as standardize_options
 from crl_mmnar_jax.data.standardize import standardize
 from crl_mmnar_jax.methods.direct import logreg_mean_impute
@@ -225,6 +226,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               **{f"member_{m}": p for m, p in (member_probs or {}).items()}}
     predictions = outputs.write_predictions(workdir, ids, pattern, labels, probs, rectified,
                                             others, names)
+    if config.data.name == "meds":     # the MEDS prediction schema too (docs/meds.md)
+      meds_source.write_prediction_files(workdir, predictions, list(names))
     outputs.write_results(workdir, config, cohort, results, predictions, log)
   results["timing"]["total_s"] = time.perf_counter() - t_start
   return results

@@ -299,3 +299,19 @@ def test_end_to_end_on_the_mimic_demo(tmp_path):
                                              "diagnoses", "procedures"]
   assert 0.0 <= results["metrics"]["test"]["mean"]["auroc"] <= 1.0
   assert (workdir / "predictions.parquet").is_file()
+  # The MEDS prediction schema: one file per task, the held_out rows, the loop's labels.
+  out = pl.read_parquet(workdir / meds.PREDICTIONS_DIR / "readmission_30d.parquet")
+  assert out.columns == ["subject_id", "prediction_time", "boolean_value",
+                         "predicted_boolean_value", "predicted_boolean_probability"]
+  assert out.schema["subject_id"] == pl.Int64 and out.schema["boolean_value"] == pl.Boolean
+  assert out.schema["prediction_time"].base_type() == pl.Datetime
+  held_out = {(s, t): y for s, t, y in rows if given[s] == "held_out"}
+  got = {(s, t): y for s, t, y in out.select("subject_id", "prediction_time",
+                                              "boolean_value").iter_rows()}
+  assert got == held_out
+  p = out["predicted_boolean_probability"].to_numpy()
+  assert np.array_equal(out["predicted_boolean_value"].to_numpy(), p >= 0.5)
+  if 0 < out["boolean_value"].sum() < out.height:          # AUROC defined: the run's own
+    from sklearn.metrics import roc_auc_score
+    assert roc_auc_score(out["boolean_value"].to_numpy(), p) == pytest.approx(
+        results["metrics"]["test_rectified"]["readmission_30d"]["auroc"], abs=1e-9)

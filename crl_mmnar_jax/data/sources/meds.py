@@ -40,6 +40,7 @@ import polars as pl
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.config.sources import MEDS_MODALITIES
 from crl_mmnar_jax.data.errors import DataError
+from crl_mmnar_jax.data.io import write_parquet_atomic
 from crl_mmnar_jax.data.loaded import Keep, LoadedData, csv_list
 from crl_mmnar_jax.data.sources import meds_features as mf
 from crl_mmnar_jax.data.sources.mimic.meds import scan_meds
@@ -221,3 +222,33 @@ def from_config(config: ml_collections.ConfigDict, keep: Keep | None = None) -> 
   cohort, info = load_meds(str(d.meds_root), str(d.task), str(d.modalities),
                            float(d.window_hours), int(d.numeric_codes), int(d.count_codes))
   return LoadedData(cohort=cohort, info=info)
+
+
+PREDICTIONS_DIR = "meds_predictions"     # WORKDIR/meds_predictions/<task>.parquet
+
+
+def write_prediction_files(workdir: str, predictions: pl.DataFrame,
+                           tasks: list[str]) -> list[str]:
+  """The test (held_out) rows of `predictions` (predictions.parquet) in the MEDS
+  prediction schema, one file per task: subject_id (Int64), prediction_time (datetime),
+  boolean_value (the label; null where unknown), predicted_boolean_value (probability >=
+  0.5) and predicted_boolean_probability (the rectified probability, what the run
+  reports). Returns the paths written."""
+  test = predictions.filter(pl.col("split") == "test")
+  parts = test["patient_id"].cast(pl.String).str.split_exact("@", 1)
+  subject, time = parts.struct.field("field_0"), parts.struct.field("field_1")
+  folder = os.path.join(workdir, PREDICTIONS_DIR)
+  os.makedirs(folder, exist_ok=True)
+  paths = []
+  for t in tasks:
+    prob = test[f"{t}_prob_rectified"].cast(pl.Float64)
+    frame = pl.DataFrame({
+        "subject_id": subject.cast(pl.Int64),
+        "prediction_time": time.str.to_datetime(time_unit="us"),
+        "boolean_value": test[f"{t}_label"].cast(pl.Boolean),
+        "predicted_boolean_value": prob >= 0.5,
+        "predicted_boolean_probability": prob})
+    paths.append(os.path.join(folder, f"{t}.parquet"))
+    write_parquet_atomic(frame, paths[-1])
+  return paths
+
