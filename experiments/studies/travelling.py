@@ -74,6 +74,8 @@ def settings(tuned: bool, wide: bool) -> list[str]:
 LABELS: dict[str, list[str]] = {
     "logreg": ["--config.method=logreg"],
     "gbt": ["--config.method=gbt"],
+    "gbt_pn_tuned": ["--config.method=gbt", *settings(tuned=True, wide=False)],
+    "gbt_hand_set": ["--config.method=gbt", *settings(tuned=False, wide=False)],
     "pn_tuned": settings(tuned=True, wide=False),     # the tables defaults before this study
     "pn_tuned_wide": settings(tuned=True, wide=True),
     "hand_set": settings(tuned=False, wide=False),
