@@ -46,7 +46,7 @@ FIELDS: tuple[Field, ...] = (
           "softmax", choices=("bce", "pattern")),
     Field("model.num_embedding", "none", str, "numerical feature embeddings before the "
           "encoders", choices=("none", "ple", "ple_tree", "periodic")),
-    Field("model.wide", False, bool, "add a linear logit on the features and modality "
+    Field("model.wide", True, bool, "add a linear logit on the features and modality "
           "indicators to every neural method's (Wide & Deep; crl_mmnar_jax/wide.py)"),
     Field("model.num_bins", 48, int, "PLE: bins per feature at most (training rows)", low=1),
     Field("model.num_embedding_dim", 16, int, "width of each feature's embedding", low=1),

@@ -20,7 +20,7 @@ Expected result: depends on your data; results.json compares validation and test
 and without the rectifier. On the 100-subject MIMIC-IV demo the figures mean nothing
 (9 held_out subjects).
 
-Defaults: the settings tuned on PhysioNet 2012 (as `tables`). Preset `tiny`: 2 epochs
+Defaults: the travelling defaults of `tables` (docs/travelling.md). Preset `tiny`: 2 epochs
 of a D = 32 model, 50 bootstrap draws, no progress bar: does the root load and train
 end to end? Its metrics mean little. `data.task` has no default.
 """
@@ -31,13 +31,14 @@ from experiments.configs.base import (
   get_base_config,
   neural_search_space,
   search_space,
+  set_fields,
   tiny,
 )
 
 
 def get_config(arg: str = ""):
   c = get_base_config("meds")   # data.meds_root, data.task, ...: crl_mmnar_jax/config/sources.py
-  physionet2012.tuned(c)
+  set_fields(c, physionet2012.GBT_TUNED)   # as `tables`: CRL-MMNAR's hand-set defaults
   return apply_preset(c, "meds", arg, {"tiny": tiny},
                       hint="; the labels go in --config.data.task=FILE.parquet")
 

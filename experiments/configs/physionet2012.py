@@ -75,6 +75,9 @@ TUNED = {
 }
 
 
+GBT_TUNED = {k: v for k, v in TUNED.items() if k.startswith("baseline.gbt_")}
+
+
 def tuned(c) -> None:
   """Sets the `TUNED` fields."""
   set_fields(c, TUNED)
