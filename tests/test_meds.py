@@ -315,3 +315,30 @@ def test_end_to_end_on_the_mimic_demo(tmp_path):
     from sklearn.metrics import roc_auc_score
     assert roc_auc_score(out["boolean_value"].to_numpy(), p) == pytest.approx(
         results["metrics"]["test_rectified"]["readmission_30d"]["auroc"], abs=1e-9)
+  # The held_out rows never train or select anything: flipping their labels changes no
+  # prediction of any row (validation and test, raw and rectified) and no chosen epoch.
+  flipped = [(s, t, (not y) if given[s] == "held_out" else y) for s, t, y in rows]
+  assert flipped != rows
+  (tmp_path / "flipped").mkdir()
+  task2 = write_labels(tmp_path / "flipped" / "readmission_30d.parquet", flipped)
+  workdir2 = tmp_path / "run_flipped"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.run", "--config=meds:tiny",
+       f"--config.data.meds_root={DEMO}", f"--config.data.task={task2}",
+       "--config.eval.plots=False", f"--workdir={workdir2}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  a = pl.read_parquet(workdir / "predictions.parquet").sort("patient_id")
+  b = pl.read_parquet(workdir2 / "predictions.parquet").sort("patient_id")
+  probs = [c for c in a.columns if "_prob" in c]
+  assert probs and a["patient_id"].equals(b["patient_id"])
+  for c in probs:
+    np.testing.assert_array_equal(a[c].to_numpy(), b[c].to_numpy(), err_msg=c)
+  test = (a["split"] == "test").to_numpy()
+  assert test.any()
+  assert np.array_equal(a["readmission_30d_label"].to_numpy()[test],
+                        1 - b["readmission_30d_label"].to_numpy()[test])
+  again = json.loads((workdir2 / "results.json").read_text())["training"]
+  assert [again[k] for k in ("best_epoch", "epochs_run")] == [
+      results["training"][k] for k in ("best_epoch", "epochs_run")]

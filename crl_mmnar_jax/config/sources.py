@@ -90,8 +90,9 @@ SOURCES: dict[str, tuple[Field, ...]] = {
         Field("data.meds_root", SharedData("meds-mimic-iv-demo"), str, "a MEDS root "
               "(data/**/*.parquet, metadata/subject_splits.parquet); default: the MIMIC-IV "
               "demo of the shared data folder"),
-        Field("data.task", "", str, "labels parquet file(s) in the MEDS label schema, "
-              "comma-separated: one task each, named by file stem"),
+        Field("data.task", "", str, "labels parquet file(s) in the MEDS label schema or "
+              "ACES task configs (*.yaml, run with $CRL_MMNAR_ACES), comma-separated: one "
+              "task each, named by file stem"),
         Field("data.modalities", MEDS_MODALITIES, str, "code prefixes per modality: "
               "name=PREFIX|PREFIX,... (default: the MIMIC-IV MEDS ETL's codes)"),
         Field("data.window_hours", 0.0, float, "features from events in this many hours "

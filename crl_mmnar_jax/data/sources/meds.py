@@ -42,6 +42,7 @@ from crl_mmnar_jax.config.sources import MEDS_MODALITIES
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.io import write_parquet_atomic
 from crl_mmnar_jax.data.loaded import Keep, LoadedData, csv_list
+from crl_mmnar_jax.data.sources import aces
 from crl_mmnar_jax.data.sources import meds_features as mf
 from crl_mmnar_jax.data.sources.mimic.meds import scan_meds
 from crl_mmnar_jax.data.sources.mimic.schema import TIMESTAMP
@@ -157,7 +158,8 @@ def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,
     raise DataError(f"{meds_root}: no data/ folder (a MEDS root holds "
                     f"data/**/*.parquet; see docs/meds.md)")
   declared = parse_modalities(modalities)
-  labels, tasks = read_labels(csv_list(task))
+  labels, tasks = read_labels([aces.labels_for(meds_root, p) if p.endswith(".yaml") else p
+                               for p in csv_list(task)])
   events = scan_meds(data_dir)
   n = len(labels)
   rows = labels.select("subject_id", "prediction_time").with_row_index("row").with_columns(
