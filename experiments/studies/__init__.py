@@ -27,4 +27,15 @@
   then `python -m experiments.studies.note_memory run /tmp/notes discharge` (one JSON
   line). Not in `experiments/bench/`: that package imports jax, which would sit in the
   baseline it measures.
+- `meds_synthetic`: the synthetic MMNAR cohort written as a MEDS root plus one labels
+  parquet per task (docs/meds.md). `python -m experiments.studies.meds_synthetic
+  --out=/tmp/meds_synth --n=5000 --mechanism=mnar`
+- `meds_tab`: MEDS-Tab (tabularisation + XGBoost) on a MEDS root and one labels parquet,
+  run from its own environment; held_out AUROC and MEDS predictions (docs/meds.md).
+  `python -m experiments.studies.meds_tab --meds_root=DIR --labels=L.parquet
+  --workdir=/tmp/mt`
+- `travelling`: candidate default settings scored across a family of simulated cohorts
+  in the tables layout, paired against logistic regression; docs/travelling.md.
+  `python -m experiments.studies.travelling --family=check --seeds=0,1,2,3,4
+  --labels=logreg,default --out=/tmp/travel`
 """
