@@ -53,6 +53,7 @@ def _config(method="crl_mmnar"):
   c.eval.plots = False
   c.eval.reference_logreg = False
   c.baseline.reference_size = 32
+  c.model.wide = False   # these tests read each deep model's own parts (wide: test_wide.py)
   c.baseline.gbt_n_estimators = 50
   return c
 

@@ -12,8 +12,7 @@ held_out -> train / val / test); default: the MIMIC-IV demo of the shared data f
 `data.task`: one or more labels parquet files (subject_id, prediction_time,
 boolean_value) or ACES task configs (*.yaml, extracted by aces-cli from
 $CRL_MMNAR_ACES; the MIMIC-IV tasks: experiments/configs/aces/), one task each, named
-by file stem; one cohort row per (subject,
-prediction time). Features come from the events strictly before each prediction time
+by file stem; one cohort row per (subject, prediction time). Features come from the events strictly before each prediction time
 (`data.window_hours` > 0: only that many hours before it), one modality per group of
 code prefixes (`data.modalities`, default the MIMIC-IV MEDS ETL's: labs, vitals,
 medications, diagnoses, procedures) plus an always-observed demographics modality.
