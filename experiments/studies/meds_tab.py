@@ -57,10 +57,9 @@ from experiments.configs import cli
 ENV_VAR = "CRL_MMNAR_MEDS_TAB"
 STEPS = ("meds-tab-describe", "meds-tab-tabularize-static", "meds-tab-tabularize-time-series",
          "meds-tab-cache-task", "meds-tab-xgboost")
+PREDICTION_COLUMNS = meds.PREDICTION_COLUMNS       # what it writes, as a `meds` run does
 MEDS_TAB_AGGS = ("static/present,static/first,code/count,value/count,value/sum,"
                  "value/sum_sqd,value/min,value/max")
-PREDICTION_COLUMNS = ("subject_id", "prediction_time", "boolean_value",
-                      "predicted_boolean_value", "predicted_boolean_probability")
 # python -c FIX EXECUTABLE ARGS... in MEDS-Tab's venv: the three fixes, then the executable.
 FIX = """import runpy, sys
 import numpy as np, polars as pl

@@ -51,6 +51,7 @@ from crl_mmnar_jax.data.sources.mimic.schema import TIMESTAMP
 DEFAULT_MODALITIES = MEDS_MODALITIES
 SPLITS = {"train": "train", "tuning": "val", "held_out": "test"}
 LABEL_COLUMNS = ("subject_id", "prediction_time", "boolean_value")
+PREDICTION_COLUMNS = LABEL_COLUMNS + ("predicted_boolean_value", "predicted_boolean_probability")
 SPLITS_FILE = os.path.join("metadata", "subject_splits.parquet")
 RESERVED = ("demographics", "events")
 
