@@ -117,6 +117,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if len(rows[s]) == 0:
       raise DataError(f"the {s} split is empty ({cohort.n} patients)")
   splits_lib.check_validation_classes(cohort, rows["val"])
+  splits_lib.check_test_classes(cohort, rows["test"])
   fault_point("data_loaded")
   stack.enter_context(lock_workdir(workdir, log))     # one run per workdir, from here on
   combine = distributed.allgather_bytes if layout.distributed else None

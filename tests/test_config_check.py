@@ -65,7 +65,7 @@ BAD_SOURCE = {
              "data.window_hours": float("inf"), "data.cache_dir": None},
     "meds": {"data.meds_root": 1, "data.task": None, "data.modalities": 0,
              "data.window_hours": -1.0, "data.numeric_codes": -1, "data.count_codes": 1.5},
-    "mimic": {"data.dir": 1, "data.meds": 2, "data.demo_meds": None, "data.version": 3.1,
+    "mimic": {"data.dir": 1, "data.meds": 2, "data.meds_splits": "yes", "data.demo_meds": None, "data.version": 3.1,
               "data.strict": 0, "data.tasks": 1, "data.cache_dir": 0,
               "data.text_encoder": "bert", "data.text_model_path": 1, "data.text_device": 0,
               "data.cxr_embeddings": 1, "data.cxr_metadata": 1, "data.anchor_years": 2019},

@@ -340,3 +340,39 @@ def test_end_to_end_on_the_mimic_demo(tmp_path):
   again = json.loads((workdir2 / "results.json").read_text())["training"]
   keys = ("best_epoch", "best_step", "best_val_mean_auroc", "history")
   assert [again[k] for k in keys] == [results["training"][k] for k in keys]
+
+
+def test_eicu_vocabulary_maps_the_eicu_etl_codes(tmp_path):
+  """Codes as the eICU-CRD MEDS ETL writes them (its event_configs.yaml), read with
+  `data.modalities=eicu`: each lands in the modality written beside it by hand."""
+  t0 = T(2020, 1, 1)
+  codes = {"LAB//potassium//mmol/L": "labs", "VITALS//PERIODIC//HEARTRATE": "vitals",
+           "VITALS//APERIODIC//BP//NONINVASIVE_MEAN": "vitals",
+           "SUBJECT_WEIGHT_AT_INFUSION": "vitals",
+           "MEDICATION//STARTED//heparin": "medications",
+           "INFUSION_DRUG//1234": "medications",
+           "DIAGNOSIS//ICD//9//428.0": "diagnoses",
+           "ADMISSION_DIAGNOSIS//Sepsis": "diagnoses",
+           "TREATMENT//ENTERED//mechanical ventilation": "procedures",
+           "CAREPLAN_EOL": "care_plans", "CAREPLAN_GOAL//a//b//c": "care_plans",
+           "ICU_ADMISSION//Emergency//admit": None}       # not a modality's code
+  events = [(1, None, "GENDER//Female", None), (1, T(1950, 1, 1), "MEDS_BIRTH", None),
+            (2, T(1960, 1, 1), "MEDS_BIRTH", None)]
+  for k, code in enumerate(codes):       # subject 1: every code; subject 2: labs only
+    events.append((1, t0 + dt.timedelta(hours=k), code, float(k)))
+  events.append((2, t0, "LAB//potassium//mmol/L", 4.0))
+  labels = [(1, T(2020, 1, 3), True), (2, T(2020, 1, 3), False)]
+  cohort, info = load(tmp_path, events, labels, splits=None, modalities="eicu")
+  expected = ("demographics", "labs", "vitals", "medications", "diagnoses", "procedures",
+              "care_plans")
+  assert cohort.modality_names == expected
+  np.testing.assert_array_equal(cohort.present[:, 1:], [[1] * 6, [1, 0, 0, 0, 0, 0]])
+  for m, name in enumerate(expected[1:], start=1):
+    n_events = cohort.features[m][:, cohort.feature_names[m].index("n_events")]
+    assert n_events[0] == sum(v == name for v in codes.values()), name
+  assert info["unmapped_events"] == 2 + 1              # MEDS_BIRTH of each, ICU_ADMISSION
+  assert meds.parse_modalities("EICU") == meds.parse_modalities(
+      "labs=LAB//,vitals=VITALS//|SUBJECT_WEIGHT_AT_INFUSION,medications=MEDICATION//|"
+      "INFUSION_DRUG//,diagnoses=DIAGNOSIS//|ADMISSION_DIAGNOSIS//,procedures=TREATMENT//,"
+      "care_plans=CAREPLAN_")
+  assert meds.parse_modalities("mimic-iv") == meds.parse_modalities(meds.DEFAULT_MODALITIES)

@@ -261,6 +261,49 @@ def test_meds_accepts_value_column_and_a_folder(tmp_path, meds):
   np.testing.assert_array_equal(cohort.features[0], meds[0].features[0])
 
 
+def _meds_root(folder, events: pl.DataFrame, split_of: dict[int, str]):
+  """`events` written as a MEDS root: data/<split>/0.parquet, metadata/ with
+  subject_splits.parquet and a codes.parquet that is not an event table."""
+  for split in ("train", "tuning", "held_out"):
+    ids = [s for s, v in split_of.items() if v == split]
+    (folder / "data" / split).mkdir(parents=True)
+    events.filter(pl.col("subject_id").is_in(ids)).write_parquet(
+        folder / "data" / split / "0.parquet")
+  (folder / "metadata").mkdir()
+  pl.DataFrame({"subject_id": list(split_of), "split": list(split_of.values())}).write_parquet(
+      folder / "metadata" / "subject_splits.parquet")
+  pl.DataFrame({"code": ["GENDER//F"], "description": ["female"]}).write_parquet(
+      folder / "metadata" / "codes.parquet")
+  return str(folder)
+
+
+def test_mimic_config_reads_a_meds_root_and_its_splits(tmp_path, meds):
+  from crl_mmnar_jax import data as data_lib
+  from experiments.configs import mimic as mimic_config
+  events = fx.to_meds()
+  subjects = sorted(events["subject_id"].unique().to_list())
+  names = ("train", "tuning", "held_out")
+  split_of = {s: names[k % 3] for k, s in enumerate(subjects)}
+  config = mimic_config.get_config()
+  config.data.meds = _meds_root(tmp_path / "root", events, split_of)
+  loaded = data_lib.load(config)
+  c, c_flat = loaded.cohort, meds[0]
+  assert c.patient_id.tolist() == c_flat.patient_id.tolist()
+  np.testing.assert_array_equal(c.features[0], c_flat.features[0])
+  np.testing.assert_array_equal(c.labels, c_flat.labels)
+  want = {"train": "train", "tuning": "val", "held_out": "test"}
+  assert c.split.tolist() == [want[split_of[int(s)]] for s in c.patient_id]
+  config.data.meds_splits = False
+  assert data_lib.load(config).cohort.split is None
+  config.data.meds_splits = True
+  pl.read_parquet(tmp_path / "root" / "metadata" / "subject_splits.parquet").filter(
+      pl.col("subject_id") != int(c.patient_id[0])).write_parquet(
+      tmp_path / "root" / "metadata" / "subject_splits.parquet")
+  with pytest.raises(DataError, match=r"subject_splits.parquet: 1 labelled row\(s\) belong "
+                     r"to subjects missing from it"):
+    data_lib.load(config)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -531,6 +574,40 @@ def test_demo_counts_against_an_independent_loop():
   assert info["skipped"]["n_rows"] == 0
   assert cohort.modality_names == ("ehr",)
   assert cohort.features[0].shape[1] == len(cohort.feature_names[0])
+
+
+DEMO_ROOT = os.path.join(REPO, "..", "shared", "data", "meds-mimic-iv-demo")
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(DEMO_ROOT, "data")),
+                    reason=f"MIMIC-IV demo MEDS root not found at {DEMO_ROOT}")
+def test_demo_meds_root_equals_the_event_table_and_its_splits_are_refused(tmp_path):
+  """The demo as a MEDS root gives the flat event table's cohort; its own held_out
+  split (8 of the 95 cohort subjects) holds no positive of any task, which the run says
+  in one line before writing anything."""
+  from crl_mmnar_jax import data as data_lib
+  from crl_mmnar_jax.experiment import train_and_evaluate
+  from experiments.configs import mimic as mimic_config
+  config = mimic_config.get_config("tiny")
+  config.data.meds = DEMO_ROOT
+  config.data.meds_splits = False
+  flat, _ = mimic.load_mimic(meds=DEMO)
+  c = data_lib.load(config).cohort
+  assert c.patient_id.tolist() == flat.patient_id.tolist()
+  np.testing.assert_array_equal(c.labels, flat.labels)
+  np.testing.assert_array_equal(c.features[0], flat.features[0])
+  config.data.meds_splits = True
+  split = data_lib.load(config).cohort.split
+  given = dict(pl.read_parquet(os.path.join(DEMO_ROOT, "metadata", "subject_splits.parquet"))
+               .iter_rows())
+  assert split.tolist() == [{"train": "train", "tuning": "val", "held_out": "test"}[
+      given[int(s)]] for s in c.patient_id]
+  assert np.nansum(c.labels[split == "test"]) == 0       # by hand: no positive held out
+  workdir = tmp_path / "run"
+  with pytest.raises(DataError, match=r"task 'readmission_30d' has only one class in the "
+                     r"test split \(n_pos=0 of 8\)"):
+    train_and_evaluate(config, str(workdir))
+  assert not workdir.exists() or not any(workdir.iterdir())
 
 
 def test_anchor_year_group_filter(tmp_path):

@@ -457,3 +457,20 @@ def test_no_known_validation_labels_is_said_so():
   labels[:, 0] = np.nan
   with pytest.raises(DataError, match="task 'task0' has no known labels in the validation"):
     check_validation_classes(dataclasses.replace(cohort, labels=labels), np.arange(10))
+
+
+def test_a_test_split_with_one_class_is_refused_before_anything_is_written(tmp_path):
+  """The MIMIC-IV demo's own MEDS splits hold no positive of any `mimic` task in
+  held_out: the run stops in one line (its test AUROC would be undefined) instead of
+  reporting NaN after training."""
+  import dataclasses
+
+  from crl_mmnar_jax.data.splits import check_test_classes
+  cohort = make_synthetic(40, seed=0).cohort
+  labels = cohort.labels.copy()
+  labels[:10, 1] = 0.0
+  with pytest.raises(DataError, match=r"task 'task1' has only one class in the test split "
+                     r"\(n_pos=0 of 10\): its test AUROC would be undefined"):
+    check_test_classes(dataclasses.replace(cohort, labels=labels), np.arange(10))
+  labels[0, 1] = 1.0
+  check_test_classes(dataclasses.replace(cohort, labels=labels), np.arange(10))

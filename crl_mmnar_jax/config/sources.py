@@ -11,6 +11,16 @@ from crl_mmnar_jax.config.field import Field, SharedData
 MEDS_MODALITIES = ("labs=LAB//5,vitals=LAB//2|SUBJECT_WEIGHT_AT_INFUSION//|"
                    "SUBJECT_FLUID_OUTPUT//,medications=MEDICATION//|INFUSION_START//,"
                    "diagnoses=DIAGNOSIS//,procedures=PROCEDURE//")
+# The eICU-CRD MEDS ETL's codes (Medical-Event-Data-Standard/eICU_MEDS event_configs:
+# LAB//<labname>//<system>, VITALS//PERIODIC|APERIODIC//..., MEDICATION//STARTED|STOPPED//,
+# INFUSION_DRUG//, DIAGNOSIS//ICD//9//, ADMISSION_DIAGNOSIS//, TREATMENT//ENTERED//,
+# CAREPLAN_GENERAL|EOL|GOAL|INFECTIOUS_DISEASE).
+EICU_MEDS_MODALITIES = ("labs=LAB//,vitals=VITALS//|SUBJECT_WEIGHT_AT_INFUSION,"
+                        "medications=MEDICATION//|INFUSION_DRUG//,"
+                        "diagnoses=DIAGNOSIS//|ADMISSION_DIAGNOSIS//,"
+                        "procedures=TREATMENT//,care_plans=CAREPLAN_")
+# `data.modalities` may name one of these instead of spelling the prefixes out.
+MEDS_VOCABULARIES = {"mimic-iv": MEDS_MODALITIES, "eicu": EICU_MEDS_MODALITIES}
 
 
 def _strict() -> Field:
@@ -94,7 +104,8 @@ SOURCES: dict[str, tuple[Field, ...]] = {
               "ACES task configs (*.yaml, run with $CRL_MMNAR_ACES), comma-separated: one "
               "task each, named by file stem"),
         Field("data.modalities", MEDS_MODALITIES, str, "code prefixes per modality: "
-              "name=PREFIX|PREFIX,... (default: the MIMIC-IV MEDS ETL's codes)"),
+              "name=PREFIX|PREFIX,..., or an ETL's vocabulary by name: 'mimic-iv' (the "
+              "default's prefixes) or 'eicu'"),
         Field("data.window_hours", 0.0, float, "features from events in this many hours "
               "before the prediction time (0: all history)", low=0.0),
         Field("data.numeric_codes", 16, int, "per modality: the most frequent codes with "
@@ -105,7 +116,11 @@ SOURCES: dict[str, tuple[Field, ...]] = {
     # MIMIC-IV, raw tables or MEDS events (data/sources/mimic/).
     "mimic": (
         Field("data.dir", "", str, "raw MIMIC-IV root (hosp/, icu/, note/, cxr/)"),
-        Field("data.meds", "", str, "or a MEDS events parquet file / folder"),
+        Field("data.meds", "", str, "or MEDS events: a parquet file, a folder of them, "
+              "or a MEDS root (data/, metadata/)"),
+        Field("data.meds_splits", True, bool, "a MEDS root's "
+              "metadata/subject_splits.parquet fixes the splits (train / tuning / "
+              "held_out); False draws the run's own by subject"),
         Field("data.demo_meds", SharedData("mimic-iv-demo-meds/events.parquet"), str,
               "read when dir and meds are both empty: the open MIMIC-IV demo in MEDS"),
         Field("data.version", "", str, "'2.2', '3.1' or '' (from the folder name, else "

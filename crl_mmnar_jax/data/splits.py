@@ -356,19 +356,32 @@ def make_splits(config: ml_collections.ConfigDict, cohort: Cohort,
 def check_validation_classes(cohort: Cohort, val_rows: np.ndarray) -> None:
   """Raises `DataError` for a task whose validation labels are all unknown or all of one
   class: AUROC-based model selection would be impossible."""
+  check_split_classes(cohort, val_rows, "validation", "AUROC-based model selection is "
+                      "impossible", "a larger data.val_fraction")
+
+
+def check_test_classes(cohort: Cohort, test_rows: np.ndarray) -> None:
+  """Raises `DataError` for a task whose test labels are all unknown or all of one class
+  (its test AUROC would be undefined), before anything is trained. Only the class counts
+  are read: nothing about which patient holds which label reaches training."""
+  check_split_classes(cohort, test_rows, "test", "its test AUROC would be undefined",
+                      "a larger data.test_fraction, other splits")
+
+
+def check_split_classes(cohort: Cohort, rows: np.ndarray, split: str, why: str,
+                        remedy: str) -> None:
   for t, name in enumerate(cohort.task_names):
-    y = cohort.labels[val_rows, t]
+    y = cohort.labels[rows, t]
     y = y[~np.isnan(y)]
     n_pos = int(y.sum())
     if len(y) == 0:
       raise DataError(
-          f"task '{name}' has no known labels in the validation split: AUROC-based model "
-          f"selection is impossible; check the label column, or drop the task (data.tasks)")
+          f"task '{name}' has no known labels in the {split} split: {why}; check the "
+          f"label column, or drop the task (data.tasks)")
     if n_pos == 0 or n_pos == len(y):
       raise DataError(
-          f"task '{name}' has only one class in the validation split (n_pos={n_pos} of "
-          f"{len(y)}): AUROC-based model selection is impossible; use more patients, a "
-          f"larger data.val_fraction, or drop the task (data.tasks)")
+          f"task '{name}' has only one class in the {split} split (n_pos={n_pos} of "
+          f"{len(y)}): {why}; use more patients, {remedy}, or drop the task (data.tasks)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,9 +7,12 @@ Run (raw PhysioNet layout: hosp/, icu/, optionally note/ and cxr/):
   --config.data.text_encoder=bioclinicalbert --config.data.text_model_path=DIR for
   Bio_ClinicalBERT note embeddings instead of the offline hashed encoder)
 
-Run (MEDS event table, e.g. the output of the MIMIC-IV MEDS ETL):
-  python -m experiments.run --config=mimic --config.data.meds=/path/to/events.parquet \
+Run (MEDS: the MIMIC-IV MEDS ETL's root, a folder of event parquet files, or one file):
+  python -m experiments.run --config=mimic --config.data.meds=/path/to/mimic-iv-meds \
       --workdir=/tmp/crl_mimic_meds
+  (a MEDS root's metadata/subject_splits.parquet fixes train / val / test; add
+  --config.data.meds_splits=False to draw the run's own. The demo root's held_out has no
+  positive of any task, so on ../shared/data/meds-mimic-iv-demo pass that flag.)
 
 With neither data.dir nor data.meds it reads the open MIMIC-IV demo in MEDS form
 (`data.demo_meds`, ../shared/data/mimic-iv-demo-meds/events.parquet), so

@@ -21,8 +21,8 @@ The cohort's unit is one (subject_id, prediction_time) row; ``patient_id`` is
 row of a subject stays in one split (``group_id``). Features are described in
 `meds_features` (events strictly before the prediction time, within ``window_hours``
 when > 0); ``modalities`` declares the code prefixes of each modality as
-``name=PREFIX|PREFIX,name=PREFIX`` (`DEFAULT_MODALITIES`: the MIMIC-IV MEDS ETL's
-vocabulary). A modality observed for no row is dropped with a note. The code
+``name=PREFIX|PREFIX,name=PREFIX``, or names an ETL's vocabulary (``mimic-iv``, the
+default `DEFAULT_MODALITIES`; ``eicu``, the eICU-CRD MEDS ETL's). A modality observed for no row is dropped with a note. The code
 vocabulary (most frequent codes) is counted over the training rows when
 subject_splits.parquet gives them, else over every row (no label is read to choose it).
 
@@ -38,26 +38,27 @@ import numpy as np
 import polars as pl
 
 from crl_mmnar_jax.cohort import Cohort
-from crl_mmnar_jax.config.sources import MEDS_MODALITIES
+from crl_mmnar_jax.config.sources import MEDS_MODALITIES, MEDS_VOCABULARIES
 from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.io import write_parquet_atomic
 from crl_mmnar_jax.data.loaded import Keep, LoadedData, csv_list
 from crl_mmnar_jax.data.sources import aces
 from crl_mmnar_jax.data.sources import meds_features as mf
+from crl_mmnar_jax.data.sources.meds_root import SPLITS, read_splits  # noqa: F401 (SPLITS: public here too)
 from crl_mmnar_jax.data.sources.mimic.meds import scan_meds
 from crl_mmnar_jax.data.sources.mimic.schema import TIMESTAMP
 
 # The MIMIC-IV MEDS ETL's codes (LAB//5xxxx labevents, LAB//22xxxx chartevents).
 DEFAULT_MODALITIES = MEDS_MODALITIES
-SPLITS = {"train": "train", "tuning": "val", "held_out": "test"}
 LABEL_COLUMNS = ("subject_id", "prediction_time", "boolean_value")
 PREDICTION_COLUMNS = LABEL_COLUMNS + ("predicted_boolean_value", "predicted_boolean_probability")
-SPLITS_FILE = os.path.join("metadata", "subject_splits.parquet")
 RESERVED = ("demographics", "events")
 
 
 def parse_modalities(spec: str) -> list[tuple[str, tuple[str, ...]]]:
-  """"labs=LAB//5,meds=MEDICATION//|INFUSION_START//" -> [(name, prefixes), ...]."""
+  """"labs=LAB//5,meds=MEDICATION//|INFUSION_START//" -> [(name, prefixes), ...]; a
+  vocabulary name ("mimic-iv", "eicu": `MEDS_VOCABULARIES`) stands for its prefixes."""
+  spec = MEDS_VOCABULARIES.get(spec.strip().lower(), spec)
   out = []
   for part in csv_list(spec):
     name, sep, prefixes = part.partition("=")
@@ -126,26 +127,6 @@ def _check_labels(df: pl.DataFrame, name: str, path: str) -> None:
     raise DataError(f"{path}: task {name!r} has one class only ({len(y)} known labels, "
                     f"all {bool(y[0]) if len(y) else 'unknown'}); it cannot be learned or "
                     f"scored")
-
-
-def read_splits(root: str, subjects: pl.Series) -> np.ndarray | None:
-  """train/val/test per labelled row from metadata/subject_splits.parquet, or None."""
-  path = os.path.join(root, SPLITS_FILE)
-  if not os.path.isfile(path):
-    return None
-  df = pl.read_parquet(path)
-  if "subject_id" not in df.columns or "split" not in df.columns:
-    raise DataError(f"{path}: needs columns subject_id, split (has {df.columns})")
-  bad = df.filter(~pl.col("split").is_in(list(SPLITS)))
-  if len(bad):
-    raise DataError(f"{path}: {len(bad)} row(s) with a split other than {list(SPLITS)}")
-  df = df.select(pl.col("subject_id").cast(pl.Int64),
-                 pl.col("split").replace_strict(SPLITS)).unique("subject_id")
-  split = pl.DataFrame({"subject_id": subjects}).join(df, on="subject_id", how="left")
-  if split["split"].null_count():
-    raise DataError(f"{path}: {split['split'].null_count()} labelled row(s) belong to "
-                    f"subjects missing from it")
-  return split["split"].to_numpy().astype("<U5")
 
 
 def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,

@@ -93,7 +93,11 @@ class MedsSource:
 
 
 def scan_meds(path: str) -> pl.LazyFrame:
-  """(subject_id Int64, time Datetime, code String, value Float64), checked lazily."""
+  """(subject_id Int64, time Datetime, code String, value Float64), checked lazily.
+  `path`: one parquet file, a folder of them, or a MEDS root (a folder holding
+  ``data/``: its ``data/**/*.parquet`` are read, ``metadata/`` is not)."""
+  if os.path.isdir(os.path.join(path, "data")):
+    path = os.path.join(path, "data")
   if os.path.isdir(path):
     source = os.path.join(path, "**", "*.parquet")
     if not any(f.endswith(".parquet") for _, _, fs in os.walk(path) for f in fs):

@@ -5,6 +5,7 @@ how); `from_config` is its entry in `data.registry`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from crl_mmnar_jax.data.errors import DataError
 from crl_mmnar_jax.data.io import cache_folder, cached_stage, check_tasks
 from crl_mmnar_jax.data.loaded import Keep, LoadedData, csv_list, strict_rows, summary
 from crl_mmnar_jax.data.row_policy import CsvTables, RowProblems
+from crl_mmnar_jax.data.sources.meds_root import SPLITS_FILE, read_splits
 from crl_mmnar_jax.data.sources.mimic.cohort import (
   ANCHOR_YEARS,
   TASKS,
@@ -87,7 +89,8 @@ def load_mimic(directory: str | None = None, *, meds: str | None = None, version
   Args:
     directory: the MIMIC-IV root holding ``hosp/``, ``icu/`` (and optionally ``note/``,
       ``cxr/``); exclusive with `meds`.
-    meds: a MEDS event table (parquet file or folder); exclusive with `directory`.
+    meds: a MEDS event table (parquet file, folder, or MEDS root); exclusive with
+      `directory`.
     version: "2.2", "3.1" or "" (see the package docstring).
     tasks: any of `TASKS`, each once.
     cache_dir: where stage parquet files are kept for resuming; None = a fresh
@@ -277,7 +280,8 @@ def load_mimic(directory: str | None = None, *, meds: str | None = None, version
 
 def from_config(config: ml_collections.ConfigDict, keep: Keep | None = None) -> LoadedData:
   """`data.name = "mimic"`: `data.dir` (raw) or `data.meds` (MEDS), else the MIMIC-IV demo
-  `data.demo_meds`; the whole cohort (`data.load` applies `keep`)."""
+  `data.demo_meds`; the whole cohort (`data.load` applies `keep`). A MEDS root's
+  subject_splits.parquet fixes the splits unless `data.meds_splits` is False."""
   d = config.data
   directory, meds = str(d.dir), str(d.meds)
   if not directory and not meds:
@@ -295,4 +299,10 @@ def from_config(config: ml_collections.ConfigDict, keep: Keep | None = None) -> 
       cxr_embeddings=str(d.cxr_embeddings), cxr_metadata=str(d.cxr_metadata),
       strict=strict_rows(d), anchor_years=str(d.anchor_years),
       text_device=str(d.text_device))
+  if meds and bool(d.meds_splits):
+    split = read_splits(meds, pl.Series(cohort.patient_id.astype(np.int64)))
+    if split is not None:
+      cohort = dataclasses.replace(cohort, split=split)
+      info["notes"].append(f"splits from {os.path.join(meds, SPLITS_FILE)} "
+                           f"(data.meds_splits)")
   return LoadedData(cohort, None, summary(info))
