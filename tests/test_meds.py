@@ -376,3 +376,33 @@ def test_eicu_vocabulary_maps_the_eicu_etl_codes(tmp_path):
       "INFUSION_DRUG//,diagnoses=DIAGNOSIS//|ADMISSION_DIAGNOSIS//,procedures=TREATMENT//,"
       "care_plans=CAREPLAN_")
   assert meds.parse_modalities("mimic-iv") == meds.parse_modalities(meds.DEFAULT_MODALITIES)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_subject_batches_give_the_features_of_one_batch(tmp_path, batch):
+  """Featurising 1, 2 or 3 subjects at a time (two passes: vocabulary, features) equals
+  featurising all at once, on the hand-made root and with a subject whose rows straddle
+  nothing (subject 1 has two rows)."""
+  whole, info_whole = load(tmp_path / "a", subject_batch=0)
+  part, info = load(tmp_path / "b", subject_batch=batch)
+  assert info["subject_batches"] == -(-4 // batch) and info_whole["subject_batches"] == 1
+  assert part.modality_names == whole.modality_names
+  assert part.feature_names == whole.feature_names
+  np.testing.assert_array_equal(part.present, whole.present)
+  for a, b in zip(part.features, whole.features):
+    np.testing.assert_array_equal(a, b)
+  skip = ("subject_batches", "meds_root")
+  assert {k: v for k, v in info.items() if k not in skip} == \
+      {k: v for k, v in info_whole.items() if k not in skip}
+
+
+def test_subject_batches_keep_a_subjects_rows_together():
+  subject_N = np.array([3, 3, 5, 7, 7, 7, 9])
+  assert meds.subject_batches(subject_N, 2) == [(3, 5, 0, 3), (7, 9, 3, 7)]
+  assert meds.subject_batches(subject_N, 0) == [(3, 9, 0, 7)]
+  assert meds.subject_batches(subject_N, 10) == [(3, 9, 0, 7)]
+  by_loop = []
+  for size in (1, 3):
+    batches = meds.subject_batches(subject_N, size)
+    by_loop.append([subject_N[r0:r1].tolist() for _, _, r0, r1 in batches])
+  assert by_loop == [[[3, 3], [5], [7, 7, 7], [9]], [[3, 3, 5, 7, 7, 7], [9]]]

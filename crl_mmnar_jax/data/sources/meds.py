@@ -36,6 +36,7 @@ import os
 import ml_collections
 import numpy as np
 import polars as pl
+from absl import logging
 
 from crl_mmnar_jax.cohort import Cohort
 from crl_mmnar_jax.config.sources import MEDS_MODALITIES, MEDS_VOCABULARIES
@@ -129,10 +130,26 @@ def _check_labels(df: pl.DataFrame, name: str, path: str) -> None:
                     f"scored")
 
 
+def subject_batches(subject_N: np.ndarray, size: int) -> list[tuple[int, int, int, int]]:
+  """(first subject, last subject, first row, end row) of each batch of at most `size`
+  subjects of the rows `subject_N` (sorted; size <= 0: one batch). A subject's rows are
+  never split across batches."""
+  first_S = np.flatnonzero(np.r_[True, subject_N[1:] != subject_N[:-1]])
+  size = len(first_S) if size <= 0 else size
+  out = []
+  for b in range(0, len(first_S), size):
+    r0 = int(first_S[b])
+    r1 = int(first_S[b + size]) if b + size < len(first_S) else len(subject_N)
+    out.append((int(subject_N[r0]), int(subject_N[r1 - 1]), r0, r1))
+  return out
+
+
 def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,
               window_hours: float = 0.0, numeric_codes: int = 16,
-              count_codes: int = 16) -> tuple[Cohort, dict]:
-  """The cohort of `meds_root` for the labels files `task` (see the module docstring)."""
+              count_codes: int = 16, subject_batch: int = 20_000) -> tuple[Cohort, dict]:
+  """The cohort of `meds_root` for the labels files `task` (see the module docstring).
+  Subjects are featurised `subject_batch` at a time (0: all at once), in two passes (the
+  vocabulary, then the features), so memory grows with the batch, not the dataset."""
   if not meds_root:
     raise DataError("data.meds_root: no MEDS root given (--config.data.meds_root=DIR)")
   data_dir = os.path.join(meds_root, "data")
@@ -144,37 +161,65 @@ def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,
                                for p in csv_list(task)])
   events = scan_meds(data_dir)
   n = len(labels)
-  rows = labels.select("subject_id", "prediction_time").with_row_index("row").with_columns(
-      pl.col("row").cast(pl.Int64))
   split = read_splits(meds_root, labels["subject_id"])
-  vocab_rows = np.arange(n) if split is None else np.flatnonzero(split == "train")
-  subjects = rows["subject_id"].unique().implode()
-  static = (events.filter(pl.col("time").is_null() & pl.col("subject_id").is_in(subjects))
-            .select("subject_id", "code").collect())
-  ev = (mf.windowed(events.filter(pl.col("subject_id").is_in(subjects)), rows,
-                    window_hours)
-        .select("row", "subject_id", "time", "code", "value", mf.modality_of(declared))
-        .collect())
-  all_codes = events.select(pl.col("code").unique()).collect()["code"]
+  in_vocab = np.ones(n, bool) if split is None else split == "train"
+  batches = subject_batches(labels["subject_id"].to_numpy(), int(subject_batch))
+  modality = mf.modality_of(declared)
+
+  def read(batch):
+    lo, hi, r0, r1 = batch
+    lf = events.filter(pl.col("subject_id").is_between(lo, hi))   # row groups pruned
+    rows = labels.slice(r0, r1 - r0).select("subject_id", "prediction_time").with_row_index(
+        "row").with_columns(pl.col("row").cast(pl.Int64))
+    ev = (mf.windowed(lf, rows, window_hours)
+          .select("row", "subject_id", "time", "code", "value", modality)
+          .collect(engine="streaming"))
+    static = (lf.filter(pl.col("time").is_null()).select("subject_id", "code")
+              .collect(engine="streaming"))
+    return rows, ev, static
+
+  stats, unmapped, kept = [], 0, None          # pass 1: the vocabulary
+  for k, batch in enumerate(batches):
+    if len(batches) > 1:
+      logging.info("meds: vocabulary, subject batch %d/%d", k + 1, len(batches))
+    part = read(batch)
+    stats.append(mf.code_stats(part[1], np.flatnonzero(in_vocab[batch[2]:batch[3]])))
+    unmapped += part[1]["modality"].null_count()
+    kept = part if len(batches) == 1 else None
+  vocab = mf.vocabulary(pl.concat(stats), int(numeric_codes), int(count_codes))
+  all_codes = events.select(pl.col("code").unique()).collect(engine="streaming")["code"]
   gender = sorted(c for c in all_codes.to_list() if c.startswith(mf.GENDER))
   has_birth = bool((all_codes == mf.BIRTH).any())
-  vocab = mf.vocabulary(ev, vocab_rows, int(numeric_codes), int(count_codes))
-  demo_x, demo_names = mf.demographics(ev, static, rows, gender, has_birth)
-  names = ["demographics" if (gender or has_birth) else "events"]
-  features, present, feature_names = [demo_x], [np.ones(n, bool)], [demo_names]
-  notes = []
+
+  x_of: dict[str, np.ndarray] = {}             # pass 2: the features, batch by batch
+  present_of: dict[str, np.ndarray] = {}
+  names_of: dict[str, tuple[str, ...]] = {}
+  for k, batch in enumerate(batches):
+    if len(batches) > 1:
+      logging.info("meds: features, subject batch %d/%d", k + 1, len(batches))
+    rows, ev, static = kept or read(batch)
+    r0, r1 = batch[2], batch[3]
+    parts = {"": mf.demographics(ev, static, rows, gender, has_birth)}
+    for name, _ in declared:
+      x, p, f = mf.modality_features(ev.filter(pl.col("modality") == name), r1 - r0, name,
+                                     *vocab.get(name, ([], [])))
+      parts[name] = (x, f)
+      present_of.setdefault(name, np.zeros(n, bool))[r0:r1] = p
+    for name, (x, f) in parts.items():
+      x_of.setdefault(name, np.zeros((n, x.shape[1]), np.float32))[r0:r1] = x
+      names_of[name] = f
+  demo = "demographics" if (gender or has_birth) else "events"
+  names, features, present = [demo], [x_of[""]], [np.ones(n, bool)]
+  feature_names, notes = [names_of[""]], []
   for name, prefixes in declared:
-    part = ev.filter(pl.col("modality") == name)
-    num, cnt = vocab.get(name, ([], []))
-    x, p, f = mf.modality_features(part, n, name, num, cnt)
-    if not p.any():
+    if not present_of[name].any():
       notes.append(f"modality {name!r} ({'|'.join(prefixes)}): no event before any "
                    f"prediction time; dropped")
       continue
     names.append(name)
-    features.append(x)
-    present.append(p)
-    feature_names.append(f)
+    features.append(x_of[name])
+    present.append(present_of[name])
+    feature_names.append(names_of[name])
   ids = [f"{s}@{t.isoformat()}" for s, t in zip(labels["subject_id"].to_list(),
                                                  labels["prediction_time"].to_list())]
   y = labels.select(tasks).to_numpy().astype(np.float32)
@@ -190,7 +235,8 @@ def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,
       "modalities": {nm: "|".join(p) for nm, p in declared},
       "observed": {nm: int(p.sum()) for nm, p in zip(names, cohort.present.T)},
       "n_features": {nm: int(x.shape[1]) for nm, x in zip(names, features)},
-      "unmapped_events": int(ev["modality"].null_count()),
+      "unmapped_events": int(unmapped),
+      "subject_batches": len(batches),
       "label_counts": {t: {"n_known": int((~np.isnan(y[:, k])).sum()),
                            "n_positive": int(np.nansum(y[:, k]))}
                        for k, t in enumerate(tasks)},
@@ -204,7 +250,8 @@ def from_config(config: ml_collections.ConfigDict, keep: Keep | None = None) -> 
   registry)."""
   d = config.data
   cohort, info = load_meds(str(d.meds_root), str(d.task), str(d.modalities),
-                           float(d.window_hours), int(d.numeric_codes), int(d.count_codes))
+                           float(d.window_hours), int(d.numeric_codes), int(d.count_codes),
+                           int(d.subject_batch))
   return LoadedData(cohort=cohort, info=info)
 
 

@@ -61,13 +61,21 @@ def windowed(events: pl.LazyFrame, rows: pl.DataFrame, window_hours: float) -> p
   return lf.filter(keep)
 
 
-def vocabulary(ev: pl.DataFrame, vocab_rows: np.ndarray, numeric_k: int,
+def code_stats(ev: pl.DataFrame, vocab_rows: np.ndarray) -> pl.DataFrame:
+  """(modality, code, n, numeric) over the windowed events of `vocab_rows`: one batch's
+  share of the vocabulary counts (`vocabulary` adds the batches up)."""
+  return (ev.filter(pl.col("row").is_in(vocab_rows.tolist()) & pl.col("modality")
+                    .is_not_null())
+          .group_by("modality", "code")
+          .agg(pl.len().alias("n"), pl.col("value").is_not_null().any().alias("numeric")))
+
+
+def vocabulary(stats: pl.DataFrame, numeric_k: int,
                count_k: int) -> dict[str, tuple[list[str], list[str]]]:
-  """modality -> (numeric codes, count codes), the most frequent in `vocab_rows`."""
-  stats = (ev.filter(pl.col("row").is_in(vocab_rows.tolist()) & pl.col("modality")
-                     .is_not_null())
-           .group_by("modality", "code")
-           .agg(pl.len().alias("n"), pl.col("value").is_not_null().any().alias("numeric"))
+  """modality -> (numeric codes, count codes), the most frequent in `stats` (`code_stats`
+  of every batch, concatenated)."""
+  stats = (stats.group_by("modality", "code")
+           .agg(pl.col("n").sum(), pl.col("numeric").any())
            .sort(["modality", "n", "code"], descending=[False, True, False]))
   out = {}
   for (name,), part in stats.group_by(["modality"], maintain_order=True):
