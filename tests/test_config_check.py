@@ -33,7 +33,7 @@ BAD = {
     "train.aux_final": 1.5, "train.patience": 0, "train.log_every": 0,
     "train.checkpoint_every": -1, "train.progress": "true", "train.tensorboard": "yes",
     "train.data_shards": 0, "train.cv_folds": 0,
-    "train.stack_members": "yes",
+    "train.stack_members": "yes", "train.scan_epoch": "sometimes",
     "rectifier.n_folds": 1, "rectifier.kappa_grid": (), "rectifier.lambda_grid": (-5, 7),
     "rectifier.z": -1.0, "rectifier.min_count": 0, "rectifier.shrinkage": -2.0,
     "rectifier.rule": "best", "rectifier.rule_z": -1.0, "rectifier.auroc_guard": "no",

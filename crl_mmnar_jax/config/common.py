@@ -98,6 +98,10 @@ FIELDS: tuple[Field, ...] = (
           "float32", choices=("float32", "bfloat16")),
     Field("train.cv_folds", 1, int, ">1: K cross-fitted members (ensemble.py), "
           "out-of-fold validation", low=1, high=20),
+    Field("train.scan_epoch", "auto", str, "run each epoch as one jax.lax.scan over a "
+          "device-resident cohort (train/scan.py): 'auto' when one process holds every row, "
+          "no train.checkpoint_every and the cohort takes <= 1 GiB; 'on'; 'off' (host loop)",
+          choices=("auto", "on", "off")),
     Field("train.stack_members", True, bool,
           "cv_folds: train the members in one vmapped step (train/members.py)"),
     Field("train.data_shards", 1, int,

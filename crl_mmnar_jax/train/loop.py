@@ -38,6 +38,7 @@ from flax import nnx
 from crl_mmnar_jax.data import shards
 from crl_mmnar_jax.train import mesh as mesh_lib
 from crl_mmnar_jax.train import records
+from crl_mmnar_jax.train import scan as scan_lib
 from crl_mmnar_jax.train.checkpoint import Checkpoints
 from crl_mmnar_jax.train.members import Member, MemberAxis
 from crl_mmnar_jax.train.optim import loss_scales, lr_schedule, make_optimizer
@@ -155,6 +156,15 @@ class _Run:
     self.step_fn = self.axis.make_step(self.graphdef, method.make_loss(config),
                                        str(t.compute_dtype))
     self.predict_fn = make_predict_fn(self.graphdef)
+    cohorts = [m.data.cohort for m in members]
+    self.scan = scan_lib.use_scan(
+        str(t.scan_epoch), cohorts, jax.process_count() == 1 and all(
+            lay.n_shards == 1 for lay in self.layouts), int(t.checkpoint_every))
+    if self.scan:
+      self.n_rows = cohorts[0].n
+      self.data_dev = scan_lib.device_cohort(cohorts, self.axis.k, mesh)
+      self.epoch_fn = scan_lib.make_epoch(self.axis.step_body(
+          self.graphdef, method.make_loss(config), str(t.compute_dtype)), self.axis.k, mesh)
     self.keys = jnp.stack([jax.random.key(s) for s in self.seeds])
     self.where = checkpoint_dir
     self.ckpt = Checkpoints(checkpoint_dir, log)
@@ -242,6 +252,8 @@ class _Run:
   def _epoch(self) -> float | None:
     """Trains one epoch, evaluates, logs and checkpoints; returns the members' mean
     validation AUROC (None in pre-training)."""
+    if self.scan and self.run.batch_in_epoch == 0:
+      return self._scanned_epoch()
     run, t, members, k_all = self.run, self.t, self.members, self.axis.k
     epoch = run.epoch
     active_ep = np.array([not p.done for p in run.members])
@@ -303,6 +315,46 @@ class _Run:
     bar.close()
     return self._end_epoch(epoch, phase, aux, pred, active_ep, sums, n_terms, rate,
                            time.perf_counter() - t_epoch)
+
+  def _scanned_epoch(self) -> float | None:
+    """`_epoch` as one program (`train/scan.py`), then the host loop's bookkeeping and
+    records from the stacked per-step loss terms."""
+    run, t, k_all = self.run, self.t, self.axis.k
+    epoch = run.epoch
+    active_ep = np.array([not p.done for p in run.members])
+    orders = [lay.batches(lay.epoch_order(m.data.train_rows, s, epoch), self.gbs)
+              for lay, m, s in zip(self.layouts, self.members, self.seeds)]
+    aux, pred = loss_scales(self.config, epoch)
+    phase = "pretrain" if epoch < t.pretrain_epochs else "joint"
+    per_epoch = max(self.steps_K)
+    active_SxK = active_ep[None] & (np.arange(per_epoch)[:, None]
+                                    < np.array(self.steps_K)[None])
+    idx = scan_lib.epoch_indices(orders, per_epoch, self.gbs, self.n_rows, k_all)
+    steps0 = np.array([p.step for p in run.members], np.int32)
+    t_epoch = time.perf_counter()
+    self.state, parts = scan_lib.run_epoch(self.epoch_fn, self.state, self.data_dev, idx,
+                                           self.keys, steps0, active_SxK, aux, pred)
+    seconds = time.perf_counter() - t_epoch
+    records.mark_first_step(time.perf_counter())
+    steps_after = steps0[None] + np.cumsum(active_SxK, axis=0)
+    self._check_finite([(steps_after[s], parts["finite"][s]) for s in range(per_epoch)])
+    terms = {n: v for n, v in parts.items() if n != "finite"}
+    for s in range(per_epoch):
+      run.tick += 1
+      fault_point("step", run.tick)
+      if run.tick % t.log_every == 0:
+        for k in np.flatnonzero(active_SxK[s]):
+          step = int(steps_after[s, k])
+          self._write(k, {"kind": "step", "step": step, "epoch": epoch + 1, "phase": phase,
+                          "lr": self.lr_of_step(step),
+                          **{f"batch/{n}": float(v[s, k]) for n, v in terms.items()}})
+    for k, p in enumerate(run.members):
+      p.step = int(steps_after[-1, k])
+    real = (idx != self.n_rows).reshape(per_epoch, k_all, -1).sum(-1) * active_SxK
+    rate = float(real.sum()) / k_all / max(seconds, 1e-9)
+    sums = {n: v.sum(0, dtype=np.float32) for n, v in terms.items()}
+    return self._end_epoch(epoch, phase, aux, pred, active_ep, sums,
+                           active_SxK.sum(0).astype(np.int64), rate, seconds)
 
   def _end_epoch(self, epoch, phase, aux, pred, active_ep, sums, n_terms, rate,
                  seconds) -> float | None:

@@ -83,13 +83,19 @@ class MemberAxis:
                 ) -> Callable:
     """(state, batch, keys_K, steps_K, active_K, aux, pred) -> (state, parts_K), jitted
     with the state donated; every part has a leading axis of size K."""
+    return jax.jit(self.step_body(graphdef, loss, compute_dtype), donate_argnums=0)
+
+  def step_body(self, graphdef: nnx.GraphDef, loss: Callable, compute_dtype: str
+                ) -> Callable:
+    """`make_step`'s function before `jax.jit` (the scanned epoch calls it inside
+    `jax.lax.scan`)."""
     one = step_fn(graphdef, loss, compute_dtype)
     if self.k == 1:
       def single(state, batch, keys, steps, active, aux, pred):
         del active        # a lone member is stepped only while it trains
         new, parts = one(state, batch, keys[0], steps[0], aux, pred)
         return new, jax.tree.map(lambda v: v[None], parts)
-      return jax.jit(single, donate_argnums=0)
+      return single
 
     def stacked(state, batch, keys, steps, active, aux, pred):
       new, parts = jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))(state, batch, keys,
@@ -99,7 +105,7 @@ class MemberAxis:
                for k, v in parts.items()}
       return jax.tree.map(keep, new, state), parts
 
-    return jax.jit(stacked, donate_argnums=0)
+    return stacked
 
 
 def structure_of(method: NeuralMethod, member: Member) -> tuple:

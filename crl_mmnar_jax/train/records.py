@@ -120,6 +120,13 @@ def reset_first_step() -> None:
   _first_step["at"] = None
 
 
+def mark_first_step(at: float) -> None:
+  """Records `at` as the first step's end unless one is recorded (the scanned epoch,
+  whose first step ends inside its first epoch's program, marks that program's end)."""
+  if _first_step["at"] is None:
+    _first_step["at"] = at
+
+
 class Throughput:
   """Patients per second of an epoch's training steps with compilation left out: the
   clock starts once the epoch's first step has finished (the first step of a run is the

@@ -199,11 +199,68 @@ def stacked_step_throughput(batch_size: int, dims: tuple[int, ...], members: int
           "patients_per_s_per_member": batch_size / step_s}
 
 
+def scanned_epoch_throughput(batch_size: int, dims: tuple[int, ...], n: int = 4096,
+                             repeats: int = 3) -> Result:
+  """A whole epoch of `n` patients: patients/s of the host loop (`train.loop`: host
+  gather and transfer on the prefetch thread, one dispatch per step) against the
+  device loop (`train/scan.py`: the cohort on the device, the epoch one `lax.scan`),
+  median of `repeats` warm epochs each, the same model, step and batches."""
+  from crl_mmnar_jax.losses import objective
+  from crl_mmnar_jax.train import scan as scan_lib
+  from crl_mmnar_jax.train.members import MemberAxis
+  from experiments.configs.base import get_base_config
+  config = get_base_config()
+  config.train.batch_size = batch_size
+  cohort = random_cohort(n, dims)
+  mesh = mesh_lib.make_mesh()
+  tx = optim.make_optimizer(config, 1000)
+  mcfg = methods.model_config(config, cohort)
+  graphdef, state = step_lib.create_state(mcfg, tx, 0, mesh)
+  axis, loss = MemberAxis(1), objective(methods.loss_weights(config), mcfg.miss_head)
+  step = axis.make_step(graphdef, loss, "float32")
+  epoch_fn = scan_lib.make_epoch(axis.step_body(graphdef, loss, "float32"), 1, mesh)
+  data = scan_lib.device_cohort([cohort], 1, mesh)
+  rows = np.random.default_rng(0).permutation(n)
+  batches = [rows[i:i + batch_size] for i in range(0, n, batch_size)]
+  idx = scan_lib.epoch_indices([np.stack([np.pad(b, (0, batch_size - len(b)),
+                                                 constant_values=-1) for b in batches])],
+                               len(batches), batch_size, n, 1)
+  keys, one = jax.numpy.stack([jax.random.key(0)]), np.float32(1.0)
+  active = np.ones((len(batches), 1), bool)
+
+  def host_epoch(state):
+    load = lambda i: axis.put_batches([mesh_lib.local_batch(cohort, batches[i], batch_size)],
+                                      mesh)
+    for i, batch in step_lib.prefetched(load, range(len(batches))):
+      state, parts = step(state, batch, keys, np.array([i], np.int32), active[i], one, one)
+    jax.block_until_ready(parts)
+    return state
+
+  def device_epoch(state):
+    state, _ = scan_lib.run_epoch(epoch_fn, state, data, idx, keys, np.zeros(1, np.int32),
+                                  active, 1.0, 1.0)
+    return state
+
+  out = {}
+  for name, run in (("host", host_epoch), ("device", device_epoch)):
+    state = run(state)                     # compiles
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      state = run(state)
+      times.append(time.perf_counter() - start)
+    out[f"{name}_epoch_patients_per_s"] = n / statistics.median(times)
+  return {"batch_size": batch_size, "dims": list(dims), "patients": n, **out,
+          "device_over_host": out["device_epoch_patients_per_s"]
+          / out["host_epoch_patients_per_s"]}
+
+
 def bench_train(opts: Options) -> list[Result]:
   """The train step at each batch size, for M = 4 (the paper's MIMIC-IV shapes) and
   M = 10 (PhysioNet-like), with random drops (`loss.rec_drops=1`, the default) and with
   the exact leave-one-out (`rec_drops=0`): patients/s of the step alone (median of
-  warm steps) and of the whole loop (median of 3 passes)."""
+  warm steps) and of the whole loop (median of 3 passes); the 5 stacked members' step;
+  a whole epoch of 4,096 patients in the host loop and as one scanned program."""
   peak = matmul_peak_flops()
   results = []
   for dims, label in ((PAPER_DIMS, "M=4, paper MIMIC-IV shapes"),
@@ -217,6 +274,9 @@ def bench_train(opts: Options) -> list[Result]:
     for bs in opts.batch_sizes:          # train.cv_folds=5: the members' vmapped step
       r = stacked_step_throughput(bs, dims, members=5)
       results.append({"section": "train", "shapes": label + ", 5 stacked members", **r})
+    for bs in opts.batch_sizes:          # train.scan_epoch: a whole epoch, host vs device
+      r = scanned_epoch_throughput(bs, dims)
+      results.append({"section": "train", "shapes": label + ", whole epoch", **r})
   return results
 
 
