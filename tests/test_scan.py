@@ -77,11 +77,10 @@ def test_scanned_epoch_equals_the_host_loop(k):
     counters = counters + active_SxK[s]
     host_parts.append(jax.device_get(parts))
 
-  epoch_fn = scan_lib.make_epoch(axis.step_body(graphdef, loss, "float32"), k, mesh)
+  epoch_fn = scan_lib.EpochProgram(axis.step_body(graphdef, loss, "float32"), k, mesh)
   data = scan_lib.device_cohort(cohorts, k, mesh)
   idx = scan_lib.epoch_indices(orders, steps, bs, n, k)
-  scanned, parts = scan_lib.run_epoch(epoch_fn, state, data, idx, keys, steps0, active_SxK,
-                                      aux, pred)
+  scanned, parts = epoch_fn(state, data, idx, keys, steps0, active_SxK, aux, pred)
   for a, b in zip(jax.tree.leaves(host), jax.tree.leaves(scanned)):
     np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
                                rtol=1e-5, atol=1e-6)

@@ -163,7 +163,7 @@ class _Run:
     if self.scan:
       self.n_rows = cohorts[0].n
       self.data_dev = scan_lib.device_cohort(cohorts, self.axis.k, mesh)
-      self.epoch_fn = scan_lib.make_epoch(self.axis.step_body(
+      self.epoch_fn = scan_lib.EpochProgram(self.axis.step_body(
           self.graphdef, method.make_loss(config), str(t.compute_dtype)), self.axis.k, mesh)
     self.keys = jnp.stack([jax.random.key(s) for s in self.seeds])
     self.where = checkpoint_dir
@@ -332,10 +332,9 @@ class _Run:
     idx = scan_lib.epoch_indices(orders, per_epoch, self.gbs, self.n_rows, k_all)
     steps0 = np.array([p.step for p in run.members], np.int32)
     t_epoch = time.perf_counter()
-    self.state, parts = scan_lib.run_epoch(self.epoch_fn, self.state, self.data_dev, idx,
-                                           self.keys, steps0, active_SxK, aux, pred)
+    self.state, parts = self.epoch_fn(self.state, self.data_dev, idx, self.keys, steps0,
+                                      active_SxK, aux, pred)
     seconds = time.perf_counter() - t_epoch
-    records.mark_first_step(time.perf_counter())
     steps_after = steps0[None] + np.cumsum(active_SxK, axis=0)
     self._check_finite([(steps_after[s], parts["finite"][s]) for s in range(per_epoch)])
     terms = {n: v for n, v in parts.items() if n != "finite"}

@@ -218,7 +218,7 @@ def scanned_epoch_throughput(batch_size: int, dims: tuple[int, ...], n: int = 40
   graphdef, state = step_lib.create_state(mcfg, tx, 0, mesh)
   axis, loss = MemberAxis(1), objective(methods.loss_weights(config), mcfg.miss_head)
   step = axis.make_step(graphdef, loss, "float32")
-  epoch_fn = scan_lib.make_epoch(axis.step_body(graphdef, loss, "float32"), 1, mesh)
+  epoch_fn = scan_lib.EpochProgram(axis.step_body(graphdef, loss, "float32"), 1, mesh)
   data = scan_lib.device_cohort([cohort], 1, mesh)
   rows = np.random.default_rng(0).permutation(n)
   batches = [rows[i:i + batch_size] for i in range(0, n, batch_size)]
@@ -237,8 +237,7 @@ def scanned_epoch_throughput(batch_size: int, dims: tuple[int, ...], n: int = 40
     return state
 
   def device_epoch(state):
-    state, _ = scan_lib.run_epoch(epoch_fn, state, data, idx, keys, np.zeros(1, np.int32),
-                                  active, 1.0, 1.0)
+    state, _ = epoch_fn(state, data, idx, keys, np.zeros(1, np.int32), active, 1.0, 1.0)
     return state
 
   out = {}
