@@ -16,7 +16,7 @@ from experiments.studies import meds_scale
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("scale"))
-  meds_scale.write_root(out, 200, 40.0, 50, seed=3, sizes=[120, 200])
+  meds_scale.write_root(out, 200, 40.0, 50, seed=3)
   return out
 
 
@@ -34,19 +34,20 @@ def test_root_layout_sorted_shards_and_splits(root):
   splits = pl.read_parquet(os.path.join(root, "metadata", "subject_splits.parquet"))
   assert splits.group_by("split").len().sort("split").rows() == [
       ("held_out", 20), ("train", 160), ("tuning", 20)]
-  labels = pl.read_parquet(os.path.join(root, "labels", "label_120.parquet"))
+  labels = pl.read_parquet(meds_scale.labels_file(root, 120))
   assert labels["subject_id"].to_list() == list(range(120))
+  assert labels.equals(pl.read_parquet(os.path.join(root, "labels", "all.parquet")).head(120))
   manifest = json.load(open(os.path.join(root, "manifest.json")))
   assert manifest["events"] == pl.scan_parquet(os.path.join(root, "data", "**", "*.parquet")
                                                ).select(pl.len()).collect().item()
   mtime = os.path.getmtime(os.path.join(root, "manifest.json"))
-  meds_scale.write_root(root, 200, 40.0, 50, seed=3, sizes=[120, 200])   # same: reused
+  meds_scale.write_root(root, 200, 40.0, 50, seed=3)   # the same root: reused
   assert os.path.getmtime(os.path.join(root, "manifest.json")) == mtime
 
 
 @pytest.mark.parametrize("batch", [0, 7])
 def test_featuriser_counts_equal_a_naive_loop(root, batch):
-  labels_path = os.path.join(root, "labels", "label_200.parquet")
+  labels_path = meds_scale.labels_file(root, 200)
   cohort, _ = meds.load_meds(root, labels_path, subject_batch=batch)
   events = pl.read_parquet(os.path.join(root, "data", "**", "*.parquet")).rows()
   pt = dict(pl.read_parquet(labels_path).select("subject_id", "prediction_time").rows())
@@ -73,6 +74,6 @@ def test_featuriser_counts_equal_a_naive_loop(root, batch):
 
 
 def test_measure_one_reports_time_and_memory(root):
-  r = meds_scale.measure_one(root, os.path.join(root, "labels", "label_120.parquet"), 50)
+  r = meds_scale.measure_one(root, meds_scale.labels_file(root, 120), 50)
   assert r["rows"] == 120 and r["batches"] == 3
   assert r["peak_rss_mb"] >= r["rss_after_imports_mb"] > 0 and r["seconds"] >= 0

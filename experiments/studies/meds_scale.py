@@ -19,8 +19,9 @@ codes (`LAB//5xxxx` labs and `LAB//22xxxx` vitals with values that shift with z,
 vocabularies of 1,000 / 500 / 2,000 / 5,000 / 500 codes. Shards of `shard_subjects`
 subjects under data/{train,tuning,held_out}/ (80 / 10 / 10 by subject), sorted by
 subject and time, row groups of 100,000 rows (what lets a subject batch skip the rest);
-`metadata/subject_splits.parquet`; `labels/label_<K>.parquet` holds the first K
-subjects' rows (task `label`: 1 with probability sigmoid(1.2 z - 1.5)).
+`metadata/subject_splits.parquet`; `labels/all.parquet` (task `all`: 1 with
+probability sigmoid(1.2 z - 1.5)), and `labels/label_<K>.parquet` its first K subjects'
+rows, written when a measurement asks for K.
 
 Each measurement (`--measure=K:BATCH,...`) runs `meds.load_meds` on the first K subjects
 with `subject_batch=BATCH` in a fresh process and reports its wall time, its peak
@@ -73,11 +74,16 @@ def _code_table() -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
 def write_shard(path: str, first: int, n: int, events_per_subject: float,
                 seed: int) -> pl.DataFrame:
   """Subjects first..first+n-1 as MEDS events at `path`; returns their labels."""
-  rng = np.random.default_rng([seed, first])
+  per_subject = np.random.default_rng([seed, first, 0])    # z, times, sex, label
+  rng = np.random.default_rng([seed, first, 1])            # the events
   codes, index, means = _code_table()
   sid = np.arange(first, first + n, dtype=np.int64)
-  z = rng.normal(size=n)
-  pt = _START + rng.integers(0, 2 * 365 * 24 * 60, n) * _MINUTE
+  z = per_subject.normal(size=n)
+  pt = _START + per_subject.integers(0, 2 * 365 * 24 * 60, n) * _MINUTE
+  birth = pt - ((18 + per_subject.random(n) * 72) * 365.25 * 24 * 60).astype(
+      np.int64) * _MINUTE
+  gender = 1 + (per_subject.random(n) < 0.5)
+  y = per_subject.random(n) < 1 / (1 + np.exp(-(1.2 * z - 1.5)))
   count = np.maximum(1, rng.lognormal(np.log(events_per_subject) - 0.5, 1.0, n)).astype(int)
   logit = np.log(np.array([m[4] for m in MODALITIES]) / (1 - np.array([m[4] for m in
                                                                          MODALITIES])))
@@ -96,8 +102,6 @@ def write_shard(path: str, first: int, n: int, events_per_subject: float,
   value = means[code] + 0.5 * z[subj] + rng.normal(size=len(subj))
   offset = rng.integers(-30 * 24 * 60, 10 * 24 * 60, len(subj))
   times = pt[subj] + offset * _MINUTE
-  birth = pt - ((18 + rng.random(n) * 72) * 365.25 * 24 * 60).astype(np.int64) * _MINUTE
-  gender = 1 + (rng.random(n) < 0.5)
   all_sid = np.concatenate([sid, sid, sid[subj]])
   all_time = np.concatenate([np.full(n, np.datetime64("NaT"), "datetime64[us]"), birth,
                              times])
@@ -110,16 +114,23 @@ def write_shard(path: str, first: int, n: int, events_per_subject: float,
       "code": pl.Series(codes[all_code[order]], dtype=pl.String),
       "numeric_value": pl.Series(all_value[order], dtype=pl.Float32).fill_nan(None)})
   frame.write_parquet(path, row_group_size=ROW_GROUP)
-  y = rng.random(n) < 1 / (1 + np.exp(-(1.2 * z - 1.5)))
   return pl.DataFrame({"subject_id": sid, "prediction_time": pl.Series(pt),
                        "boolean_value": y})
 
 
+def labels_file(out: str, k: int) -> str:
+  """labels/label_<k>.parquet: the first k subjects' rows of labels/all.parquet."""
+  path = os.path.join(out, "labels", f"label_{k}.parquet")
+  if not os.path.isfile(path):
+    pl.read_parquet(os.path.join(out, "labels", "all.parquet")).head(k).write_parquet(path)
+  return path
+
+
 def write_root(out: str, subjects: int, events_per_subject: float, shard_subjects: int,
-               seed: int, sizes: Sequence[int]) -> None:
+               seed: int) -> None:
   """The MEDS root (see the module docstring), unless `out` already holds this one."""
   manifest = {"subjects": subjects, "events_per_subject": events_per_subject,
-              "shard_subjects": shard_subjects, "seed": seed, "version": 1}
+              "shard_subjects": shard_subjects, "seed": seed, "version": 2}
   path = os.path.join(out, "manifest.json")
   if os.path.isfile(path) and json.load(open(path)).get("root") == manifest:
     return
@@ -140,9 +151,7 @@ def write_root(out: str, subjects: int, events_per_subject: float, shard_subject
   os.makedirs(os.path.join(out, "metadata"), exist_ok=True)
   os.makedirs(os.path.join(out, "labels"), exist_ok=True)
   pl.concat(splits).write_parquet(os.path.join(out, "metadata", "subject_splits.parquet"))
-  every = pl.concat(labels)
-  for k in sizes:
-    every.head(k).write_parquet(os.path.join(out, "labels", f"label_{k}.parquet"))
+  pl.concat(labels).write_parquet(os.path.join(out, "labels", "all.parquet"))
   events = pl.scan_parquet(os.path.join(out, "data", "**", "*.parquet")).select(
       pl.len()).collect().item()
   json.dump({"root": manifest, "events": int(events),
@@ -187,15 +196,13 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> list[dict]:
   pairs = [tuple(int(v) for v in p.split(":")) for p in fv.measure.split(",") if p]
   if any(k > fv.subjects for k, _ in pairs):
     raise SystemExit(f"--measure asks for more subjects than --subjects={fv.subjects}")
-  write_root(fv.out, fv.subjects, fv.events_per_subject, fv.shard_subjects, fv.seed,
-             sorted({k for k, _ in pairs}))
+  write_root(fv.out, fv.subjects, fv.events_per_subject, fv.shard_subjects, fv.seed)
   manifest = json.load(open(os.path.join(fv.out, "manifest.json")))
   results = []
   for k, batch in pairs:
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
-      r = pool.submit(measure_one, fv.out, os.path.join(fv.out, "labels",
-                                                        f"label_{k}.parquet"), batch).result()
+      r = pool.submit(measure_one, fv.out, labels_file(fv.out, k), batch).result()
     results.append({**r, "subjects_in_root": fv.subjects, "events_in_root": manifest["events"]})
     print(json.dumps(results[-1]), flush=True)
   if fv.json_out:
