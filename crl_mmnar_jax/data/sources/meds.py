@@ -22,7 +22,8 @@ row of a subject stays in one split (``group_id``). Features are described in
 `meds_features` (events strictly before the prediction time, within ``window_hours``
 when > 0); ``modalities`` declares the code prefixes of each modality as
 ``name=PREFIX|PREFIX,name=PREFIX``, or names an ETL's vocabulary (``mimic-iv``, the
-default `DEFAULT_MODALITIES`; ``eicu``, the eICU-CRD MEDS ETL's). A modality observed for no row is dropped with a note. The code
+default `DEFAULT_MODALITIES`; ``eicu``, the eICU-CRD MEDS ETL's). A modality observed
+for no row is dropped with a note. The code
 vocabulary (most frequent codes) is counted over the training rows when
 subject_splits.parquet gives them, else over every row (no label is read to choose it).
 
@@ -45,7 +46,8 @@ from crl_mmnar_jax.data.io import write_parquet_atomic
 from crl_mmnar_jax.data.loaded import Keep, LoadedData, csv_list
 from crl_mmnar_jax.data.sources import aces
 from crl_mmnar_jax.data.sources import meds_features as mf
-from crl_mmnar_jax.data.sources.meds_root import SPLITS, read_splits  # noqa: F401 (SPLITS: public here too)
+from crl_mmnar_jax.data.sources.meds_root import SPLITS as SPLITS  # public here too
+from crl_mmnar_jax.data.sources.meds_root import read_splits
 from crl_mmnar_jax.data.sources.mimic.meds import scan_meds
 from crl_mmnar_jax.data.sources.mimic.schema import TIMESTAMP
 
