@@ -101,6 +101,25 @@ def test_aces_failure_is_one_line_naming_the_yaml(root, task, tmp_path):
     aces.extract_labels(root, task, str(tmp_path / "out"), aces_cli=quiet)
 
 
+def test_a_task_that_matches_no_subject_is_one_line(root, task, tmp_path):
+  body = """
+import os, datetime as dt
+import polars as pl
+unq = lambda v: v[1:-1].replace("\\\\'", "'")
+for shard in args["data.shard"].split("','"):
+  out = os.path.join(unq(args["cohort_dir"]), unq(args["cohort_name"]),
+                     shard.strip("'") + ".parquet")
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  pl.DataFrame(schema={"subject_id": pl.Int64, "prediction_time": pl.Datetime("us"),
+                       "boolean_value": pl.Boolean}).write_parquet(out)
+"""
+  fake = _fake_cli(tmp_path, body)
+  with pytest.raises(DataError) as e:
+    aces.extract_labels(root, task, str(tmp_path / "out"), aces_cli=fake)
+  assert str(e.value).startswith(f"{task}: ACES matched no subject of {root} (0 label rows)")
+  assert "\n" not in str(e.value)
+
+
 def test_overrides_and_shards_joined(root, task, tmp_path, monkeypatch):
   """The stand-in records its overrides and writes each shard's labels where ACES does
   (cohort_dir/cohort_name/<shard>.parquet), rows out of order."""

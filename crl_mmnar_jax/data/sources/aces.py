@@ -120,6 +120,10 @@ def extract_labels(meds_root: str, task_yaml: str, out_dir: str, aces_cli: str =
   if missing:
     raise DataError(f"{missing[0]}: aces-cli exited 0 but did not write this shard's labels")
   labels = pl.concat([pl.read_parquet(p) for p in parts], how="vertical_relaxed")
+  if len(labels) == 0:
+    raise DataError(f"{task_yaml}: ACES matched no subject of {meds_root} (0 label rows): "
+                    f"check the task's trigger and predicate codes against the root's "
+                    f"codes (metadata/codes.parquet)")
   out = os.path.join(out_dir, name + ".parquet")
   labels.sort(*LABEL_COLUMNS[:2]).write_parquet(out)
   return out
