@@ -25,7 +25,7 @@ rows, written when a measurement asks for K.
 
 Each measurement (`--measure=K:BATCH,...`) runs `meds.load_meds` on the first K subjects
 with `subject_batch=BATCH` in a fresh process and reports its wall time, its peak
-resident memory (`ru_maxrss`), the memory of the process before loading (imports) and
+resident memory (VmHWM), the memory of the process before loading (imports) and
 the cohort's own arrays (features + present; they grow with K by design). What must
 stay flat when K grows at a fixed batch is `working_mb`: the peak minus the imports'
 memory minus the cohort.
@@ -159,6 +159,15 @@ def write_root(out: str, subjects: int, events_per_subject: float, shard_subject
 
 
 def _rss_mb() -> float:
+  """This process's peak resident memory: VmHWM of /proc/self/status (reset by exec,
+  unlike ru_maxrss, which a spawned child inherits from its parent), else ru_maxrss."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
