@@ -112,7 +112,7 @@ SOURCES: dict[str, tuple[Field, ...]] = {
               "values, as last / mean / count", low=0),
         Field("data.count_codes", 16, int, "per modality: the most frequent codes without "
               "values, as counts", low=0),
-        Field("data.subject_batch", 20_000, int, "subjects featurised together: memory "
+        Field("data.subject_batch", 5_000, int, "subjects featurised together: memory "
               "grows with this, not with the dataset (0: all at once)", low=0),
     ),
     # MIMIC-IV, raw tables or MEDS events (data/sources/mimic/).

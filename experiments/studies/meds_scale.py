@@ -3,8 +3,9 @@ r"""The `meds` featuriser on a MEDS dataset of MIMIC-IV's size: time and peak me
   python -m experiments.studies.meds_scale --out=/tmp/meds_scale \
       --json_out=docs/runs/meds_scale.json
   (defaults: 300,000 subjects, 1,500 events per subject on average: 450 million events,
-  about MIMIC-IV v2.2's 299,712 patients in MEDS; measures 30,000 / 100,000 / 300,000
-  labelled subjects at `data.subject_batch` 20,000 and 30,000 at 5,000 and 60,000)
+  about MIMIC-IV v2.2's 299,712 patients in MEDS; measures 30,000 labelled subjects at
+  `data.subject_batch` 20,000, 5,000 (the default) and 2,000, and 100,000 and 300,000 at
+  5,000)
   python -m experiments.studies.meds_scale --out=/tmp/meds_small --subjects=20000 \
       --events_per_subject=300 --measure=5000:2000,20000:2000     # a 2-minute look
 
@@ -194,8 +195,8 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
                      flag_values=fv)
   flags.DEFINE_integer("shard_subjects", 10_000, "subjects per data shard", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "generator seed", flag_values=fv)
-  flags.DEFINE_string("measure", "30000:20000,100000:20000,300000:20000,30000:5000,"
-                      "30000:60000", "K:BATCH pairs (labelled subjects : subject_batch)",
+  flags.DEFINE_string("measure", "30000:20000,30000:5000,30000:2000,100000:5000,"
+                      "300000:5000", "K:BATCH pairs (labelled subjects : subject_batch)",
                       flag_values=fv)
   flags.DEFINE_string("json_out", "", "also write the figures here", flag_values=fv)
 

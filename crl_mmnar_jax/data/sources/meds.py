@@ -148,7 +148,7 @@ def subject_batches(subject_N: np.ndarray, size: int) -> list[tuple[int, int, in
 
 def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,
               window_hours: float = 0.0, numeric_codes: int = 16,
-              count_codes: int = 16, subject_batch: int = 20_000) -> tuple[Cohort, dict]:
+              count_codes: int = 16, subject_batch: int = 5_000) -> tuple[Cohort, dict]:
   """The cohort of `meds_root` for the labels files `task` (see the module docstring).
   Subjects are featurised `subject_batch` at a time (0: all at once), in two passes (the
   vocabulary, then the features), so memory grows with the batch, not the dataset."""
