@@ -406,3 +406,38 @@ def test_subject_batches_keep_a_subjects_rows_together():
     batches = meds.subject_batches(subject_N, size)
     by_loop.append([subject_N[r0:r1].tolist() for _, _, r0, r1 in batches])
   assert by_loop == [[[3, 3], [5], [7, 7, 7], [9]], [[3, 3, 5, 7, 7, 7], [9]]]
+
+
+def test_notes_in_text_value_are_embedded_before_the_prediction_time(tmp_path):
+  """A `notes` modality (NOTE// codes with text_value): its features add the mean hashed
+  embedding of the row's notes strictly before the prediction time, checked against the
+  encoder run by hand; a note at or after the prediction time changes nothing."""
+  from crl_mmnar_jax.data.text_embed import get_encoder
+  notes = [(1, T(2020, 1, 1, 1), "NOTE//DS", None, "sepsis suspected, lactate high"),
+           (1, T(2020, 1, 2, 0), "NOTE//RAD", None, "no acute cardiopulmonary process"),
+           (1, T(2020, 1, 3, 0), "NOTE//DS", None, "at the prediction time: not read"),
+           (2, T(2020, 2, 5), "NOTE//DS", None, "after the prediction time: not read")]
+  events = [e + (None,) for e in EVENTS] + notes
+  schema = {**SCHEMA, "text_value": pl.String}
+  root = tmp_path / "root"
+  (root / "data" / "train").mkdir(parents=True)
+  pl.DataFrame(events, schema=schema, orient="row").write_parquet(
+      root / "data" / "train" / "0.parquet")
+  task = write_labels(tmp_path / "died.parquet")
+  cohort, _ = meds.load_meds(str(root), task, modalities=MODALITIES + ",notes=NOTE//",
+                             text_modalities="notes", text_dim=16)
+  m = cohort.modality_names.index("notes")
+  names = cohort.feature_names[m]
+  assert names[0] == "n_events" and names[-16:] == tuple(f"text_{k}" for k in range(16))
+  emb = cohort.features[m][:, -16:]
+  enc = get_encoder("hashed", dim=16)
+  np.testing.assert_array_equal(cohort.present[:, m], [1, 1, 0, 0, 0])
+  np.testing.assert_allclose(emb[0], enc.encode([notes[0][4]])[0], rtol=1e-6)  # 12:00
+  np.testing.assert_allclose(emb[1], enc.encode([n[4] for n in notes[:2]]).mean(0), rtol=1e-6)
+  np.testing.assert_array_equal(emb[2:], 0.0)
+  with pytest.raises(DataError, match=r"data.text_modalities: \['nope'\] are not among"):
+    meds.load_meds(str(root), task, modalities=MODALITIES, text_modalities="nope")
+  plain = write_root(tmp_path / "plain")
+  with pytest.raises(DataError, match=r"data.text_modalities is set but the events have no "
+                                       r"text_value column"):
+    meds.load_meds(plain, task, modalities=MODALITIES, text_modalities="labs")

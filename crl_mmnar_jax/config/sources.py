@@ -114,6 +114,10 @@ SOURCES: dict[str, tuple[Field, ...]] = {
               "values, as counts", low=0),
         Field("data.subject_batch", 5_000, int, "subjects featurised together: memory "
               "grows with this, not with the dataset (0: all at once)", low=0),
+        Field("data.text_modalities", "", str, "modalities (of data.modalities) whose "
+              "events carry notes in text_value: their mean hashed n-gram embedding is "
+              "added to the modality's features"),
+        Field("data.text_dim", 128, int, "width of those note embeddings", low=1),
     ),
     # MIMIC-IV, raw tables or MEDS events (data/sources/mimic/).
     "mimic": (

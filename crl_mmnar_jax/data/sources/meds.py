@@ -50,6 +50,7 @@ from crl_mmnar_jax.data.sources.meds_root import SPLITS as SPLITS  # public here
 from crl_mmnar_jax.data.sources.meds_root import read_splits
 from crl_mmnar_jax.data.sources.mimic.meds import scan_meds
 from crl_mmnar_jax.data.sources.mimic.schema import TIMESTAMP
+from crl_mmnar_jax.data.text_embed import get_encoder
 
 # The MIMIC-IV MEDS ETL's codes (LAB//5xxxx labevents, LAB//22xxxx chartevents).
 DEFAULT_MODALITIES = MEDS_MODALITIES
@@ -132,6 +133,17 @@ def _check_labels(df: pl.DataFrame, name: str, path: str) -> None:
                     f"scored")
 
 
+def scan_text(data_dir: str) -> pl.LazyFrame:
+  """(subject_id, time, code, text_value) of the events, for `text_modalities`."""
+  lf = pl.scan_parquet(os.path.join(data_dir, "**", "*.parquet"))
+  schema = lf.collect_schema()
+  if "text_value" not in schema:
+    raise DataError(f"{data_dir}: data.text_modalities is set but the events have no "
+                    f"text_value column (has {list(schema)})")
+  return lf.select(pl.col("subject_id").cast(pl.Int64), pl.col("time").cast(TIMESTAMP),
+                   "code", pl.col("text_value").cast(pl.String))
+
+
 def subject_batches(subject_N: np.ndarray, size: int) -> list[tuple[int, int, int, int]]:
   """(first subject, last subject, first row, end row) of each batch of at most `size`
   subjects of the rows `subject_N` (sorted; size <= 0: one batch). A subject's rows are
@@ -148,10 +160,13 @@ def subject_batches(subject_N: np.ndarray, size: int) -> list[tuple[int, int, in
 
 def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,
               window_hours: float = 0.0, numeric_codes: int = 16,
-              count_codes: int = 16, subject_batch: int = 5_000) -> tuple[Cohort, dict]:
+              count_codes: int = 16, subject_batch: int = 5_000, text_modalities: str = "",
+              text_dim: int = 128) -> tuple[Cohort, dict]:
   """The cohort of `meds_root` for the labels files `task` (see the module docstring).
   Subjects are featurised `subject_batch` at a time (0: all at once), in two passes (the
-  vocabulary, then the features), so memory grows with the batch, not the dataset."""
+  vocabulary, then the features), so memory grows with the batch, not the dataset.
+  `text_modalities` (comma-separated names of `modalities`) also embed their events'
+  ``text_value`` notes (hashed n-grams, `text_dim` wide; `meds_features.text_features`)."""
   if not meds_root:
     raise DataError("data.meds_root: no MEDS root given (--config.data.meds_root=DIR)")
   data_dir = os.path.join(meds_root, "data")
@@ -162,6 +177,13 @@ def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,
   labels, tasks = read_labels([aces.labels_for(meds_root, p) if p.endswith(".yaml") else p
                                for p in csv_list(task)])
   events = scan_meds(data_dir)
+  text_names = csv_list(text_modalities)
+  unknown = [t for t in text_names if t not in dict(declared)]
+  if unknown:
+    raise DataError(f"data.text_modalities: {unknown} are not among data.modalities "
+                    f"{[name for name, _ in declared]}")
+  texts = scan_text(data_dir) if text_names else None
+  encoder = get_encoder("hashed", dim=int(text_dim)) if text_names else None
   n = len(labels)
   split = read_splits(meds_root, labels["subject_id"])
   in_vocab = np.ones(n, bool) if split is None else split == "train"
@@ -178,7 +200,12 @@ def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,
           .collect(engine="streaming"))
     static = (lf.filter(pl.col("time").is_null()).select("subject_id", "code")
               .collect(engine="streaming"))
-    return rows, ev, static
+    tx = None if texts is None else (
+        mf.windowed(texts.filter(pl.col("subject_id").is_between(lo, hi)
+                                 & pl.col("text_value").is_not_null()), rows, window_hours)
+        .select("row", "text_value", modality).filter(pl.col("modality").is_in(text_names))
+        .collect(engine="streaming"))
+    return rows, ev, static, tx
 
   stats, unmapped, kept = [], 0, None          # pass 1: the vocabulary
   for k, batch in enumerate(batches):
@@ -199,12 +226,15 @@ def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,
   for k, batch in enumerate(batches):
     if len(batches) > 1:
       logging.info("meds: features, subject batch %d/%d", k + 1, len(batches))
-    rows, ev, static = kept or read(batch)
+    rows, ev, static, tx = kept or read(batch)
     r0, r1 = batch[2], batch[3]
     parts = {"": mf.demographics(ev, static, rows, gender, has_birth)}
     for name, _ in declared:
       x, p, f = mf.modality_features(ev.filter(pl.col("modality") == name), r1 - r0, name,
                                      *vocab.get(name, ([], [])))
+      if name in text_names:
+        x_t, f_t = mf.text_features(tx.filter(pl.col("modality") == name), r1 - r0, encoder)
+        x, f = np.concatenate([x, x_t], axis=1), f + f_t
       parts[name] = (x, f)
       present_of.setdefault(name, np.zeros(n, bool))[r0:r1] = p
     for name, (x, f) in parts.items():
@@ -253,7 +283,7 @@ def from_config(config: ml_collections.ConfigDict, keep: Keep | None = None) -> 
   d = config.data
   cohort, info = load_meds(str(d.meds_root), str(d.task), str(d.modalities),
                            float(d.window_hours), int(d.numeric_codes), int(d.count_codes),
-                           int(d.subject_batch))
+                           int(d.subject_batch), str(d.text_modalities), int(d.text_dim))
   return LoadedData(cohort=cohort, info=info)
 
 

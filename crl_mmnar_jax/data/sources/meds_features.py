@@ -17,7 +17,9 @@ Per modality, in this order (feature names in brackets):
   larger value), mean (``<code>:mean``) and count of valued events (``<code>:count``);
   count 0 and NaN last / mean when the code has no value in the window;
 * the ``count_codes`` most frequent codes that never carry one: their event counts
-  (``<code>:count``).
+  (``<code>:count``);
+* for a text modality (``text_modalities``): the mean embedding of its events'
+  ``text_value`` notes in the window (``text_0`` ...; `text_features`).
 
 Frequency is the number of events in the vocabulary rows' windows, ties by code. Plus
 one modality that is always observed: ``demographics`` when the data hold
@@ -157,3 +159,16 @@ def demographics(ev: pl.DataFrame, static: pl.DataFrame, rows: pl.DataFrame,
   total = ev.group_by("row").len()
   out[total["row"].to_numpy(), -1] = total["len"].to_numpy()
   return out.astype(np.float32), tuple(names)
+
+
+def text_features(tx: pl.DataFrame, n: int, encoder) -> tuple[np.ndarray, tuple[str, ...]]:
+  """(N, dim) float32: the mean embedding (`encoder.encode`) of the notes (``text_value``)
+  of each row's window, 0 for a row without one; names ``text_0`` ... ``text_<dim-1>``.
+  ``tx`` holds (row, text_value) of one modality's windowed events."""
+  out_NxD = np.zeros((n, encoder.dim), np.float64)
+  if len(tx):
+    rows = tx["row"].to_numpy()
+    np.add.at(out_NxD, rows, encoder.encode(tx["text_value"].to_list()))
+    count_N = np.bincount(rows, minlength=n)
+    out_NxD[count_N > 0] /= count_N[count_N > 0, None]
+  return out_NxD.astype(np.float32), tuple(f"text_{k}" for k in range(encoder.dim))
