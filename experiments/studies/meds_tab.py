@@ -49,7 +49,7 @@ import polars as pl
 from absl import flags
 
 from crl_mmnar_jax.data.errors import DataError
-from crl_mmnar_jax.data.sources import meds
+from crl_mmnar_jax.data.sources import meds, meds_root
 from crl_mmnar_jax.data.sources.mimic.meds import scan_meds
 from crl_mmnar_jax.metrics import auroc
 from experiments.configs import cli
@@ -179,10 +179,10 @@ def run(fv: flags.FlagValues) -> dict:
     raise DataError(f"{root}: no data/ folder (a MEDS root holds data/**/*.parquet)")
   labels, (task,) = meds.read_labels([fv.labels])
   labels = labels.filter(pl.col(task).is_not_null())
-  split_N = meds.read_splits(root, labels["subject_id"])     # train / val / test per row
+  split_N = meds_root.read_splits(root, labels["subject_id"])     # train / val / test per row
   if split_N is None:
-    raise DataError(f"{root}/{meds.SPLITS_FILE}: not found (MEDS-Tab needs the splits)")
-  splits = pl.read_parquet(os.path.join(root, meds.SPLITS_FILE)).select(
+    raise DataError(f"{root}/{meds_root.SPLITS_FILE}: not found (MEDS-Tab needs the splits)")
+  splits = pl.read_parquet(os.path.join(root, meds_root.SPLITS_FILE)).select(
       pl.col("subject_id").cast(pl.Int64), "split")
   for sub in ("meds", "tab", f"labels/{task}", "model", "logs", "meds_predictions"):
     shutil.rmtree(os.path.join(work, sub), ignore_errors=True)     # a previous run's
@@ -227,7 +227,7 @@ def run(fv: flags.FlagValues) -> dict:
                                        pred["predicted_boolean_probability"].to_numpy())),
          "meds_tab_tuning_auroc": float(perf["tuning_auc"][0]),
          "meds_tab_held_out_auroc": float(perf["test_auc"][0]),
-         "rows": {s: int((split_N == v).sum()) for s, v in meds.SPLITS.items()},
+         "rows": {s: int((split_N == v).sum()) for s, v in meds_root.SPLITS.items()},
          "held_out_predicted": len(pred),
          "settings": {"window_sizes": list(fv.window_sizes), "aggs": aggs,
                       **{k: fv[k].value for k in ("min_code_inclusion_count", "n_trials", "seed",
