@@ -249,20 +249,25 @@ class _Run:
     self.ckpt.save_latest(self.run.tick, self.state, self.run.to_json(
         batch_in_epoch=b_next, epoch_sums=host, epoch_terms=[int(n) for n in n_terms]))
 
+  def _plan(self) -> tuple:
+    """What both loops need to run the current epoch: (epoch, active members, each
+    member's batches of rows, loss scales aux and pred, phase, steps in the epoch)."""
+    epoch = self.run.epoch
+    active_ep = np.array([not p.done for p in self.run.members])
+    orders = [lay.batches(lay.epoch_order(m.data.train_rows, s, epoch), self.gbs)
+              for lay, m, s in zip(self.layouts, self.members, self.seeds)]
+    aux, pred = loss_scales(self.config, epoch)
+    phase = "pretrain" if epoch < self.t.pretrain_epochs else "joint"
+    return epoch, active_ep, orders, aux, pred, phase, max(self.steps_K)
+
   def _epoch(self) -> float | None:
     """Trains one epoch, evaluates, logs and checkpoints; returns the members' mean
     validation AUROC (None in pre-training)."""
     if self.scan and self.run.batch_in_epoch == 0:
       return self._scanned_epoch()
     run, t, members, k_all = self.run, self.t, self.members, self.axis.k
-    epoch = run.epoch
-    active_ep = np.array([not p.done for p in run.members])
-    orders = [lay.batches(lay.epoch_order(m.data.train_rows, s, epoch), self.gbs)
-              for lay, m, s in zip(self.layouts, members, self.seeds)]
-    aux, pred = loss_scales(self.config, epoch)
+    epoch, active_ep, orders, aux, pred, phase, per_epoch = self._plan()
     aux_a, pred_a = jnp.float32(aux), jnp.float32(pred)
-    phase = "pretrain" if epoch < t.pretrain_epochs else "joint"
-    per_epoch = max(self.steps_K)
     first = run.batch_in_epoch
     sums = None
     n_terms = np.zeros(k_all, np.int64)
@@ -320,13 +325,7 @@ class _Run:
     """`_epoch` as one program (`train/scan.py`), then the host loop's bookkeeping and
     records from the stacked per-step loss terms."""
     run, t, k_all = self.run, self.t, self.axis.k
-    epoch = run.epoch
-    active_ep = np.array([not p.done for p in run.members])
-    orders = [lay.batches(lay.epoch_order(m.data.train_rows, s, epoch), self.gbs)
-              for lay, m, s in zip(self.layouts, self.members, self.seeds)]
-    aux, pred = loss_scales(self.config, epoch)
-    phase = "pretrain" if epoch < t.pretrain_epochs else "joint"
-    per_epoch = max(self.steps_K)
+    epoch, active_ep, orders, aux, pred, phase, per_epoch = self._plan()
     active_SxK = active_ep[None] & (np.arange(per_epoch)[:, None]
                                     < np.array(self.steps_K)[None])
     idx = scan_lib.epoch_indices(orders, per_epoch, self.gbs, self.n_rows, k_all)

@@ -190,7 +190,9 @@ def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,
   batches = subject_batches(labels["subject_id"].to_numpy(), int(subject_batch))
   modality = mf.modality_of(declared)
 
-  def read(batch):
+  def read(batch, full: bool = True):
+    """The batch's rows and windowed events; with `full`, also its static events and
+    notes (what the features need; the vocabulary pass reads the events alone)."""
     lo, hi, r0, r1 = batch
     lf = events.filter(pl.col("subject_id").is_between(lo, hi))   # row groups pruned
     rows = labels.slice(r0, r1 - r0).select("subject_id", "prediction_time").with_row_index(
@@ -198,6 +200,8 @@ def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,
     ev = (mf.windowed(lf, rows, window_hours)
           .select("row", "subject_id", "time", "code", "value", modality)
           .collect(engine="streaming"))
+    if not full:
+      return rows, ev, None, None
     static = (lf.filter(pl.col("time").is_null()).select("subject_id", "code")
               .collect(engine="streaming"))
     tx = None if texts is None else (
@@ -211,7 +215,7 @@ def load_meds(meds_root: str, task: str, modalities: str = DEFAULT_MODALITIES,
   for k, batch in enumerate(batches):
     if len(batches) > 1:
       logging.info("meds: vocabulary, subject batch %d/%d", k + 1, len(batches))
-    part = read(batch)
+    part = read(batch, full=len(batches) == 1)     # one batch: kept for pass 2
     stats.append(mf.code_stats(part[1], np.flatnonzero(in_vocab[batch[2]:batch[3]])))
     unmapped += part[1]["modality"].null_count()
     kept = part if len(batches) == 1 else None
