@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from typing import Any, Callable
 
@@ -70,12 +71,71 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   val mean AUROC)` is called after each joint training epoch of a neural method without
   `train.cv_folds` (`train.loop.fit`; experiments/tune.py prunes with it)."""
   with contextlib.ExitStack() as stack:
-    return _train_and_evaluate(config, workdir, log, stack, on_epoch)
+    run = _prepare(config, workdir, log, stack)
+    return _finish(run, *_fit(run, on_epoch))
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                        log: Callable[[str], None], stack: contextlib.ExitStack,
-                        on_epoch: Callable[[int, float], None] | None = None) -> dict:
+def train_and_evaluate_seeds(config: ml_collections.ConfigDict, seeds: list[int],
+                             workdir: str, log: Callable[[str], None] = print
+                             ) -> list[dict]:
+  """`train_and_evaluate` of `config` with each seed in `seeds`, in `workdir/seed<K>`
+  (what `python -m experiments.run --config.seed=K --workdir=workdir/seed<K>` writes),
+  with the seeds' neural models trained together: every seed's model (or its
+  `train.cv_folds` members) in one vmapped step, their stacked checkpoints in
+  `workdir/stacked-seeds-<seeds>`. Each seed's results equal its own run's to float
+  tolerance (the members' learning-rate schedules must agree: seeds whose training
+  sets need a different number of steps train in separate groups). A direct method or a
+  stack runs its seeds one after the other."""
+  if len(set(seeds)) != len(seeds) or not seeds:
+    raise ValueError(f"seeds {seeds}: give distinct seeds")
+  check_config(config)
+  with contextlib.ExitStack() as stack:
+    runs = []
+    for s in seeds:
+      c = config.copy_and_resolve_references()
+      c.seed = int(s)
+      runs.append(_prepare(c, os.path.join(workdir, f"seed{s}"), log, stack))
+    method = runs[0].method
+    if len(runs) == 1 or not isinstance(method, methods_lib.NeuralMethod) or int(
+        config.train.data_shards) > 1:
+      return [_finish(r, *_fit(r, None)) for r in runs]
+    shared = os.path.join(workdir, "stacked-seeds-" + "-".join(map(str, seeds)))
+    jobs = [_neural_job(r) for r in runs]
+    fitted = fitting.fit_jobs(config, method, jobs, runs[0].mesh, log, shared=shared)
+    out = []
+    for r, (probs, training) in zip(runs, fitted):
+      _after_fit(r)
+      out.append(_finish(r, probs, training, None))
+    return out
+
+
+@dataclasses.dataclass
+class _Run:
+  """A prepared run (`_prepare`): its cohort split, test labels sealed, standardised."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  log: Callable[[str], None]
+  method: Any                       # None for a stack
+  stack_members: list[str] | None
+  raw: Any                          # the cohort before standardisation (test labels hidden)
+  cohort: Any                       # standardised with the training rows
+  stats: dict
+  layout: shards.Layout
+  rows: dict[str, np.ndarray]
+  predict_rows: dict[str, np.ndarray]
+  sealed: splits_lib.SealedLabels
+  modalities: Any
+  extras: dict
+  h: str                            # the config hash
+  th: str                           # the training hash (what checkpoints depend on)
+  mesh: jax.sharding.Mesh
+  t_start: float
+
+
+def _prepare(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], None],
+             stack: contextlib.ExitStack) -> _Run:
+  """Steps 1 and 2: the checks, the cohort and its splits, the workdir (locked until
+  `stack` closes), the test labels sealed, the training rows' standardisation."""
   check_config(config)                   # every setting, before anything is read or written
   stack_members = None                   # a bad method name fails before loading data
   if config.method == methods_lib.STACK:
@@ -141,29 +201,64 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   modalities = evaluation.modality_table(cohort)        # train + validation patients only
   raw = cohort
   cohort, stats = standardize(cohort, rows["train"], layout, **standardize_options(config))
-
-  # ---- 3. train (or fit) the method. `predict_rows`: the rows predictions are made for;
-  # "val" holds the validation rows, or every non-test row out of fold (cross-fitting).
-  mesh = mesh_lib.make_mesh()
+  # "val": the validation rows, or every non-test row out of fold (cross-fitting).
   predict_rows = {s: rows[s] for s in PREDICTED}
-  member_probs = None                     # a stack's members' {"val", "test"} probabilities
   if int(config.train.cv_folds) > 1:       # always for a stack (check_members)
     predict_rows["val"] = np.sort(np.concatenate([rows["train"], rows["val"]]))
-    if stack_members:
-      s = config.stack
-      probs, training, member_probs = stack_fit.fit_stack(
-          config, stack_members, raw, predict_rows["val"], predict_rows["test"], workdir,
-          mesh, th, log, l2=float(s.l2), n_boot=int(s.n_boot), z=float(s.z))
-    else:
-      probs, training = fitting.fit_cross_fitted(config, method, raw, predict_rows["val"],
-                                                 predict_rows["test"], workdir, mesh, th, log)
+  return _Run(config, workdir, log, method, stack_members, raw, cohort, stats, layout, rows,
+              predict_rows, sealed, modalities, extras, h, th, mesh_lib.make_mesh(), t_start)
+
+
+def _neural_job(run: _Run) -> fitting.NeuralJob:
+  """A neural method's training of `run` as a `fitting.NeuralJob`."""
+  if int(run.config.train.cv_folds) > 1:
+    return fitting.cross_fitted_job(run.config, run.raw, run.predict_rows["val"],
+                                    run.predict_rows["test"], run.workdir, run.th, run.log)
+  data = methods_lib.MethodData(run.cohort, run.rows["train"], run.rows["val"], run.stats,
+                                run.layout)
+  return fitting.single_job(run.config, data, run.predict_rows, run.workdir, run.th)
+
+
+def _after_fit(run: _Run) -> None:
+  """What a single model's run keeps beside its model (what `predictor.load` needs,
+  docs/predict.md)."""
+  if int(run.config.train.cv_folds) == 1 and jax.process_index() == 0:
+    predictor.save_preprocessing(run.workdir, run.stats, len(run.rows["train"]),
+                                 int(run.config.seed))
+
+
+def _fit(run: _Run, on_epoch: Callable[[int, float], None] | None
+         ) -> tuple[dict[str, np.ndarray], dict, dict | None]:
+  """Step 3: trains (or fits) the method; returns the {"val", "test"} probabilities, the
+  `training` record and a stack's members' probabilities (None otherwise)."""
+  config, method, log = run.config, run.method, run.log
+  if run.stack_members:
+    s = config.stack
+    return stack_fit.fit_stack(
+        config, run.stack_members, run.raw, run.predict_rows["val"],
+        run.predict_rows["test"], run.workdir, run.mesh, run.th, log, l2=float(s.l2),
+        n_boot=int(s.n_boot), z=float(s.z))
+  if int(config.train.cv_folds) > 1:
+    probs, training = fitting.fit_cross_fitted(config, method, run.raw,
+                                               run.predict_rows["val"],
+                                               run.predict_rows["test"], run.workdir,
+                                               run.mesh, run.th, log)
   else:
-    data = methods_lib.MethodData(cohort, rows["train"], rows["val"], stats, layout)
-    probs, training = fitting.fit_and_predict(config, method, data, predict_rows, workdir,
-                                              mesh, th, log, on_epoch)
-    if jax.process_index() == 0:     # what `predictor.load` needs (docs/predict.md)
-      predictor.save_preprocessing(workdir, stats, len(rows["train"]), int(config.seed))
-  t_train = time.perf_counter() - t_start
+    data = methods_lib.MethodData(run.cohort, run.rows["train"], run.rows["val"],
+                                  run.stats, run.layout)
+    probs, training = fitting.fit_and_predict(config, method, data, run.predict_rows,
+                                              run.workdir, run.mesh, run.th, log, on_epoch)
+  _after_fit(run)
+  return probs, training, None
+
+
+def _finish(run: _Run, probs: dict[str, np.ndarray], training: dict,
+            member_probs: dict | None) -> dict:
+  """Steps 4 and 5: the rectifier on validation predictions, then the one reading of the
+  test labels, the metrics and the outputs."""
+  config, cohort, rows, predict_rows = run.config, run.cohort, run.rows, run.predict_rows
+  workdir, log, n_shards = run.workdir, run.log, int(run.config.train.data_shards)
+  t_train = time.perf_counter() - run.t_start
 
   # ---- 4. the rectifier, fitted on the validation predictions only.
   pattern = {s: cohort.pattern[predict_rows[s]] for s in PREDICTED}
@@ -189,22 +284,22 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         cohort, rows["train"], rows["val"],
         {"val": predict_rows["val"], "test": rows["test"]})[0]
   oracle = None
-  if extras["true_prob"] is not None:
-    oracle = {s: extras["true_prob"][predict_rows[s]] for s in PREDICTED}
+  if run.extras["true_prob"] is not None:
+    oracle = {s: run.extras["true_prob"][predict_rows[s]] for s in PREDICTED}
 
   # ---- 5. final evaluation: the only place test labels are read.
-  labels = {"val": val_labels, "test": sealed.open()}
+  labels = {"val": val_labels, "test": run.sealed.open()}
   names, e = cohort.task_names, config.eval
   seed = int(config.seed)
   results: dict[str, Any] = {
-      "method": config.method, "seed": seed, "config_hash": h,
+      "method": config.method, "seed": seed, "config_hash": run.h,
       "cohort": {"name": config.data.name, "n": cohort.n,
                  **{f"n_{s}": int(len(rows[s])) for s in SPLITS},
                  "n_out_of_fold": (int(len(predict_rows["val"])) if training.get("cv_folds")
                                    else None),
                  "fingerprint": fingerprint(cohort.patient_id),
                  "modalities": list(cohort.modality_names), "tasks": list(names),
-                 "modality_table": modalities},
+                 "modality_table": run.modalities},
       "training": training,
   }
   results.update(evaluation.evaluate(
@@ -218,8 +313,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   results["provenance"] = provenance.gather()
   results["smoke"] = bool(e.smoke)
   first = records.first_step_at()        # data, model, compilation: what a cache shortens
-  results["timing"] = {"train_s": t_train, "total_s": time.perf_counter() - t_start,
-                       "first_step_s": None if first is None else first - t_start}
+  results["timing"] = {"train_s": t_train, "total_s": time.perf_counter() - run.t_start,
+                       "first_step_s": None if first is None else first - run.t_start}
 
   if jax.process_index() == 0:
     ids = {s: cohort.patient_id[predict_rows[s]] for s in PREDICTED}
@@ -230,5 +325,5 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if config.data.name == "meds":     # the MEDS prediction schema too (docs/meds.md)
       meds_source.write_prediction_files(workdir, predictions, list(names))
     outputs.write_results(workdir, config, cohort, results, predictions, log)
-  results["timing"]["total_s"] = time.perf_counter() - t_start
+  results["timing"]["total_s"] = time.perf_counter() - run.t_start
   return results

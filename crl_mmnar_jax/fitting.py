@@ -13,6 +13,7 @@ workdir, and the member's index in them), which `predictor.load` reads.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable
 
@@ -74,10 +75,104 @@ def fit_and_predict(config: ml_collections.ConfigDict, method: Method, data: Met
   row set and the `training` record of results.json."""
   if isinstance(method, DirectMethod):
     return fit_direct(config, method, data, predict_rows, workdir, log)
-  member = Member(config, data, workdir, config_hash)
-  fit = loop_lib.fit(config, method, [member], workdir, mesh, log, on_epoch)[0]
-  return (_predict_rows(config, fit, data, predict_rows, mesh),
-          _neural_record(method, fit, mesh, {"dir": ".", "index": 0, "size": 1}))
+  job = single_job(config, data, predict_rows, workdir, config_hash)
+  return fit_jobs(config, method, [job], mesh, log, on_epoch=on_epoch)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuralJob:
+  """One run's neural members (one model, or a cross-fitted ensemble's K), the rows each
+  member predicts, the run's workdir, and how the members' predictions become the run's
+  (`finish(outputs, stacked)`: ({"val", "test"} probabilities, the `training` record))."""
+  members: list[Member]
+  rows: list[dict[str, np.ndarray]]
+  workdir: str
+  finish: Callable[[list[tuple[dict[str, np.ndarray], dict]], bool],
+                   tuple[dict[str, np.ndarray], dict]]
+
+
+def fit_jobs(config: ml_collections.ConfigDict, method: NeuralMethod, jobs: list[NeuralJob],
+             mesh: jax.sharding.Mesh, log: Callable[[str], None], shared: str | None = None,
+             on_epoch: Callable[[int, float], None] | None = None
+             ) -> list[tuple[dict[str, np.ndarray], dict]]:
+  """Trains the members of every job together (one vmapped step per group of one model
+  structure and one schedule, `train.members.group_members`) and returns each job's
+  `finish`. Several jobs (the seeds of a sweep, `train_and_evaluate_seeds`) keep their
+  stacked checkpoints in `shared`; a lone member keeps its own in its own folder.
+  `on_epoch` (`train.loop.fit`'s) is for a lone group."""
+  members = [m for j in jobs for m in j.members]
+  owner = [(i, n) for i, j in enumerate(jobs) for n in range(len(j.members))]
+  groups, why = group_members(config, method, members)
+  if why is not None:
+    how = ("one after the other" if all(len(g) == 1 for g in groups) else
+           f"in {len(groups)} groups")
+    log(f"the {len(members)} members train {how}: {why}")
+  whole = len(groups) == 1 and len(members) > 1
+  base = os.path.join(jobs[0].workdir, "members")
+  outputs: list[list] = [[None] * len(j.members) for j in jobs]
+  group_of = {g: n for n, group in enumerate(groups) for g in group}
+  for group in groups:
+    suffix = "" if whole else "-" + "-".join(map(str, group))
+    folder = (members[group[0]].workdir if len(group) == 1 else
+              os.path.join(base, "stacked" + suffix) if shared is None else shared + suffix)
+    fits = loop_lib.fit(config, method, [members[g] for g in group], folder, mesh, log,
+                        on_epoch if len(groups) == 1 else None)
+    for index, (g, fit) in enumerate(zip(group, fits)):
+      i, n = owner[g]
+      m, rows = members[g], jobs[i].rows[n]
+      where = {"dir": os.path.relpath(folder, jobs[i].workdir), "index": index,
+               "size": len(group)}
+      outputs[i][n] = (_predict_rows(m.config, fit, m.data, rows, mesh),
+                       _neural_record(method, fit, mesh, where))
+  starts = np.cumsum([0] + [len(j.members) for j in jobs])
+  together = [len({group_of[g] for g in range(a, b)}) == 1 and len(groups[group_of[a]]) > 1
+              for a, b in zip(starts[:-1], starts[1:])]
+  return [j.finish(out, t) for j, out, t in zip(jobs, outputs, together)]
+
+
+def cross_fitted_plans(config: ml_collections.ConfigDict, raw: Cohort,
+                       nontest_rows: np.ndarray, workdir: str, log: Callable[[str], None]
+                       ) -> tuple[list[ensemble.MemberPlan], np.ndarray, list[MethodData]]:
+  """`train.cv_folds` members' plans (`ensemble.py`) on `nontest_rows` of the
+  unstandardised cohort `raw`, each member standardised on its own training rows; the
+  fold of each non-test row; each member's `MethodData`."""
+  prepare = lambda cohort, train: standardize(cohort, train, None,
+                                              **standardize_options(config))
+  plans, fold = ensemble.plan_members(config, raw, nontest_rows, workdir, prepare, log)
+  per_epoch = ensemble.schedule_steps_per_epoch(config, plans)
+  datas = [MethodData(p.cohort, p.train, p.held, p.stats, schedule_steps_per_epoch=per_epoch)
+           for p in plans]
+  return plans, fold, datas
+
+
+def _save_member_preprocessing(plans: list[ensemble.MemberPlan]) -> None:
+  if jax.process_index() == 0:     # what `predictor.load` needs of each member
+    for p in plans:
+      predictor.save_preprocessing(p.workdir, p.stats, len(p.train), int(p.config.seed))
+
+
+def cross_fitted_job(config: ml_collections.ConfigDict, raw: Cohort,
+                     nontest_rows: np.ndarray, test_rows: np.ndarray, workdir: str,
+                     config_hash: str, log: Callable[[str], None]) -> NeuralJob:
+  """A neural method's cross-fitted ensemble as one `NeuralJob`."""
+  plans, fold, datas = cross_fitted_plans(config, raw, nontest_rows, workdir, log)
+  members = [Member(p.config, d, p.workdir, f"{config_hash}:member{p.fold}")
+             for p, d in zip(plans, datas)]
+
+  def finish(outputs, stacked):
+    _save_member_preprocessing(plans)
+    return ensemble.combine(plans, fold, len(test_rows), outputs, stacked)
+
+  return NeuralJob(members, [{"val": p.held, "test": test_rows} for p in plans], workdir,
+                   finish)
+
+
+def single_job(config: ml_collections.ConfigDict, data: MethodData,
+               predict_rows: dict[str, np.ndarray], workdir: str, config_hash: str
+               ) -> NeuralJob:
+  """One model trained on `data` as a `NeuralJob`."""
+  return NeuralJob([Member(config, data, workdir, config_hash)], [predict_rows], workdir,
+                   lambda outputs, stacked: outputs[0])
 
 
 def fit_cross_fitted(config: ml_collections.ConfigDict, method: Method, raw: Cohort,
@@ -86,36 +181,11 @@ def fit_cross_fitted(config: ml_collections.ConfigDict, method: Method, raw: Coh
                      ) -> tuple[dict[str, np.ndarray], dict]:
   """`train.cv_folds` members (`ensemble.py`) on `nontest_rows` of the unstandardised
   cohort `raw`: out-of-fold probabilities for them, the members' mean for `test_rows`."""
-  prepare = lambda cohort, train: standardize(cohort, train, None,
-                                              **standardize_options(config))
-  plans, fold = ensemble.plan_members(config, raw, nontest_rows, workdir, prepare, log)
-  per_epoch = ensemble.schedule_steps_per_epoch(config, plans)
-  datas = [MethodData(p.cohort, p.train, p.held, p.stats, schedule_steps_per_epoch=per_epoch)
-           for p in plans]
-  rows = [{"val": p.held, "test": test_rows} for p in plans]
-  stacked = False
   if isinstance(method, DirectMethod):
-    outputs = [fit_direct(p.config, method, d, r, p.workdir, log)
-               for p, d, r in zip(plans, datas, rows)]
-  else:
-    members = [Member(p.config, d, p.workdir, f"{config_hash}:member{p.fold}")
-               for p, d in zip(plans, datas)]
-    groups, why = group_members(config, method, members)
-    if why is not None:
-      how = ("one after the other" if all(len(g) == 1 for g in groups) else
-             f"in {len(groups)} groups of one structure")
-      log(f"the {len(plans)} members train {how}: {why}")
-    stacked = len(groups) == 1 and len(plans) > 1
-    outputs = [None] * len(plans)
-    for group in groups:
-      folder = (members[group[0]].workdir if len(group) == 1 else os.path.join(
-          workdir, "members", "stacked" + ("" if stacked else "-" + "-".join(map(str, group)))))
-      fits = loop_lib.fit(config, method, [members[k] for k in group], folder, mesh, log)
-      for index, (k, fit) in enumerate(zip(group, fits)):
-        where = {"dir": os.path.relpath(folder, workdir), "index": index, "size": len(group)}
-        outputs[k] = (_predict_rows(config, fit, datas[k], rows[k], mesh),
-                      _neural_record(method, fit, mesh, where))
-  if jax.process_index() == 0:     # what `predictor.load` needs of each member
-    for p in plans:
-      predictor.save_preprocessing(p.workdir, p.stats, len(p.train), int(p.config.seed))
-  return ensemble.combine(plans, fold, len(test_rows), outputs, stacked)
+    plans, fold, datas = cross_fitted_plans(config, raw, nontest_rows, workdir, log)
+    outputs = [fit_direct(p.config, method, d, {"val": p.held, "test": test_rows},
+                          p.workdir, log) for p, d in zip(plans, datas)]
+    _save_member_preprocessing(plans)
+    return ensemble.combine(plans, fold, len(test_rows), outputs, False)
+  job = cross_fitted_job(config, raw, nontest_rows, test_rows, workdir, config_hash, log)
+  return fit_jobs(config, method, [job], mesh, log)[0]

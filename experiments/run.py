@@ -3,6 +3,7 @@ r"""Entry point: python -m experiments.run --config=NAME[:PRESET] --workdir=DIR 
   python -m experiments.run --config=synthetic --workdir=/tmp/crl
   python -m experiments.run --config=synthetic:tiny --workdir=/tmp/crl_tiny \
       --config.train.epochs=5 --config.seed=1
+  python -m experiments.run --config=synthetic:tiny --workdir=/tmp/crl_seeds --seeds=0,1,2
 
 NAME is a file in experiments/configs/ (its docstring says what it runs and what to
 expect; `--config NAME` works too); every config has the smoke-run preset `tiny`.
@@ -15,6 +16,11 @@ refused. Known failures end with one line on stderr and a non-zero exit code: ba
 or settings, a busy or corrupt workdir (1), an I/O error naming the path (1), and
 SIGINT/SIGTERM (130/143; the run stops between training steps with a checkpoint, and
 the same command resumes it). See docs/reliability.md.
+
+`--seeds=0,1,2` runs the config once per seed, in WORKDIR/seed0, WORKDIR/seed1, ...
+(each what `--config.seed=K --workdir=WORKDIR/seedK` would write), a neural method's
+models of every seed trained together in one vmapped step
+(`experiment.train_and_evaluate_seeds`; `experiments.sweep --stack_seeds`).
 """
 
 import os
@@ -46,6 +52,11 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
   flags.DEFINE_string("coordinator_address", None, "host:port of process 0.", flag_values=fv)
   flags.DEFINE_integer("num_processes", None, "Number of processes.", flag_values=fv)
   flags.DEFINE_integer("process_id", None, "This process's index.", flag_values=fv)
+  flags.DEFINE_list(
+      "seeds", [], "Run the config once per seed K (overriding config.seed), each in "
+      "WORKDIR/seedK as `--config.seed=K --workdir=WORKDIR/seedK` would, with the seeds' "
+      "neural models trained together in one vmapped step (docs/speed.md).",
+      flag_values=fv)
   cli.define_compile_cache(fv)
 
 
@@ -61,9 +72,10 @@ def summary(fv: flags.FlagValues) -> str:
   epochs = f"{int(t.epochs)} epochs"
   if int(t.pretrain_epochs):
     epochs = f"{int(t.pretrain_epochs)} pre-training + {epochs}"
+  where = (f"workdir {fv.workdir} (resolved config: {os.path.join(fv.workdir, 'config.json')})"
+           if not fv.seeds else f"seeds {','.join(fv.seeds)} in {os.path.join(fv.workdir, 'seedK')}")
   return (f"run: config {stem}{sep}{preset}, method {config.method}, data "
-          f"{config.data.name}, {epochs}, workdir {fv.workdir} (resolved config: "
-          f"{os.path.join(fv.workdir, 'config.json')})")
+          f"{config.data.name}, {epochs}, {where}")
 
 
 def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -79,16 +91,23 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
   cache = cli.use_compile_cache(fv)
   from crl_mmnar_jax import workdir as workdir_lib
   from crl_mmnar_jax.config_check import check_config
-  from crl_mmnar_jax.experiment import train_and_evaluate
+  from crl_mmnar_jax.experiment import train_and_evaluate, train_and_evaluate_seeds
   from crl_mmnar_jax.train.loop import NonFiniteLossError
   try:
     check_config(config)     # a bad setting: its one line, not first a line naming a
   except ValueError as e:    # config.json that will never be written
     sys.exit(f"error: {e}")
+  try:
+    seeds = [int(k) for k in fv.seeds]
+  except ValueError:
+    sys.exit(f"error: --seeds={','.join(fv.seeds)}: give integers, e.g. --seeds=0,1,2")
   print(summary(fv), flush=True)
   signal.signal(signal.SIGTERM, workdir_lib.raise_interrupted)  # one line, not a silent death
   try:
-    results = train_and_evaluate(config, fv.workdir)
+    if seeds:
+      out = train_and_evaluate_seeds(config, seeds, fv.workdir)
+    else:
+      out = [train_and_evaluate(config, fv.workdir)]
   except (ValueError, NonFiniteLossError) as e:   # DataError, WorkdirError are ValueErrors
     sys.exit(f"error: {e}")
   except OSError as e:                            # a full or read-only disk, a bad path
@@ -99,10 +118,13 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
     os._exit(1)    # not sys.exit: orbax's abandoned writer threads would print at shutdown
   except KeyboardInterrupt as e:                  # SIGINT; SIGTERM raises Interrupted
     workdir_lib.exit_interrupted(e)
-  test = results["metrics"]["test"].get("mean", {})
-  rect = results["metrics"]["test_rectified"].get("mean", {})
-  print(f"test mean AUROC {test.get('auroc', float('nan')):.4f} "
-        f"(rectified {rect.get('auroc', float('nan')):.4f}); outputs in {fv.workdir}")
+  for results in out:
+    test = results["metrics"]["test"].get("mean", {})
+    rect = results["metrics"]["test_rectified"].get("mean", {})
+    where = os.path.join(fv.workdir, f"seed{results['seed']}") if seeds else fv.workdir
+    print(("" if not seeds else f"seed {results['seed']}: ")
+          + f"test mean AUROC {test.get('auroc', float('nan')):.4f} "
+          f"(rectified {rect.get('auroc', float('nan')):.4f}); outputs in {where}")
   print(cli.compile_cache_line(cache))
 
 

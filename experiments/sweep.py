@@ -9,7 +9,11 @@ r"""Sweep: methods x variants x seeds on identical splits, one comparison table.
 
 Every run is `python -m experiments.run --config=CONFIG --workdir=WORKDIR/runs/NAME/seedK
 --config.seed=K --config.method=METHOD [overrides]` in its own process (a failing run is
-recorded and the sweep goes on). A run whose `results.json` exists is reused; an
+recorded and the sweep goes on). With `--stack_seeds=on` (`auto`: on an accelerator) a
+neural run's seeds are one process instead, `experiments.run --workdir=WORKDIR/runs/NAME
+--seeds=0,1,...`, every seed's model (and its `train.cv_folds` members) trained in one
+vmapped step; it writes the same WORKDIR/runs/NAME/seedK, results equal to float
+tolerance (docs/speed.md). A run whose `results.json` exists is reused; an
 unfinished one resumes; a workdir that holds another config is refused by the runner
 and reported. The seed fixes the patient-level split and the initialisation, so every
 method and variant of seed K sees the same train/validation/test patients (the sweep
@@ -140,31 +144,94 @@ def expected_hash(args: list[str]) -> str:
   return config_hash(fv.config)
 
 
+def reused(run: Run, seed: int, config: str, workdir: str,
+           common: tuple[tuple[str, str], ...]) -> dict | None:
+  """The status record of a finished run that is reused (or refused: another config's
+  results), None when the run is still to do."""
+  d = run_dir(workdir, run, seed)
+  record = {"run": run.name, "seed": seed, "workdir": d}
+  if not os.path.exists(os.path.join(d, "results.json")):
+    return None
+  with open(os.path.join(d, "config.json")) as f:
+    found = json.load(f).get("_config_hash")
+  if found != expected_hash(run.args(config, d, seed, common)):
+    return dict(record, status="failed",
+                error=f"{d} holds results of another config (hash {found}); delete it "
+                      f"or use another --workdir")
+  return dict(record, status="reused")
+
+
+def _last_line(path: str, returncode: int) -> str:
+  with open(path, errors="replace") as f:
+    tail = [line.strip() for line in f if line.strip()]
+  return tail[-1] if tail else f"exit {returncode}"
+
+
 def execute(run: Run, seed: int, config: str, workdir: str,
             common: tuple[tuple[str, str], ...]) -> dict:
   """Runs (or reuses) one run; returns its status record."""
+  done = reused(run, seed, config, workdir, common)
+  if done is not None:
+    return done
   d = run_dir(workdir, run, seed)
   record = {"run": run.name, "seed": seed, "workdir": d}
-  args = run.args(config, d, seed, common)
-  if os.path.exists(os.path.join(d, "results.json")):
-    with open(os.path.join(d, "config.json")) as f:
-      found = json.load(f).get("_config_hash")
-    if found != expected_hash(args):
-      return dict(record, status="failed",
-                  error=f"{d} holds results of another config (hash {found}); delete it "
-                        f"or use another --workdir")
-    return dict(record, status="reused")
   os.makedirs(d, exist_ok=True)
   t0 = time.perf_counter()
   with open(os.path.join(d, "run.log"), "ab") as log:
-    proc = subprocess.run(args, stdout=log,
+    proc = subprocess.run(run.args(config, d, seed, common), stdout=log,
                           stderr=subprocess.STDOUT, cwd=_repo_root())
   record["seconds"] = round(time.perf_counter() - t0, 1)
   if proc.returncode != 0:
-    with open(os.path.join(d, "run.log"), errors="replace") as f:
-      tail = [l.strip() for l in f if l.strip()]
-    return dict(record, status="failed", error=tail[-1] if tail else f"exit {proc.returncode}")
+    return dict(record, status="failed",
+                error=_last_line(os.path.join(d, "run.log"), proc.returncode))
   return dict(record, status="done")
+
+
+def seeds_args(run: Run, seeds: list[int], config: str, workdir: str,
+               common: tuple[tuple[str, str], ...]) -> list[str]:
+  """The command that runs `seeds` of `run` together: `experiments.run --seeds`, whose
+  WORKDIR/seedK are the run's `run_dir`s."""
+  parent = os.path.dirname(run_dir(workdir, run, seeds[0]))
+  return [a for a in run.args(config, parent, seeds[0], common)
+          if not a.startswith("--config.seed=")] + [f"--seeds={','.join(map(str, seeds))}"]
+
+
+def execute_seeds(run: Run, seeds: list[int], config: str, workdir: str,
+                  common: tuple[tuple[str, str], ...]) -> list[dict]:
+  """Runs the seeds of one run in one process, their models trained together
+  (`experiments.run --seeds`); finished seeds are reused. Returns a record per seed."""
+  records = {s: reused(run, s, config, workdir, common) for s in seeds}
+  todo = [s for s in seeds if records[s] is None]
+  if todo:
+    parent = os.path.dirname(run_dir(workdir, run, todo[0]))
+    os.makedirs(parent, exist_ok=True)
+    args = seeds_args(run, todo, config, workdir, common)
+    log_path = os.path.join(parent, "run.log")
+    t0 = time.perf_counter()
+    with open(log_path, "ab") as log:
+      proc = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, cwd=_repo_root())
+    seconds = round(time.perf_counter() - t0, 1)
+    for s in todo:
+      d = run_dir(workdir, run, s)
+      rec = {"run": run.name, "seed": s, "workdir": d, "seconds": seconds,
+             "stacked_seeds": todo}
+      records[s] = (dict(rec, status="done") if proc.returncode == 0 else dict(
+          rec, status="failed", error=_last_line(log_path, proc.returncode)))
+  return [records[s] for s in seeds]
+
+
+def stacks_seeds(setting: str, run: Run, n_seeds: int) -> bool:
+  """Whether `--stack_seeds=setting` trains this run's seeds together: `on` for a neural
+  method, `auto` for a neural method on an accelerator (on a CPU one model at a time is
+  as fast, docs/speed.md), never for a direct method or a stack."""
+  from crl_mmnar_jax import methods
+  if setting == "off" or n_seeds < 2 or run.method == methods.STACK or not isinstance(
+      methods.get_method(run.method), methods.NeuralMethod):
+    return False
+  if setting == "on":
+    return True
+  import jax
+  return jax.default_backend() != "cpu"
 
 
 def _repo_root() -> str:
@@ -388,6 +455,10 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
   flags.DEFINE_list("kappas", [], "Post-hoc κ sensitivity values, e.g. 0,0.02,0.05.",
                     flag_values=fv)
   flags.DEFINE_bool("dry_run", False, "Print the commands only.", flag_values=fv)
+  flags.DEFINE_enum("stack_seeds", "auto", ["auto", "on", "off"],
+                    "Train a neural run's seeds together, in one process and one vmapped "
+                    "step (experiments.run --seeds): on, off, or auto (on when JAX's "
+                    "default backend is an accelerator).", flag_values=fv)
   cli.define_compile_cache(fv)
 
 
@@ -408,23 +479,34 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> int:
   config, workdir = fv.config, fv.workdir
   if fv.compile_cache != "auto":       # every run's process (compile_cache.ENV)
     os.environ["CRL_MMNAR_COMPILE_CACHE"] = fv.compile_cache
+  together = [r for r in runs if stacks_seeds(fv.stack_seeds, r, len(seeds))]
   if fv.dry_run:
     for r in runs:
+      if r in together:
+        print(" ".join(seeds_args(r, seeds, config, workdir, common)))
+        continue
       for s in seeds:
         print(" ".join(r.args(config, run_dir(workdir, r, s), s, common)))
     return 0
   os.makedirs(workdir, exist_ok=True)
-  status = []
-  # Seed-major: an interrupted sweep has every run for its first seeds.
-  for i, (s, r) in enumerate(itertools.product(seeds, runs)):
-    rec = execute(r, s, config, workdir, common)
-    status.append(rec)
-    print(f"[{i + 1}/{len(runs) * len(seeds)}] {r.name} seed {s}: {rec['status']}"
-          + (f" ({rec['seconds']} s)" if "seconds" in rec else "")
-          + (f": {rec['error']}" if "error" in rec else ""), flush=True)
+  status: list[dict] = []
+
+  def report(recs: list[dict]) -> None:
+    for rec in recs:
+      status.append(rec)
+      print(f"[{len(status)}/{len(runs) * len(seeds)}] {rec['run']} seed {rec['seed']}: "
+            f"{rec['status']}" + (f" ({rec['seconds']} s)" if "seconds" in rec else "")
+            + (" (seeds trained together)" if "stacked_seeds" in rec else "")
+            + (f": {rec['error']}" if "error" in rec else ""), flush=True)
     _write(os.path.join(workdir, "sweep.json"), json.dumps(
         {"config": config, "set": dict(common), "seeds": seeds,
          "runs": [dataclasses.asdict(x) for x in runs], "status": status}, indent=2))
+
+  for r in together:        # each run's seeds in one process
+    report(execute_seeds(r, seeds, config, workdir, common))
+  # Seed-major: an interrupted sweep has every run for its first seeds.
+  for s, r in itertools.product(seeds, [r for r in runs if r not in together]):
+    report([execute(r, s, config, workdir, common)])
   results = load_results(workdir, runs, seeds)
   if not results:
     print("no finished runs: nothing to summarise", file=sys.stderr)
