@@ -100,7 +100,10 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> None:
   try:
     seeds = [int(k) for k in fv.seeds]
   except ValueError:
-    sys.exit(f"error: --seeds={','.join(fv.seeds)}: give integers, e.g. --seeds=0,1,2")
+    seeds = []
+  if len(set(seeds)) != len(fv.seeds):
+    sys.exit(f"error: --seeds={','.join(fv.seeds)}: give distinct integers, e.g. "
+             f"--seeds=0,1,2")
   print(summary(fv), flush=True)
   signal.signal(signal.SIGTERM, workdir_lib.raise_interrupted)  # one line, not a silent death
   try:

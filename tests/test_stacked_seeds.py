@@ -17,13 +17,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(cv_folds: int):
+  """`synthetic:tiny` as the other tests run it (their compiled programs are reused)."""
   from experiments.configs import synthetic
   config = synthetic.get_config("tiny")
-  config.data.n = 400
   config.train.cv_folds = cv_folds
-  config.train.epochs = 3
-  config.train.patience = 1
-  config.train.batch_size = 64
   config.eval.plots = False
   config.eval.n_boot = 0
   return config
@@ -136,12 +133,13 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                         cwd=ROOT, timeout=300)
 
 
-def test_bad_seeds_flag_is_one_line(tmp_path):
+@pytest.mark.parametrize("seeds", ["0,x", "1,1"])
+def test_bad_seeds_flag_is_one_line(tmp_path, seeds):
   proc = _run("experiments.run", "--config=synthetic:tiny", f"--workdir={tmp_path}",
-              "--seeds=0,x")
+              f"--seeds={seeds}")
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1] == (
-      "error: --seeds=0,x: give integers, e.g. --seeds=0,1,2")
+      f"error: --seeds={seeds}: give distinct integers, e.g. --seeds=0,1,2")
   assert not os.listdir(tmp_path)
 
 
