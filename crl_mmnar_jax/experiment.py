@@ -83,9 +83,9 @@ def train_and_evaluate_seeds(config: ml_collections.ConfigDict, seeds: list[int]
   with the seeds' neural models trained together: every seed's model (or its
   `train.cv_folds` members) in one vmapped step, their stacked checkpoints in
   `workdir/stacked-seeds-<seeds>`. Each seed's results equal its own run's to float
-  tolerance (the members' learning-rate schedules must agree: seeds whose training
-  sets need a different number of steps train in separate groups). A direct method or a
-  stack runs its seeds one after the other."""
+  tolerance (each model keeps its own learning-rate schedule: the optimizer's
+  hyperparameters are data of its state, `train/optim.py`). A direct method or a stack
+  runs its seeds one after the other."""
   if len(set(seeds)) != len(seeds) or not seeds:
     raise ValueError(f"seeds {seeds}: give distinct seeds")
   check_config(config)

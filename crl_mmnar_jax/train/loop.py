@@ -4,9 +4,11 @@ A single run is K = 1; the cross-fitted members of `train.cv_folds=K` are K > 1 
 train together, their states stacked on a member axis (`train/members.py`). Each member
 does exactly what its own run would: its own initialisation and dropout keys (its
 config's seed), its own standardised cohort, shuffled training rows and validation
-rows, its own early stopping on the mean validation AUROC. A member whose epoch has
-fewer batches, or that has stopped early, is masked out of the step. The learning-rate
-schedule's length is the largest member's for every member.
+rows, its own learning-rate schedule and weight decay (hyperparameters held in its
+optimizer state, `train/optim.py`; cross-fitted members share the largest member's
+schedule length, `MethodData.schedule_steps_per_epoch`), its own early stopping on the
+mean validation AUROC. A member whose epoch has fewer batches, or that has stopped
+early, is masked out of the step.
 
 The loop never sees test patients. Everything that varies between steps is a pure
 function of (config, step): the epoch's data order (`shards.Layout.epoch_order`), the
@@ -48,7 +50,8 @@ from crl_mmnar_jax.workdir import StopRequest, WorkdirError, fault_point
 if TYPE_CHECKING:
   from crl_mmnar_jax.methods import NeuralMethod
 
-RUN_STATE_FORMAT = 3     # the checkpoints' run state; 3: `best` holds the model alone;
+RUN_STATE_FORMAT = 4     # the checkpoints' run state; 4: the optimizer's hyperparameters in
+                         # its state; 3: `best` holds the model alone;
                          # 2: one loop; 1 (no "format"): before it
 
 
@@ -140,15 +143,16 @@ class _Run:
     self.steps_K = [lay.n_batches(m.data.train_rows, self.gbs)
                     for lay, m in zip(self.layouts, members)]
     self.n_epochs = int(t.pretrain_epochs) + int(t.epochs)
-    horizon = self.n_epochs * max(m.data.schedule_steps_per_epoch or s
-                                  for m, s in zip(members, self.steps_K))
-    tx = make_optimizer(config, horizon)
-    lr_at = lr_schedule(config, horizon)
-    self.lr_of_step = lambda step: float(lr_at(max(step - 1, 0)))  # the lr `step` used
-    self.lr_of_step(0)             # compiled here, not inside the timed training steps
+    # Each member's own schedule (its optimizer's hyperparameters, `train.optim`).
+    horizons = [self.n_epochs * (m.data.schedule_steps_per_epoch or s)
+                for m, s in zip(members, self.steps_K)]
+    lr_at = [lr_schedule(m.config, h) for m, h in zip(members, horizons)]
+    self.lr_of_step = lambda k, step: float(lr_at[k](max(step - 1, 0)))  # the lr `step` used
+    self.lr_of_step(0, 0)          # compiled here, not inside the timed training steps
     self.seeds = [int(m.config.seed) for m in members]
-    inits = [init_state(lambda rngs, m=m: method.build(m.config, m.data, rngs), tx, s, mesh)
-             for m, s in zip(members, self.seeds)]
+    inits = [init_state(lambda rngs, m=m: method.build(m.config, m.data, rngs),
+                        make_optimizer(m.config, h), s, mesh)
+             for m, h, s in zip(members, horizons, self.seeds)]
     self.graphdef = inits[0][0]
     self.state = jax.device_put(self.axis.stack([s for _, s in inits]),
                                 mesh_lib.replicated(mesh))
@@ -306,7 +310,7 @@ class _Run:
         for k in np.flatnonzero(active):
           s = run.members[k].step
           self._write(k, {"kind": "step", "step": s, "epoch": epoch + 1, "phase": phase,
-                          "lr": self.lr_of_step(s),
+                          "lr": self.lr_of_step(k, s),
                           **{f"batch/{n}": float(v[k]) for n, v in host.items()}})
       if b + 1 < per_epoch and (self.signals.requested or (
           t.checkpoint_every and run.tick % t.checkpoint_every == 0)):
@@ -344,7 +348,7 @@ class _Run:
         for k in np.flatnonzero(active_SxK[s]):
           step = int(steps_after[s, k])
           self._write(k, {"kind": "step", "step": step, "epoch": epoch + 1, "phase": phase,
-                          "lr": self.lr_of_step(step),
+                          "lr": self.lr_of_step(k, step),
                           **{f"batch/{n}": float(v[s, k]) for n, v in terms.items()}})
     for k, p in enumerate(run.members):
       p.step = int(steps_after[-1, k])
@@ -364,7 +368,7 @@ class _Run:
         continue
       p = run.members[k]
       record = {"kind": "epoch", "step": p.step, "epoch": epoch + 1, "phase": phase,
-                "lr": self.lr_of_step(p.step), "aux_scale": aux, "pred_scale": pred,
+                "lr": self.lr_of_step(k, p.step), "aux_scale": aux, "pred_scale": pred,
                 **({} if means is None else {f"train/{n}": float(v[k]) / max(n_terms[k], 1)
                                              for n, v in means.items()}),
                 "train/patients_per_s": rate}
@@ -414,7 +418,7 @@ class _Run:
       if joint:
         line += (f", val mean AUROC {p.history[-1]['val_mean_auroc']:.4f} (best "
                  f"{p.best_score:.4f} at epoch {p.best_epoch + 1})")
-      line += f", lr {self.lr_of_step(p.step):.2e}"
+      line += f", lr {self.lr_of_step(0, p.step):.2e}"
       line += "" if rate is None else f", {rate:,.0f} patients/s"
       if joint and p.done and run.epoch < self.n_epochs:
         line += f"; early stopping: no improvement for {self.t.patience} epoch(s)"

@@ -118,30 +118,18 @@ def structure_of(method: NeuralMethod, member: Member) -> tuple:
           tuple((a.shape, a.dtype) for a in jax.tree.leaves(state)))
 
 
-def schedule_length(config: ml_collections.ConfigDict, member: Member) -> int:
-  """The steps per epoch of a member's learning-rate schedule (`MethodData`): members
-  training together share one schedule (`train.loop`)."""
-  return (member.data.schedule_steps_per_epoch
-          or -(-len(member.data.train_rows) // int(config.train.batch_size)))
-
-
 def group_members(config: ml_collections.ConfigDict, method: NeuralMethod,
                   members: list[Member]) -> tuple[list[list[int]], str | None]:
   """Which members train together: groups of member indices (each group one run of the
-  loop, `train.loop.fit`) of one model structure and one schedule length, and why they
-  are not all one group (None when they are)."""
+  loop, `train.loop.fit`) of one model structure, and why they are not all one group
+  (None when they are). Members may differ in their optimizer's hyperparameters
+  (learning rate, its schedule, weight decay: data in the state, `train/optim.py`)."""
   if len(members) == 1:
     return [[0]], None
   if not bool(config.train.stack_members):
     return [[k] for k in range(len(members))], "train.stack_members=False"
   groups: dict[tuple, list[int]] = {}
-  keys = [(structure_of(method, m), schedule_length(config, m)) for m in members]
-  for k, key in enumerate(keys):
-    groups.setdefault(key, []).append(k)
+  for k, m in enumerate(members):
+    groups.setdefault(structure_of(method, m), []).append(k)
   out = list(groups.values())
-  if len(out) == 1:
-    return out, None
-  if len({key[0] for key in keys}) > 1:
-    return out, "the members' models differ in structure"
-  return out, ("the members' learning-rate schedules differ in length (steps per epoch "
-               + ", ".join(map(str, sorted({key[1] for key in keys}))) + ")")
+  return out, None if len(out) == 1 else "the members' models differ in structure"
