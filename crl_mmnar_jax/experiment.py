@@ -43,7 +43,7 @@ from crl_mmnar_jax import (
 from crl_mmnar_jax import methods as methods_lib
 from crl_mmnar_jax import rectifier as rectifier_lib
 from crl_mmnar_jax import workdir as workdir_lib
-from crl_mmnar_jax.cohort import fingerprint
+from crl_mmnar_jax.cohort import Cohort, fingerprint
 from crl_mmnar_jax.config_check import check_config
 from crl_mmnar_jax.data import shards
 from crl_mmnar_jax.data import splits as splits_lib
@@ -71,7 +71,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   val mean AUROC)` is called after each joint training epoch of a neural method without
   `train.cv_folds` (`train.loop.fit`; experiments/tune.py prunes with it)."""
   with contextlib.ExitStack() as stack:
-    run = _prepare(config, workdir, log, stack)
+    run = _prepare_run(config, workdir, log, stack)
     return _finish(run, *_fit(run, on_epoch))
 
 
@@ -94,7 +94,7 @@ def train_and_evaluate_seeds(config: ml_collections.ConfigDict, seeds: list[int]
     for s in seeds:
       c = config.copy_and_resolve_references()
       c.seed = int(s)
-      runs.append(_prepare(c, os.path.join(workdir, f"seed{s}"), log, stack))
+      runs.append(_prepare_run(c, os.path.join(workdir, f"seed{s}"), log, stack))
     method = runs[0].method
     if len(runs) == 1 or not isinstance(method, methods_lib.NeuralMethod) or int(
         config.train.data_shards) > 1:
@@ -111,20 +111,20 @@ def train_and_evaluate_seeds(config: ml_collections.ConfigDict, seeds: list[int]
 
 @dataclasses.dataclass
 class _Run:
-  """A prepared run (`_prepare`): its cohort split, test labels sealed, standardised."""
+  """A prepared run (`_prepare_run`): its cohort split, test labels sealed, standardised."""
   config: ml_collections.ConfigDict
   workdir: str
   log: Callable[[str], None]
   method: Any                       # None for a stack
   stack_members: list[str] | None
-  raw: Any                          # the cohort before standardisation (test labels hidden)
-  cohort: Any                       # standardised with the training rows
+  raw: Cohort                       # before standardisation (test labels hidden)
+  cohort: Cohort                    # standardised with the training rows
   stats: dict
   layout: shards.Layout
   rows: dict[str, np.ndarray]
   predict_rows: dict[str, np.ndarray]
   sealed: splits_lib.SealedLabels
-  modalities: Any
+  modalities: list[dict]            # `evaluation.modality_table`
   extras: dict
   h: str                            # the config hash
   th: str                           # the training hash (what checkpoints depend on)
@@ -132,7 +132,7 @@ class _Run:
   t_start: float
 
 
-def _prepare(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], None],
+def _prepare_run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], None],
              stack: contextlib.ExitStack) -> _Run:
   """Steps 1 and 2: the checks, the cohort and its splits, the workdir (locked until
   `stack` closes), the test labels sealed, the training rows' standardisation."""

@@ -96,8 +96,7 @@ def fit_jobs(config: ml_collections.ConfigDict, method: NeuralMethod, jobs: list
              on_epoch: Callable[[int, float], None] | None = None
              ) -> list[tuple[dict[str, np.ndarray], dict]]:
   """Trains the members of every job together (one vmapped step per group of one model
-  structure and one schedule, `train.members.group_members`) and returns each job's
-  `finish`. Several jobs (the seeds of a sweep, `train_and_evaluate_seeds`) keep their
+  structure, `train.members.group_members`) and returns each job's `finish`. Several jobs (the seeds of a sweep, `train_and_evaluate_seeds`) keep their
   stacked checkpoints in `shared`; a lone member keeps its own in its own folder.
   `on_epoch` (`train.loop.fit`'s) is for a lone group."""
   members = [m for j in jobs for m in j.members]

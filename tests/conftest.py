@@ -19,30 +19,6 @@ import os
 
 import pytest
 
-# The slowest files first (`--durations=0`, 2026-12-08: seconds of test time each), so
-# that with `-n 2 --dist loadfile` the two workers end together: pytest-xdist would
-# otherwise hand out the files with the most tests first (`--loadscope-reorder`), which
-# put these few-test, long files last and left one worker idle for minutes at the end.
-SLOW_FIRST = ("test_stacked.py", "test_reliability.py", "test_experiment.py",
-              "test_multiprocess.py", "test_stacked_seeds.py", "test_model.py",
-              "test_notebook.py", "test_faults.py", "test_predict.py", "test_baselines.py",
-              "test_scan.py", "test_rec_drops.py", "test_logging.py", "test_report.py",
-              "test_embeddings.py", "test_meds.py", "test_aces.py", "test_sweep.py",
-              "test_stack_run.py", "test_sharding.py", "test_wide.py",
-              "test_reuse_loaded.py", "test_meds_tab.py")
-
-
-def pytest_configure(config):
-  if hasattr(config.option, "loadscopereorder"):     # pytest-xdist: keep our order
-    config.option.loadscopereorder = False
-
-
-def pytest_collection_modifyitems(config, items):
-  rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-  order = {id(item): n for n, item in enumerate(items)}
-  items.sort(key=lambda item: (rank.get(os.path.basename(str(item.fspath)), len(rank)),
-                               order[id(item)]))
-
 TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0",
                   "--xla_llvm_disable_expensive_passes=true")
 for _flag in TEST_XLA_FLAGS:

@@ -207,8 +207,9 @@ def test_notebook_executes_on_cpu(tmp_path, notebook):
       "IPYTHONDIR": str(tmp_path / "ipython"),  # no profile or history in the user's home
       "OMP_NUM_THREADS": "1",   # LightGBM: no thread contention on a shared CI machine
   })
+  km = _kernel_manager(tmp_path)
   client = nbclient.NotebookClient(
-      nb, km=_kernel_manager(tmp_path), timeout=notebook.cell_timeout_s, startup_timeout=120,
+      nb, km=km, timeout=notebook.cell_timeout_s, startup_timeout=120,
       allow_errors=False, record_timing=True,
       extra_arguments=["--HistoryManager.hist_file=:memory:"],
       resources={"metadata": {"path": str(tmp_path)}})
@@ -220,6 +221,9 @@ def test_notebook_executes_on_cpu(tmp_path, notebook):
   except nbclient.exceptions.CellTimeoutError as e:
     pytest.fail(f"a {notebook.name} cell ran longer than {notebook.cell_timeout_s} s:\n{e}",
                 pytrace=False)
+  finally:       # the kernel (over 1 GB) would otherwise live until this worker ends
+    if km.has_kernel and km.is_alive():
+      km.shutdown_kernel(now=True)
   elapsed = time.perf_counter() - t0
 
   errors = [i for i, c in enumerate(nb.cells) for o in c.get("outputs", [])
