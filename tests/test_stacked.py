@@ -218,6 +218,30 @@ def test_a_lone_member_steps_exactly_as_the_plain_jitted_step():
     np.testing.assert_array_equal(x, y)
 
 
+def test_a_checkpoint_of_format_3_with_its_optimizer_state_is_refused_as_earlier(
+    tmp_path, monkeypatch):
+  """Format 3 kept the learning-rate schedule out of the optimizer's state: its state no
+  longer restores as this version's, and the resume says "earlier version", not
+  "corrupt"."""
+  import optax
+
+  from crl_mmnar_jax.experiment import train_and_evaluate
+  from crl_mmnar_jax.train import loop
+  from crl_mmnar_jax.workdir import WorkdirError
+  config = _config(True, epochs=1)
+  config.train.cv_folds = 1
+  monkeypatch.setattr(loop, "RUN_STATE_FORMAT", 3)
+  monkeypatch.setattr(loop, "make_optimizer", lambda c, n: optax.chain(
+      optax.clip_by_global_norm(1.0), optax.adamw(1e-3)))        # format 3's structure
+  train_and_evaluate(config, str(tmp_path), log=lambda s: None)
+  monkeypatch.undo()
+  with pytest.raises(WorkdirError, match=r"earlier version of crl_mmnar_jax \(run state "
+                                         r"format 3, this version reads 4\).*new --workdir"
+                     ) as e:
+    train_and_evaluate(config, str(tmp_path), log=lambda s: None)
+  assert "corrupt" not in str(e.value) and "\n" not in str(e.value)
+
+
 def test_a_checkpoint_of_an_earlier_version_is_refused_in_one_line(tmp_path, monkeypatch):
   """A run state without the current format (as written before the one loop) stops the
   resume with one line naming the folder, before any step."""

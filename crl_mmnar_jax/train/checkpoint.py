@@ -201,8 +201,8 @@ class Checkpoints:
         raise
       raise OSError(n, os.strerror(n), os.path.join(str(mgr.directory), str(step))) from None
 
-  def _restore(self, mgr: ocp.CheckpointManager, like_state: Any,
-               kind: str) -> tuple[Any, dict] | None:
+  def _restore(self, mgr: ocp.CheckpointManager, like_state: Any, kind: str,
+               check: Callable[[dict], Any] | None = None) -> tuple[Any, dict] | None:
     steps = sorted(mgr.all_steps(), reverse=True)
     if not steps:
       return None
@@ -225,6 +225,14 @@ class Checkpoints:
           self._delete(mgr, b)
         return state, meta
     step, why = bad[0]
+    if check is not None:       # unreadable as this version's state: an older version's?
+      try:
+        meta = dict(mgr.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"])
+      except Exception:  # noqa: BLE001  (the metadata is unreadable too: corrupt)
+        meta = None
+      if meta is not None:
+        check(meta)               # raises its own line for another version's checkpoint
     raise WorkdirError(
         f"checkpoint {os.path.join(self.folder, kind, str(step))} is corrupt ({why})"
         + (f", and so are the older ones {[b for b, _ in bad[1:]]}" if len(bad) > 1 else "")
@@ -250,8 +258,12 @@ class Checkpoints:
     for step in sorted(self.latest.all_steps())[:-1]:
       self._delete(self.latest, step)
 
-  def restore_latest(self, like_state: Any) -> tuple[Any, dict] | None:
-    return self._restore(self.latest, like_state, "latest")
+  def restore_latest(self, like_state: Any, check: Callable[[dict], Any] | None = None
+                     ) -> tuple[Any, dict] | None:
+    """(state, meta) of the newest readable latest checkpoint, or None. When none can be
+    read as `like_state`, `check(meta)` (of the newest) may raise a better error than
+    "corrupt" (a checkpoint of an earlier version)."""
+    return self._restore(self.latest, like_state, "latest", check)
 
   def restore_best(self, like_state: Any) -> tuple[Any, dict] | None:
     """(`like_state` with the best model's variables, meta), or None: `best` holds the

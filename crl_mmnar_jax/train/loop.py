@@ -175,7 +175,8 @@ class _Run:
     hashes = [m.config_hash for m in members]
     self.run = RunState(hashes, [MemberProgress() for _ in members])
     self.best = None
-    restored = self.ckpt.restore_latest(self.state)
+    restored = self.ckpt.restore_latest(
+        self.state, check=lambda meta: RunState.from_json(meta, checkpoint_dir))
     self.resumed = restored is not None
     if self.resumed:
       self.state, meta = restored
