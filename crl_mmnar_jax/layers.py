@@ -24,6 +24,13 @@ class Constant(nnx.Variable):
   optimizer (`wrt=nnx.Param`) ignore it."""
 
 
+class Hyper(Constant):
+  """A hyperparameter held as data of the model's state (a dropout rate, the loss
+  weights), not as a constant of its compiled programs: models that differ only in it
+  lower to the same program (one compile, then cache hits) and can be stacked on one
+  vmapped step, each member with its own value."""
+
+
 def lecun_stack(key: Array, shape: Sequence[int], n_group_axes: int = 1) -> Array:
   """A kernel stack (*groups, fan_in, fan_out), LeCun-normal per group; the leading
   `n_group_axes` axes are the groups (e.g. modalities, or modalities and tasks)."""
@@ -47,24 +54,27 @@ class ByteDropout(nnx.Module):
   "dropout" stream): four elements share one 32-bit threefry draw, which makes the mask
   about 3x cheaper on CPU than `nnx.Dropout`'s 32-bit uniforms. The rate is rounded to
   a multiple of 1/256 (0.1 -> 26/256 ≈ 0.1016); kept values are scaled by the exact
-  1 / P(keep), so the expectation is unchanged."""
+  1 / P(keep), so the expectation is unchanged. A non-zero rate is data of the state
+  (`Hyper`: rates 0.1 and 0.3 share one compiled program); a zero rate compiles no
+  mask at all."""
 
   def __init__(self, rate: float):
-    self.threshold = int(round(rate * 256))
+    threshold = int(round(rate * 256))
+    self.threshold = Hyper(jnp.asarray(threshold, jnp.int32)) if threshold else None
 
   def __call__(self, x: Array, *, deterministic: bool, rngs: nnx.Rngs | None) -> Array:
-    if deterministic or self.threshold == 0:
+    if deterministic or self.threshold is None:
       return x
     if rngs is None:
       raise ValueError("dropout with deterministic=False needs rngs (a 'dropout' stream)")
-    if self.threshold >= 256:
-      return jnp.zeros_like(x)
     *lead, last = x.shape
     words = -(-last // 4)
     bits = jax.random.bits(rngs.dropout(), (*lead, words), jnp.uint32)
     bytes_ = jax.lax.bitcast_convert_type(bits, jnp.uint8).reshape(*lead, 4 * words)
-    keep = bytes_[..., :last] >= self.threshold
-    return jnp.where(keep, x * (256.0 / (256 - self.threshold)), 0.0).astype(x.dtype)
+    t = self.threshold[...]
+    keep = bytes_[..., :last].astype(jnp.int32) >= t
+    scale = 256.0 / jnp.maximum(256 - t, 1).astype(jnp.float32)   # rate 1: nothing kept
+    return jnp.where(keep, x * scale.astype(x.dtype), 0.0).astype(x.dtype)
 
 
 class MLPBlock(nnx.Module):

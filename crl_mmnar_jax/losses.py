@@ -160,22 +160,28 @@ def total_loss(out: Mapping[str, Any], batch: Batch, w: LossWeights,
   """Weighted sum of the losses present in `out`; returns (loss, parts).
 
   `aux_scale` multiplies the auxiliary terms (L_miss, L_rec, L_con) for annealing;
-  `pred_scale` is 0 during self-supervised pre-training.
+  `pred_scale` is 0 during self-supervised pre-training. Which terms are computed is
+  fixed by `w` (a zero weight skips its term); their weights are `out["loss_weights_4"]`
+  (pred, miss, rec, con: the model's data, `model.CRLMMNAR`) when the model returns
+  them, else `w`'s.
   """
+  held = out.get("loss_weights_4")
+  w_pred, w_miss, w_rec, w_con = ((w.pred, w.miss, w.rec, w.con) if held is None else
+                                  (held[0], held[1], held[2], held[3]))
   parts = {"pred": pred_loss(out["logits_BxT"], batch.labels_BxT, batch.label_mask_BxT,
                              batch.weight_B, w.focal_gamma)}
-  total = pred_scale * w.pred * parts["pred"]
+  total = pred_scale * w_pred * parts["pred"]
   if "miss_logits" in out and w.miss:
     parts["miss"] = miss_loss(out["miss_logits"], batch.present_BxM, batch.weight_B, miss_kind)
-    total += aux_scale * w.miss * parts["miss"]
+    total += aux_scale * w_miss * parts["miss"]
   if "rec_BxMxD" in out and w.rec:
     parts["rec"] = rec_loss(out["e_BxMxD"], out["rec_BxMxD"], out["rec_valid_BxM"],
                             batch.weight_B, w.rec_stop_gradient, out.get("rec_draw_BxM"))
-    total += aux_scale * w.rec * parts["rec"]
+    total += aux_scale * w_rec * parts["rec"]
   if "con_e_BxMxP" in out and w.con:
     parts["con"] = info_nce(out["con_e_BxMxP"], out["con_rec_BxMxP"], out["rec_valid_BxM"],
                             batch.weight_B, w.temperature, out.get("rec_draw_BxM"))
-    total += aux_scale * w.con * parts["con"]
+    total += aux_scale * w_con * parts["con"]
   parts["total"] = total
   return total, parts
 

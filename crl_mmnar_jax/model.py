@@ -32,6 +32,7 @@ from flax import nnx
 from crl_mmnar_jax.layers import (
   Fusion,
   GroupedRows,
+  Hyper,
   MLPBlock,
   NumEmbeddings,
   encode_modalities,
@@ -39,6 +40,7 @@ from crl_mmnar_jax.layers import (
   l2_normalize,
   lecun_stack,
 )
+from crl_mmnar_jax.losses import LossWeights
 
 Array = jax.Array
 
@@ -89,10 +91,16 @@ class CRLMMNAR(nnx.Module):
   """CRL-MMNAR: encoders, missingness gating, masked fusion, LOO reconstruction, heads."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs,
-               embedding: NumEmbeddings | None = None):
+               embedding: NumEmbeddings | None = None,
+               loss_weights: LossWeights | None = None):
     """`embedding`: a numerical-feature embedding before each encoder
-    (`embeddings.EmbeddingSpec`); None: plain MLP encoders."""
+    (`embeddings.EmbeddingSpec`); None: plain MLP encoders. `loss_weights`: the
+    training objective's weights (pred, miss, rec, con), held as data (`Hyper`) and
+    returned by a training call as `loss_weights_4` for `losses.total_loss`, so runs
+    that differ only in them share compiled programs; None: `LossWeights()`."""
     self.cfg = cfg
+    w = LossWeights() if loss_weights is None else loss_weights
+    self.loss_weights_4 = Hyper(jnp.asarray([w.pred, w.miss, w.rec, w.con], jnp.float32))
     m, d, t = cfg.n_modalities, cfg.dim, cfg.n_tasks
     self.encoders = encoder_blocks(cfg.input_dims, d, cfg.dropout, rngs=rngs,
                                    embedding=embedding)
@@ -169,6 +177,8 @@ class CRLMMNAR(nnx.Module):
       out["miss_logits"] = self.miss_out(z_BxD)
     if aux:
       out.update(self.reconstruct(e_BxMxD, h_KxBxD, drop_KxB, draw_BxM, present_BxM))
+    if not deterministic:                      # a training call: the loss reads them
+      out["loss_weights_4"] = self.loss_weights_4[...]
     return out
 
   def draw_drops(self, present_BxM: Array, *, deterministic: bool,

@@ -133,9 +133,9 @@ def test_inactive_members_are_left_unchanged_and_active_ones_step_alone():
   mesh = mesh_lib.make_mesh()
   tx = optim.make_optimizer(config, 100)
   mcfg = methods.model_config(config, cohort)
-  inits = [step_lib.create_state(mcfg, tx, s, mesh) for s in (0, 1)]
-  graphdef = inits[0][0]
   weights = methods.loss_weights(config)
+  inits = [step_lib.create_state(mcfg, weights, tx, s, mesh) for s in (0, 1)]
+  graphdef = inits[0][0]
   state = jax.tree.map(lambda *a: jnp.stack(a), *[s for _, s in inits])
   batches = [mesh_lib.local_batch(cohort, np.arange(k * 16, k * 16 + 16), 16)
              for k in range(2)]
@@ -201,7 +201,8 @@ def test_a_lone_member_steps_exactly_as_the_plain_jitted_step():
   cohort = random_cohort(64, (5, 7, 3))
   mesh = mesh_lib.make_mesh()
   mcfg = methods.model_config(config, cohort)
-  graphdef, state = step_lib.create_state(mcfg, optim.make_optimizer(config, 100), 3, mesh)
+  graphdef, state = step_lib.create_state(mcfg, methods.loss_weights(config),
+                                           optim.make_optimizer(config, 100), 3, mesh)
   batch = mesh_lib.local_batch(cohort, np.arange(16), 16)
   loss = objective(methods.loss_weights(config), mcfg.miss_head)
   plain = step_lib.make_step(graphdef, loss)
@@ -236,8 +237,8 @@ def test_a_checkpoint_of_format_3_with_its_optimizer_state_is_refused_as_earlier
   train_and_evaluate(config, str(tmp_path), log=lambda s: None)
   monkeypatch.undo()
   with pytest.raises(WorkdirError, match=r"earlier version of crl_mmnar_jax \(run state "
-                                         r"format 3, this version reads 4\).*new --workdir"
-                     ) as e:
+                                         rf"format 3, this version reads "
+                                         rf"{loop.RUN_STATE_FORMAT}\).*new --workdir") as e:
     train_and_evaluate(config, str(tmp_path), log=lambda s: None)
   assert "corrupt" not in str(e.value) and "\n" not in str(e.value)
 

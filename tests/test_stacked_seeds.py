@@ -110,7 +110,8 @@ def test_a_rerun_of_stacked_seeds_resumes_to_the_same_results(runs):
 N_STEPS = 4
 
 
-def _member_setup(lr: float, weight_decay: float, warmup: int, horizon: int, seed: int):
+def _member_setup(lr: float, weight_decay: float, warmup: int, horizon: int, seed: int,
+                  dropout: float = 0.1, weights: tuple = (1.0, 0.5, 1.0, 0.3)):
   from crl_mmnar_jax import methods
   from crl_mmnar_jax.train import mesh as mesh_lib
   from crl_mmnar_jax.train import optim
@@ -122,17 +123,21 @@ def _member_setup(lr: float, weight_decay: float, warmup: int, horizon: int, see
   config.model.n_heads = 4
   config.train.lr, config.train.weight_decay = lr, weight_decay
   config.train.warmup_steps, config.train.warmup_max_fraction = warmup, 1.0
+  config.model.dropout = dropout
+  for name, w in zip(("pred", "miss", "rec", "con"), weights):
+    config.loss[name] = w
   cohort = random_cohort(64, (5, 7, 3))
   mcfg = methods.model_config(config, cohort)
   tx = optim.make_optimizer(config, horizon)
-  graphdef, state = step_lib.create_state(mcfg, tx, seed, mesh_lib.make_mesh())
+  graphdef, state = step_lib.create_state(mcfg, methods.loss_weights(config), tx, seed,
+                                          mesh_lib.make_mesh())
   return config, cohort, mcfg, graphdef, state
 
 
 def test_stacked_members_with_their_own_hyperparameters_equal_separate_runs():
-  """Two members with other learning rates, warm-ups, schedule lengths and weight
-  decays in one vmapped step: each moves as its own one-member step moves it; and the
-  hyperparameters are data, so both share one compiled program."""
+  """Two members with other learning rates, warm-ups, schedule lengths, weight decays,
+  dropout rates and loss weights in one vmapped step: each moves as its own one-member
+  step moves it; and the hyperparameters are data, so both share one compiled program."""
   import jax
   import jax.numpy as jnp
 
@@ -141,7 +146,8 @@ def test_stacked_members_with_their_own_hyperparameters_equal_separate_runs():
   from crl_mmnar_jax.train import mesh as mesh_lib
   from crl_mmnar_jax.train.members import MemberAxis
   mesh = mesh_lib.make_mesh()
-  setups = [_member_setup(3e-3, 1e-2, 2, 12, 0), _member_setup(5e-4, 0.0, 5, 40, 1)]
+  setups = [_member_setup(3e-3, 1e-2, 2, 12, 0),
+            _member_setup(5e-4, 0.0, 5, 40, 1, dropout=0.3, weights=(2.0, 0.1, 1.5, 0.05))]
   config, cohort, mcfg, graphdef, _ = setups[0]
   loss = objective(methods.loss_weights(config), mcfg.miss_head)
   initial = [jax.device_get(s[4]) for s in setups]      # the steps below donate their state

@@ -86,14 +86,15 @@ def embedding_spec(config: Config, data: MethodData) -> EmbeddingSpec | None:
 
 def _crl_mmnar(config: Config, data: MethodData, rngs: nnx.Rngs) -> CRLMMNAR:
   return CRLMMNAR(model_config(config, data.cohort), rngs=rngs,
-                  embedding=embedding_spec(config, data))
+                  embedding=embedding_spec(config, data), loss_weights=loss_weights(config))
 
 
 def _transformer(config: Config, data: MethodData, rngs: nnx.Rngs) -> CRLMMNAR:
   """CRL-MMNAR's encoders, modality embeddings, masked fusion and heads; nothing else."""
   cfg = dataclasses.replace(model_config(config, data.cohort), use_missingness_embedding=False,
                             use_reconstruction=False, use_contrastive=False)
-  return CRLMMNAR(cfg, rngs=rngs, embedding=embedding_spec(config, data))
+  return CRLMMNAR(cfg, rngs=rngs, embedding=embedding_spec(config, data),
+                  loss_weights=loss_weights(config))
 
 
 def _impute_mlp(indicators: bool) -> Callable[[Config, MethodData, nnx.Rngs], nnx.Module]:

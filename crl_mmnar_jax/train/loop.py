@@ -50,8 +50,9 @@ from crl_mmnar_jax.workdir import StopRequest, WorkdirError, fault_point
 if TYPE_CHECKING:
   from crl_mmnar_jax.methods import NeuralMethod
 
-RUN_STATE_FORMAT = 4     # the checkpoints' run state; 4: the optimizer's hyperparameters in
-                         # its state; 3: `best` holds the model alone;
+RUN_STATE_FORMAT = 5     # the checkpoints' run state; 5: dropout rates and loss weights
+                         # in the model's state (`layers.Hyper`); 4: the optimizer's
+                         # hyperparameters in its state; 3: `best` holds the model alone;
                          # 2: one loop; 1 (no "format"): before it
 
 

@@ -108,14 +108,26 @@ class MemberAxis:
     return stacked
 
 
+# The loss weights a model may hold as data (`model.CRLMMNAR`, `losses.total_loss`): only
+# whether each is zero (its term skipped) is part of the compiled loss.
+HELD_LOSS_WEIGHTS = ("pred", "miss", "rec", "con")
+
+
 def structure_of(method: NeuralMethod, member: Member) -> tuple:
-  """What must agree for members to share a stacked state: the graph and the shapes and
-  dtypes of every leaf (computed abstractly, nothing is initialised)."""
+  """What must agree for members to share a stacked state and one compiled step: the
+  graph and the shapes and dtypes of every leaf (computed abstractly, nothing is
+  initialised), and the loss's settings (`loss.*`, `baseline.*`), but of the loss
+  weights a model holds as data only which are zero."""
   abstract = nnx.eval_shape(lambda: method.build(member.config, member.data,
                                                  nnx.Rngs(params=0)))
   graphdef, state = nnx.split(abstract)
+  held = hasattr(abstract, "loss_weights_4") or hasattr(
+      getattr(abstract, "deep", None), "loss_weights_4")     # also inside `Wide`
+  loss = {k: (bool(v) if held and k in HELD_LOSS_WEIGHTS else v)
+          for k, v in member.config.loss.items()}
   return (graphdef, jax.tree.structure(state),
-          tuple((a.shape, a.dtype) for a in jax.tree.leaves(state)))
+          tuple((a.shape, a.dtype) for a in jax.tree.leaves(state)),
+          repr(sorted(loss.items())), repr(sorted(member.config.baseline.items())))
 
 
 def group_members(config: ml_collections.ConfigDict, method: NeuralMethod,
@@ -123,7 +135,8 @@ def group_members(config: ml_collections.ConfigDict, method: NeuralMethod,
   """Which members train together: groups of member indices (each group one run of the
   loop, `train.loop.fit`) of one model structure, and why they are not all one group
   (None when they are). Members may differ in their optimizer's hyperparameters
-  (learning rate, its schedule, weight decay: data in the state, `train/optim.py`)."""
+  (learning rate, its schedule, weight decay: data in the state, `train/optim.py`) and
+  in the non-zero loss weights CRL-MMNAR holds (`model.CRLMMNAR`)."""
   if len(members) == 1:
     return [[0]], None
   if not bool(config.train.stack_members):

@@ -28,10 +28,12 @@ def init_state(build: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransf
   return graphdef, jax.device_put(state, mesh_lib.replicated(mesh))
 
 
-def create_state(mcfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
-                 mesh: jax.sharding.Mesh) -> tuple[nnx.GraphDef, nnx.State]:
-  """`init_state` of CRL-MMNAR from a `ModelConfig`."""
-  return init_state(lambda rngs: CRLMMNAR(mcfg, rngs=rngs), tx, seed, mesh)
+def create_state(mcfg: ModelConfig, weights: LossWeights, tx: optax.GradientTransformation,
+                 seed: int, mesh: jax.sharding.Mesh) -> tuple[nnx.GraphDef, nnx.State]:
+  """`init_state` of CRL-MMNAR from a `ModelConfig` and the loss weights it holds (the
+  ones its training loss uses, whatever weights the loss function was built with)."""
+  return init_state(lambda rngs: CRLMMNAR(mcfg, rngs=rngs, loss_weights=weights), tx,
+                    seed, mesh)
 
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

@@ -109,7 +109,7 @@ def train_step_throughput(batch_size: int, dims: tuple[int, ...], n_steps: int |
   mesh = mesh_lib.make_mesh(devices)
   tx = optim.make_optimizer(config, 1000)
   mcfg = methods.model_config(config, cohort)
-  graphdef, state = step_lib.create_state(mcfg, tx, 0, mesh)
+  graphdef, state = step_lib.create_state(mcfg, methods.loss_weights(config), tx, 0, mesh)
   step = step_lib.make_train_step(graphdef, methods.loss_weights(config), mcfg.miss_head,
                                   compute_dtype)
   batches = [mesh_lib.put_batch(mesh_lib.local_batch(cohort, np.arange(i, i + batch_size) %
@@ -174,7 +174,7 @@ def stacked_step_throughput(batch_size: int, dims: tuple[int, ...], members: int
   mesh = mesh_lib.make_mesh()
   tx = optim.make_optimizer(config, 1000)
   mcfg = methods.model_config(config, cohort)
-  inits = [step_lib.create_state(mcfg, tx, k, mesh) for k in range(members)]
+  inits = [step_lib.create_state(mcfg, methods.loss_weights(config), tx, k, mesh) for k in range(members)]
   axis = MemberAxis(members)
   state = axis.stack([s for _, s in inits])
   step = axis.make_step(inits[0][0], objective(methods.loss_weights(config), mcfg.miss_head),
@@ -215,7 +215,7 @@ def scanned_epoch_throughput(batch_size: int, dims: tuple[int, ...], n: int = 40
   mesh = mesh_lib.make_mesh()
   tx = optim.make_optimizer(config, 1000)
   mcfg = methods.model_config(config, cohort)
-  graphdef, state = step_lib.create_state(mcfg, tx, 0, mesh)
+  graphdef, state = step_lib.create_state(mcfg, methods.loss_weights(config), tx, 0, mesh)
   axis, loss = MemberAxis(1), objective(methods.loss_weights(config), mcfg.miss_head)
   step = axis.make_step(graphdef, loss, "float32")
   epoch_fn = scan_lib.EpochProgram(axis.step_body(graphdef, loss, "float32"), 1, mesh)
