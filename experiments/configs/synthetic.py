@@ -15,8 +15,8 @@ docs/results.md, measured with the wide path off): mean test AUROC over tasks 0.
 0.009 (seed 0: 0.8267; 0.8274 with it, the default now), above the
 logistic regression with mean imputation and missingness indicators
 (`reference.logreg_mean_impute`, 0.804), below the learnable ceiling (0.848) and the
-oracle of the true probabilities (`oracle.test`, 0.898). 1 min 37 s on an idle 2-core
-CPU with an empty compilation cache, 1 min 17 s the second time (docs/speed.md).
+oracle of the true probabilities (`oracle.test`, 0.898). 1 min 10 s on an idle 2-core
+CPU with an empty compilation cache, 55 s the second time (docs/speed.md; 2026-12-08).
 
 Preset `tuned` (`--config=synthetic:tuned`): what `python -m experiments.tune
 --config=synthetic --trials=20` (Optuna TPE, median pruning, seed 0's 3,000 validation
