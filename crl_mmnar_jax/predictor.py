@@ -364,11 +364,12 @@ def _restore_unit(config: ml_collections.ConfigDict, schema: Schema, workdir: st
   axis = MemberAxis(int(where["size"]))
   ckpt_dir = os.path.join(workdir, where["dir"])
   ckpt = Checkpoints(ckpt_dir, logging.warning)
-  try:
-    restored = ckpt.restore_best(axis.stack([state] * axis.k))
+  path = os.path.join(ckpt_dir, "checkpoints", "best")
+  try:       # an earlier version's checkpoint is named as such, not as corrupt
+    restored = ckpt.restore_best(axis.stack([state] * axis.k),
+                                 check=lambda meta: RunState.from_json(meta, path))
   finally:
     ckpt.close()
-  path = os.path.join(ckpt_dir, "checkpoints", "best")
   if restored is None:
     raise WorkdirError(f"{path}: no checkpoint")
   run = RunState.from_json(restored[1], path)

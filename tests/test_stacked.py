@@ -243,6 +243,28 @@ def test_a_checkpoint_of_format_3_with_its_optimizer_state_is_refused_as_earlier
   assert "corrupt" not in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_saved_model_of_an_earlier_version_is_refused_as_such_by_predict(
+    tmp_path, monkeypatch):
+  """A run whose best model no longer restores as this version's model (here: a later
+  version without the dropout rates in the state) is named an earlier version's by
+  `predictor.load`, not a corrupt checkpoint."""
+  from crl_mmnar_jax import layers, predictor
+  from crl_mmnar_jax.experiment import train_and_evaluate
+  from crl_mmnar_jax.train import loop
+  from crl_mmnar_jax.workdir import WorkdirError
+  config = _config(True, epochs=1)
+  config.train.cv_folds = 1
+  train_and_evaluate(config, str(tmp_path), log=lambda s: None)
+  predictor.load(str(tmp_path))                       # this version reads it
+  monkeypatch.setattr(loop, "RUN_STATE_FORMAT", loop.RUN_STATE_FORMAT + 1)
+  monkeypatch.setattr(layers.ByteDropout, "__init__",
+                      lambda self, rate: setattr(self, "threshold", None))
+  with pytest.raises(WorkdirError, match=r"checkpoints/best was written by an earlier "
+                                         r"version .*new --workdir") as e:
+    predictor.load(str(tmp_path))
+  assert "corrupt" not in str(e.value) and "\n" not in str(e.value)
+
+
 def test_a_checkpoint_of_an_earlier_version_is_refused_in_one_line(tmp_path, monkeypatch):
   """A run state without the current format (as written before the one loop) stops the
   resume with one line naming the folder, before any step."""

@@ -265,10 +265,12 @@ class Checkpoints:
     "corrupt" (a checkpoint of an earlier version)."""
     return self._restore(self.latest, like_state, "latest", check)
 
-  def restore_best(self, like_state: Any) -> tuple[Any, dict] | None:
+  def restore_best(self, like_state: Any, check: Callable[[dict], Any] | None = None
+                   ) -> tuple[Any, dict] | None:
     """(`like_state` with the best model's variables, meta), or None: `best` holds the
-    model alone, the optimizer part is a copy of `like_state`'s."""
-    restored = self._restore(self.best, model_part(like_state), "best")
+    model alone, the optimizer part is a copy of `like_state`'s. `check` as in
+    `restore_latest`."""
+    restored = self._restore(self.best, model_part(like_state), "best", check)
     return None if restored is None else (with_model(like_state, restored[0]), restored[1])
 
   def latest_step(self) -> int | None:
