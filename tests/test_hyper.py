@@ -93,7 +93,7 @@ def test_models_differing_only_in_dropout_and_loss_weights_lower_to_one_program(
   assert a != _lowered(0.1, (1.0, 0.0, 1.0, 0.3))      # a zero weight skips its term
 
 
-def test_members_are_grouped_by_which_loss_terms_are_on_not_by_their_weights():
+def test_members_are_grouped_by_which_rates_and_loss_terms_are_on_not_by_their_values():
   from crl_mmnar_jax import methods
   from crl_mmnar_jax.methods import MethodData
   from crl_mmnar_jax.train.members import Member, group_members
@@ -103,16 +103,22 @@ def test_members_are_grouped_by_which_loss_terms_are_on_not_by_their_weights():
   data = MethodData(cohort=cohort, train_rows=np.arange(24), val_rows=np.arange(24, 32),
                     stats={n: {} for n in cohort.modality_names})
 
-  def member(**loss):
+  def member(dropout: float = 0.1, **loss):
     config = get_base_config()
-    config.model.dim, config.model.n_heads = 16, 2
+    config.model.dim, config.model.n_heads, config.model.dropout = 16, 2, dropout
     for k, v in loss.items():
       config.loss[k] = v
     return Member(config, data, "", "")
 
-  base = member()
-  method = methods.get_method("crl_mmnar")
+  def groups(name, members):
+    return group_members(members[0].config, methods.get_method(name), members)
+
   members = [member(), member(miss=0.2, rec=2.5, con=0.01), member(miss=0.0),
-             member(temperature=0.5)]
-  groups, why = group_members(base.config, method, members)
-  assert groups == [[0, 1], [2], [3]] and why
+             member(temperature=0.5), member(dropout=0.35, miss=3.0), member(dropout=0.0)]
+  got, why = groups("crl_mmnar", members)
+  assert got == [[0, 1, 4], [2], [3], [5]] and why
+  # MUSE's node dropout is flax's `nnx.Dropout`, whose rate the program holds: kept apart.
+  got, _ = groups("muse", [member(), member(dropout=0.35), member()])
+  assert got == [[0, 2], [1]]
+  # An MLP's dropout is all `ByteDropout`: one group.
+  assert groups("mean_impute_mlp", [member(), member(dropout=0.35)]) == ([[0, 1]], None)

@@ -113,14 +113,30 @@ class MemberAxis:
 HELD_LOSS_WEIGHTS = ("pred", "miss", "rec", "con")
 
 
+def _abstract(method: NeuralMethod, config: ml_collections.ConfigDict, data: MethodData
+              ) -> nnx.Module:
+  return nnx.eval_shape(lambda: method.build(config, data, nnx.Rngs(params=0)))
+
+
+def _rate_as_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with a non-zero `model.dropout` replaced by one stand-in value: for a model
+  whose every dropout rate is data (`layers.ByteDropout`), the graph it builds then no
+  longer differs with the rate (its `ModelConfig` records it)."""
+  out = config.copy_and_resolve_references()
+  out.model.dropout = 0.5 if float(config.model.dropout) > 0 else 0.0
+  return out
+
+
 def structure_of(method: NeuralMethod, member: Member) -> tuple:
   """What must agree for members to share a stacked state and one compiled step: the
   graph and the shapes and dtypes of every leaf (computed abstractly, nothing is
   initialised), and the loss's settings (`loss.*`, `baseline.*`), but of the loss
-  weights a model holds as data only which are zero."""
-  abstract = nnx.eval_shape(lambda: method.build(member.config, member.data,
-                                                 nnx.Rngs(params=0)))
+  weights and the dropout rate a model holds as data only which are zero (a model with
+  a `nnx.Dropout`, whose rate is a constant of the program, keeps its rate)."""
+  abstract = _abstract(method, member.config, member.data)
   graphdef, state = nnx.split(abstract)
+  if not any(isinstance(node, nnx.Dropout) for _, node in nnx.iter_graph(abstract)):
+    graphdef = nnx.graphdef(_abstract(method, _rate_as_data(member.config), member.data))
   held = hasattr(abstract, "loss_weights_4") or hasattr(
       getattr(abstract, "deep", None), "loss_weights_4")     # also inside `Wide`
   loss = {k: (bool(v) if held and k in HELD_LOSS_WEIGHTS else v)
@@ -135,8 +151,9 @@ def group_members(config: ml_collections.ConfigDict, method: NeuralMethod,
   """Which members train together: groups of member indices (each group one run of the
   loop, `train.loop.fit`) of one model structure, and why they are not all one group
   (None when they are). Members may differ in their optimizer's hyperparameters
-  (learning rate, its schedule, weight decay: data in the state, `train/optim.py`) and
-  in the non-zero loss weights CRL-MMNAR holds (`model.CRLMMNAR`)."""
+  (learning rate, its schedule, weight decay: data in the state, `train/optim.py`), in
+  a non-zero dropout rate (`layers.ByteDropout`) and in the non-zero loss weights
+  CRL-MMNAR holds (`model.CRLMMNAR`)."""
   if len(members) == 1:
     return [[0]], None
   if not bool(config.train.stack_members):
