@@ -88,20 +88,34 @@ def train_and_evaluate_seeds(config: ml_collections.ConfigDict, seeds: list[int]
   runs its seeds one after the other."""
   if len(set(seeds)) != len(seeds) or not seeds:
     raise ValueError(f"seeds {seeds}: give distinct seeds")
-  check_config(config)
+  configs = []
+  for s in seeds:
+    c = config.copy_and_resolve_references()
+    c.seed = int(s)
+    configs.append(c)
+  return train_and_evaluate_many(
+      configs, [os.path.join(workdir, f"seed{s}") for s in seeds],
+      os.path.join(workdir, "stacked-seeds-" + "-".join(map(str, seeds))), log)
+
+
+def train_and_evaluate_many(configs: list[ml_collections.ConfigDict], workdirs: list[str],
+                            shared: str, log: Callable[[str], None] = print) -> list[dict]:
+  """`train_and_evaluate` of each config in its workdir, their neural models trained
+  together where they can be (one method; `train/members.group_members`: the same
+  shapes, the loss terms on, whatever their seeds, learning rates, schedules, weight
+  decays, dropout rates and loss weights), stacked checkpoints in `shared`. Each
+  result equals the config's own run's to float tolerance. Configs of a direct method
+  or a stack run one after the other."""
+  for c in configs:
+    check_config(c)
   with contextlib.ExitStack() as stack:
-    runs = []
-    for s in seeds:
-      c = config.copy_and_resolve_references()
-      c.seed = int(s)
-      runs.append(_prepare_run(c, os.path.join(workdir, f"seed{s}"), log, stack))
+    runs = [_prepare_run(c, w, log, stack) for c, w in zip(configs, workdirs)]
     method = runs[0].method
-    if len(runs) == 1 or not isinstance(method, methods_lib.NeuralMethod) or int(
-        config.train.data_shards) > 1:
+    if len(runs) == 1 or not isinstance(method, methods_lib.NeuralMethod) or any(
+        r.method is not method or int(r.config.train.data_shards) > 1 for r in runs):
       return [_finish(r, *_fit(r, None)) for r in runs]
-    shared = os.path.join(workdir, "stacked-seeds-" + "-".join(map(str, seeds)))
     jobs = [_neural_job(r) for r in runs]
-    fitted = fitting.fit_jobs(config, method, jobs, runs[0].mesh, log, shared=shared)
+    fitted = fitting.fit_jobs(configs[0], method, jobs, runs[0].mesh, log, shared=shared)
     out = []
     for r, (probs, training) in zip(runs, fitted):
       _after_fit(r)

@@ -15,7 +15,12 @@ a field given on the command line is held fixed) sampled by a TPE sampler seeded
 metric is read. Neural trials report their validation AUROC after every epoch and a
 median pruner stops the unpromising ones (`--pruner=none` turns it off; not with
 `train.cv_folds`). Trials skip the bootstrap intervals and plots (`eval.n_boot=0`,
-`eval.plots=False`), which do not change the objective.
+`eval.plots=False`), which do not change the objective. `--batch=N` asks N trials at a
+time and trains them together (`experiment.train_and_evaluate_many`): trials of one
+model shape (width, depth, numerical embedding) share one vmapped step whatever their
+learning rates, weight decays, dropout rates and loss weights; batched trials are not
+pruned. It pays on accelerators, where one small model leaves the device mostly idle;
+on a CPU keep N = 1.
 
 The study lives in WORKDIR/journal.log (Optuna's journal file; no database). Rerunning
 the same command continues to `--trials` finished trials in all; a trial cut short by a
@@ -76,6 +81,9 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
                        flag_values=fv)
   flags.DEFINE_integer("prune_startup", 5, "Trials that finish before pruning starts.",
                        flag_values=fv)
+  flags.DEFINE_integer("batch", 1, "Trials at a time, trained together: the trials of "
+                       "one model shape in one vmapped step (pays on accelerators; "
+                       "batched trials are not pruned).", flag_values=fv)
   cli.define_compile_cache(fv)
 
 
@@ -256,39 +264,31 @@ def check_identity(study: Any, identity: dict[str, Any], workdir: str) -> None:
                        f"now {value!r}); use another --workdir or delete it")
 
 
-def run_trial(optuna: Any, study: Any, config: ml_collections.ConfigDict,
-              space: dict[str, tuple], workdir: str, log: Callable[[str], None]) -> None:
-  """Asks for one trial, trains it through `train_and_evaluate` in its sub-workdir and
-  tells the study its validation mean AUROC (or that it was pruned or failed)."""
-  from crl_mmnar_jax.experiment import train_and_evaluate
-  from crl_mmnar_jax.train.loop import NonFiniteLossError
-  trial = study.ask()
+def _announce(trial: Any, params: dict[str, Any], log: Callable[[str], None]) -> str:
   attrs = trial.user_attrs
   rel = attrs.get("workdir") or trial_dir(trial.number)
   if "workdir" not in attrs:
     trial.set_user_attr("workdir", rel)
+  log(f"trial {trial.number} ({rel}): "
+      + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                  for k, v in params.items()))
+  return rel
+
+
+def _settle(optuna: Any, study: Any, trial: Any, train: Callable[[], dict],
+            log: Callable[[str], None]) -> None:
+  """Runs `train` (the trial's `train_and_evaluate`) and tells the study the trial's
+  validation mean AUROC, or that it was pruned or failed; a trial cut short (any other
+  exception) is told failed, to be run again on the next start, and the exception
+  raised."""
+  from crl_mmnar_jax.train.loop import NonFiniteLossError
   TrialState = optuna.trial.TrialState
   try:
-    params = suggest(trial, space)
-    if "rerun_of" in attrs:      # its epochs before the crash count for pruning
-      old = study.get_trials(deepcopy=False)[int(attrs["rerun_of"])]
-      for step, value in sorted(old.intermediate_values.items()):
-        trial.report(value, step)
-    log(f"trial {trial.number} ({rel}): "
-        + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in params.items()))
-
-    def on_epoch(epoch: int, value: float) -> None:
-      trial.report(value, epoch)
-      if trial.should_prune():
-        raise optuna.TrialPruned(f"epoch {epoch}: validation mean AUROC {value:.4f}")
-
     t0 = time.perf_counter()
-    results = train_and_evaluate(trial_config(config, params), os.path.join(workdir, rel),
-                                 log=lambda line: log(f"  [{trial.number}] {line}"),
-                                 on_epoch=on_epoch)
+    results = train()
     value = float(results["metrics"]["val"]["mean"]["auroc"])
-    trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 2))
+    if "duration_s" not in trial.user_attrs:
+      trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 2))
   except optuna.TrialPruned as e:
     study.tell(trial, state=TrialState.PRUNED)
     log(f"trial {trial.number} pruned ({e})")
@@ -309,11 +309,81 @@ def run_trial(optuna: Any, study: Any, config: ml_collections.ConfigDict,
   log(f"trial {trial.number}: validation mean AUROC {value:.4f}")
 
 
+def run_trial(optuna: Any, study: Any, config: ml_collections.ConfigDict,
+              space: dict[str, tuple], workdir: str, log: Callable[[str], None]) -> None:
+  """Asks for one trial, trains it through `train_and_evaluate` in its sub-workdir and
+  tells the study its validation mean AUROC (or that it was pruned or failed)."""
+  from crl_mmnar_jax.experiment import train_and_evaluate
+  trial = study.ask()
+  try:
+    params = suggest(trial, space)
+    if "rerun_of" in trial.user_attrs:      # its epochs before the crash count for pruning
+      old = study.get_trials(deepcopy=False)[int(trial.user_attrs["rerun_of"])]
+      for step, value in sorted(old.intermediate_values.items()):
+        trial.report(value, step)
+    rel = _announce(trial, params, log)
+  except BaseException:
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    raise
+
+  def on_epoch(epoch: int, value: float) -> None:
+    trial.report(value, epoch)
+    if trial.should_prune():
+      raise optuna.TrialPruned(f"epoch {epoch}: validation mean AUROC {value:.4f}")
+
+  _settle(optuna, study, trial, lambda: train_and_evaluate(
+      trial_config(config, params), os.path.join(workdir, rel),
+      log=lambda line: log(f"  [{trial.number}] {line}"), on_epoch=on_epoch), log)
+
+
+def run_batch(optuna: Any, study: Any, config: ml_collections.ConfigDict,
+              space: dict[str, tuple], workdir: str, size: int,
+              log: Callable[[str], None]) -> None:
+  """Asks for `size` trials and trains them together (`train_and_evaluate_many`: the
+  trials of one model shape in one vmapped step, their stacked checkpoints in
+  WORKDIR/trials/batch-N-M), then tells the study each one's validation mean AUROC.
+  Batched trials are not pruned, and each records the batch's duration. When a trial's
+  loss becomes NaN the whole batch stops; its trials are then trained one by one, so
+  that only that trial fails. A batch cut short is run again, trial by trial, on the
+  next start (`requeue_interrupted`)."""
+  from crl_mmnar_jax.experiment import train_and_evaluate, train_and_evaluate_many
+  from crl_mmnar_jax.train.loop import NonFiniteLossError
+  trials, configs, dirs = [], [], []
+  try:
+    for _ in range(size):
+      trial = study.ask()
+      trials.append(trial)
+      params = suggest(trial, space)
+      dirs.append(os.path.join(workdir, _announce(trial, params, log)))
+      configs.append(trial_config(config, params))
+    shared = os.path.join(workdir, "trials", "batch-" + "-".join(
+        f"{t.number:03d}" for t in trials))
+    t0 = time.perf_counter()
+    results = train_and_evaluate_many(configs, dirs, shared,
+                                      log=lambda line: log(f"  [batch] {line}"))
+    seconds = round(time.perf_counter() - t0, 2)
+  except NonFiniteLossError as e:
+    log(f"trials {[t.number for t in trials]}: {str(e).splitlines()[0]}; "
+        f"training them one by one")
+    for trial, c, d in zip(trials, configs, dirs):
+      _settle(optuna, study, trial, lambda c=c, d=d, n=trial.number: train_and_evaluate(
+          c, d, log=lambda line: log(f"  [{n}] {line}")), log)
+    return
+  except BaseException:
+    for trial in trials:
+      study.tell(trial, state=optuna.trial.TrialState.FAIL)   # cut short: run again
+    raise
+  for trial, r in zip(trials, results):
+    trial.set_user_attr("duration_s", seconds)
+    _settle(optuna, study, trial, lambda r=r: r, log)
+
+
 def search(config: ml_collections.ConfigDict, name: str, preset: str, workdir: str,
            n_trials: int, space: dict[str, tuple], overrides: dict[str, Any],
-           pruner: Any = None, log: Callable[[str], None] = print) -> dict:
+           pruner: Any = None, log: Callable[[str], None] = print, batch: int = 1) -> dict:
   """Runs (or continues) the search to `n_trials` finished trials; writes the outputs
-  and returns best.json's contents. `pruner`: an Optuna pruner (default: none)."""
+  and returns best.json's contents. `pruner`: an Optuna pruner (default: none).
+  `batch` > 1: that many trials at a time, trained together (`run_batch`)."""
   from crl_mmnar_jax import workdir as workdir_lib
   from crl_mmnar_jax.workdir import training_hash
   optuna = import_optuna()
@@ -341,7 +411,10 @@ def search(config: ml_collections.ConfigDict, name: str, preset: str, workdir: s
       if n_done >= n_trials:
         break
       study = load(n_done)
-      run_trial(optuna, study, config, space, workdir, log)
+      if batch > 1:
+        run_batch(optuna, study, config, space, workdir, min(batch, n_trials - n_done), log)
+      else:
+        run_trial(optuna, study, config, space, workdir, log)
       write_outputs(study, name, preset, workdir, space, overrides)
     return write_outputs(study, name, preset, workdir, space, overrides)
 
@@ -453,6 +526,8 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> dict:
       raise ValueError(f"--trials={fv.trials}: must be >= 1")
     if fv.prune_warmup < 0 or fv.prune_startup < 0:
       raise ValueError("--prune_warmup and --prune_startup must be >= 0")
+    if fv.batch < 1:
+      raise ValueError(f"--batch={fv.batch}: must be >= 1")
     name, preset = config_name(fv)
     get_method(str(config.method))
     check_config(config)
@@ -472,7 +547,8 @@ def main(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> dict:
   from crl_mmnar_jax.data import reuse_loaded
   try:
     with reuse_loaded():       # the cohort is loaded and featurised once for every trial
-      best = search(config, name, preset, fv.workdir, fv.trials, space, overrides, pruner)
+      best = search(config, name, preset, fv.workdir, fv.trials, space, overrides, pruner,
+                    batch=fv.batch)
   except (ValueError, NonFiniteLossError) as e:   # DataError, WorkdirError are ValueErrors
     sys.exit(f"error: {e}")
   except OSError as e:

@@ -234,7 +234,7 @@ def test_init_check_catches_logic(tmp_path):
 NOTEBOOKS = sorted(os.path.join(ROOT, "notebooks", f)
                    for f in os.listdir(os.path.join(ROOT, "notebooks")) if f.endswith(".py"))
 EXPERIMENT = "crl_mmnar_jax.experiment"
-EXPERIMENT_PUBLIC = {"train_and_evaluate", "train_and_evaluate_seeds"}
+EXPERIMENT_PUBLIC = {"train_and_evaluate", "train_and_evaluate_seeds", "train_and_evaluate_many"}
 
 
 def experiment_internals(name: str, path: str) -> list[str]:

@@ -111,6 +111,10 @@ class MemberAxis:
 # The loss weights a model may hold as data (`model.CRLMMNAR`, `losses.total_loss`): only
 # whether each is zero (its term skipped) is part of the compiled loss.
 HELD_LOSS_WEIGHTS = ("pred", "miss", "rec", "con")
+# The `train.*` fields each member's optimizer holds as data (`train/optim.py`); the
+# others (epochs, batch size, patience, ...) are the loop's and must agree.
+OPTIMIZER_FIELDS = ("lr", "final_lr_fraction", "warmup_steps", "warmup_max_fraction",
+                    "weight_decay", "clip_norm")
 
 
 def _abstract(method: NeuralMethod, config: ml_collections.ConfigDict, data: MethodData
@@ -130,7 +134,8 @@ def _rate_as_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 def structure_of(method: NeuralMethod, member: Member) -> tuple:
   """What must agree for members to share a stacked state and one compiled step: the
   graph and the shapes and dtypes of every leaf (computed abstractly, nothing is
-  initialised), and the loss's settings (`loss.*`, `baseline.*`), but of the loss
+  initialised), the loop's and the loss's settings (`train.*` but the optimizer's,
+  `loss.*`, `baseline.*`), but of the loss
   weights and the dropout rate a model holds as data only which are zero (a model with
   a `nnx.Dropout`, whose rate is a constant of the program, keeps its rate)."""
   abstract = _abstract(method, member.config, member.data)
@@ -141,9 +146,11 @@ def structure_of(method: NeuralMethod, member: Member) -> tuple:
       getattr(abstract, "deep", None), "loss_weights_4")     # also inside `Wide`
   loss = {k: (bool(v) if held and k in HELD_LOSS_WEIGHTS else v)
           for k, v in member.config.loss.items()}
+  train = {k: v for k, v in member.config.train.items() if k not in OPTIMIZER_FIELDS}
   return (graphdef, jax.tree.structure(state),
           tuple((a.shape, a.dtype) for a in jax.tree.leaves(state)),
-          repr(sorted(loss.items())), repr(sorted(member.config.baseline.items())))
+          repr(sorted(loss.items())), repr(sorted(member.config.baseline.items())),
+          repr(sorted(train.items())))
 
 
 def group_members(config: ml_collections.ConfigDict, method: NeuralMethod,
