@@ -98,7 +98,9 @@ def fit_jobs(config: ml_collections.ConfigDict, method: NeuralMethod, jobs: list
   """Trains the members of every job together (one vmapped step per group of one model
   structure, `train.members.group_members`) and returns each job's `finish`. Several jobs (the seeds of a sweep, `train_and_evaluate_seeds`) keep their
   stacked checkpoints in `shared`; a lone member keeps its own in its own folder.
-  `on_epoch` (`train.loop.fit`'s) is for a lone group."""
+  Each group trains with its first member's config (the members of a group agree on
+  the loop's and the loss's settings). `on_epoch` (`train.loop.fit`'s) is for a lone
+  group."""
   members = [m for j in jobs for m in j.members]
   owner = [(i, n) for i, j in enumerate(jobs) for n in range(len(j.members))]
   groups, why = group_members(config, method, members)
@@ -114,8 +116,8 @@ def fit_jobs(config: ml_collections.ConfigDict, method: NeuralMethod, jobs: list
     suffix = "" if whole else "-" + "-".join(map(str, group))
     folder = (members[group[0]].workdir if len(group) == 1 else
               os.path.join(base, "stacked" + suffix) if shared is None else shared + suffix)
-    fits = loop_lib.fit(config, method, [members[g] for g in group], folder, mesh, log,
-                        on_epoch if len(groups) == 1 else None)
+    fits = loop_lib.fit(members[group[0]].config, method, [members[g] for g in group],
+                        folder, mesh, log, on_epoch if len(groups) == 1 else None)
     for index, (g, fit) in enumerate(zip(group, fits)):
       i, n = owner[g]
       m, rows = members[g], jobs[i].rows[n]

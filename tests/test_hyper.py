@@ -122,3 +122,29 @@ def test_members_are_grouped_by_which_rates_and_loss_terms_are_on_not_by_their_v
   assert got == [[0, 2], [1]]
   # An MLP's dropout is all `ByteDropout`: one group.
   assert groups("mean_impute_mlp", [member(), member(dropout=0.35)]) == ([[0, 1]], None)
+
+
+def test_configs_trained_together_each_keep_their_loss_terms(tmp_path):
+  """`train_and_evaluate_many` of two configs whose loss terms and epochs differ (L_miss
+  off and one more epoch in the second): two groups, each trained with its own
+  config's loop and loss, as its own run."""
+  from crl_mmnar_jax.experiment import train_and_evaluate, train_and_evaluate_many
+  from experiments.configs import synthetic
+  configs = []
+  for miss, epochs in ((0.5, 2), (0.0, 3)):
+    c = synthetic.get_config("tiny")
+    c.train.epochs, c.eval.plots, c.eval.n_boot = epochs, False, 0
+    c.loss.miss = miss
+    configs.append(c)
+  logs: list[str] = []
+  together = train_and_evaluate_many(configs, [str(tmp_path / "a"), str(tmp_path / "b")],
+                                     str(tmp_path / "shared"), log=logs.append)
+  assert any("in 2 groups" in line for line in logs) or any(
+      "one after the other" in line for line in logs)
+  for c, r, name in zip(configs, together, "ab"):
+    alone = train_and_evaluate(c, str(tmp_path / f"alone_{name}"), log=lambda _: None)
+    assert r["training"]["history"] == alone["training"]["history"]
+    assert r["metrics"]["val"]["mean"]["auroc"] == pytest.approx(
+        alone["metrics"]["val"]["mean"]["auroc"], abs=1e-4)
+    assert r["metrics"]["test"]["mean"]["auroc"] == pytest.approx(
+        alone["metrics"]["test"]["mean"]["auroc"], abs=1e-4)
