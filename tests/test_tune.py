@@ -196,6 +196,38 @@ def test_a_batch_of_trials_trained_together_gives_each_trials_own_result(tmp_pat
   assert os.path.isdir(os.path.join(workdir, "trials", "batch-000-001-002"))
 
 
+def test_a_nan_trial_in_a_batch_fails_alone_and_the_others_complete(tmp_path, monkeypatch):
+  """When a batch stops on a NaN loss, its trials are trained one by one: only the
+  trial whose loss is NaN fails (with its error recorded); the others complete."""
+  from crl_mmnar_jax import experiment
+  from crl_mmnar_jax.train.loop import NonFiniteLossError
+  config = tables.get_config("tiny")
+  config.data.dir = _cohort(tmp_path / "cohort")
+  config.train.batch_size, config.train.eval_batch_size = 32, 64
+  config.method = "mean_impute_mlp"
+  overrides = {"data.dir": config.data.dir, "method": config.method}
+  space = tune.search_space("tables", config, ["train.lr"], overrides)
+  alone, seen = experiment.train_and_evaluate, []
+
+  def together(configs, workdirs, shared, log):
+    raise NonFiniteLossError("member 1: the loss or parameters became NaN/Inf at step 3")
+
+  def one(c, workdir, log=print, on_epoch=None):
+    seen.append(float(c.train.lr))
+    if len(seen) == 2:                  # the batch's second trial
+      raise NonFiniteLossError("the loss or parameters became NaN/Inf at step 3")
+    return alone(c, workdir, log=log, on_epoch=on_epoch)
+
+  monkeypatch.setattr(experiment, "train_and_evaluate_many", together)
+  monkeypatch.setattr(experiment, "train_and_evaluate", one)
+  best = tune.search(config, "tables", "tiny", str(tmp_path / "search"), 3, space,
+                     overrides, batch=3, log=lambda _: None)
+  rows = _rows(str(tmp_path / "search"))
+  assert [r["state"] for r in rows] == ["COMPLETE", "FAIL", "COMPLETE"]
+  assert "NaN/Inf at step 3" in rows[1]["error"] and not rows[0]["error"]
+  assert best["n_finished"] == 3 and best["n_failed"] == 1 and len(seen) == 3
+
+
 @pytest.mark.parametrize("extra,match", [
     (["--trials=0"], "--trials=0"),
     (["--batch=0"], "--batch=0"),
