@@ -106,7 +106,7 @@ def train_and_evaluate_many(configs: list[ml_collections.ConfigDict], workdirs: 
   decays, dropout rates and loss weights), stacked checkpoints in `shared`. Each
   result equals the config's own run's to float tolerance. Configs of a direct method
   or a stack run one after the other."""
-  for c in configs:
+  for c in configs:          # every config, before any workdir is written
     check_config(c)
   with contextlib.ExitStack() as stack:
     runs = [_prepare_run(c, w, log, stack) for c, w in zip(configs, workdirs)]

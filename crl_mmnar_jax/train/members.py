@@ -135,15 +135,16 @@ def structure_of(method: NeuralMethod, member: Member) -> tuple:
   """What must agree for members to share a stacked state and one compiled step: the
   graph and the shapes and dtypes of every leaf (computed abstractly, nothing is
   initialised), the loop's and the loss's settings (`train.*` but the optimizer's,
-  `loss.*`, `baseline.*`), but of the loss
-  weights and the dropout rate a model holds as data only which are zero (a model with
-  a `nnx.Dropout`, whose rate is a constant of the program, keeps its rate)."""
-  abstract = _abstract(method, member.config, member.data)
+  `loss.*`, `baseline.*`), but of the loss weights and the dropout rate a model holds
+  as data only which are zero (built once with a stand-in rate; a model with an
+  `nnx.Dropout`, whose rate is a constant of the program, is built with its own).
+  The leaf shapes do not depend on the rate, only on whether it is zero."""
+  abstract = _abstract(method, _rate_as_data(member.config), member.data)
+  nodes = [node for _, node in nnx.iter_graph(abstract)]
+  if any(isinstance(node, nnx.Dropout) for node in nodes):   # its rate is compiled in
+    abstract = _abstract(method, member.config, member.data)
   graphdef, state = nnx.split(abstract)
-  if not any(isinstance(node, nnx.Dropout) for _, node in nnx.iter_graph(abstract)):
-    graphdef = nnx.graphdef(_abstract(method, _rate_as_data(member.config), member.data))
-  held = hasattr(abstract, "loss_weights_4") or hasattr(
-      getattr(abstract, "deep", None), "loss_weights_4")     # also inside `Wide`
+  held = any(hasattr(node, "loss_weights_4") for node in nodes)   # also inside `Wide`
   loss = {k: (bool(v) if held and k in HELD_LOSS_WEIGHTS else v)
           for k, v in member.config.loss.items()}
   train = {k: v for k, v in member.config.train.items() if k not in OPTIMIZER_FIELDS}
